@@ -1,0 +1,255 @@
+//! Engine configuration: the JSON object given to `chat_start` (or built in Rust).
+//!
+//! Every key has a default, unknown keys are refused, and every error names the key, because
+//! the host usually sees nothing but `chat_last_error()` and must know what to fix.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// What happens to a client's chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Relay {
+    /// Broadcast to the room at once; the host is told afterwards.
+    #[default]
+    Auto,
+    /// Only the host sees it; the host decides what to broadcast (moderation, persistence).
+    Host,
+}
+
+/// Outgoing wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Typed JSON messages (`welcome`, `message`, `join`, …), see `docs/protocol.md`.
+    #[default]
+    Json,
+    /// The tutorial's `{"mess": text, "name": sender}` for chat messages and nothing else.
+    Seed,
+}
+
+/// On which thread the C callback set with `chat_set_callback` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackThread {
+    /// Only inside `chat_dispatch`, on the thread that calls it (safe for PHP).
+    #[default]
+    Host,
+    /// On one dedicated engine thread (never a tokio worker), for C/Rust hosts.
+    Engine,
+}
+
+/// Engine settings. Field names are the JSON keys.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (see `chat_port`).
+    pub listen: String,
+    /// Room a client lands in when it gives none.
+    pub default_room: String,
+    pub relay: Relay,
+    pub protocol: Protocol,
+    /// Tokio worker threads serving sockets.
+    pub worker_threads: usize,
+    /// Largest client message (after reassembly of fragments); larger → close 1009.
+    pub max_message_bytes: usize,
+    /// Largest number of frames one client message may be split into; more → close 1009.
+    pub max_fragments: usize,
+    /// Outbound bytes queued for one connection before it counts as a slow consumer (close 1008).
+    pub max_backlog_bytes: usize,
+    /// Events waiting for the host; past this they are dropped and counted.
+    pub event_queue: usize,
+    pub callback_thread: CallbackThread,
+    /// Longest display name in characters (longer names are cut).
+    pub max_name_chars: usize,
+    /// Longest room name in characters (longer → refused).
+    pub max_room_chars: usize,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+    /// Open WebSocket connections allowed at once; past it → HTTP 503.
+    pub max_connections: usize,
+    /// Sender name of messages the host broadcasts or sends.
+    pub host_name: String,
+    /// Serve the bundled chat page at `GET /`.
+    pub page: bool,
+    /// Time a client has to send its HTTP request headers.
+    pub handshake_timeout_ms: u64,
+    /// How long a closing connection may take to flush its close frame and hear the reply.
+    pub close_timeout_ms: u64,
+    /// How long `chat_stop` waits for clients to close before it drops them.
+    pub stop_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            default_room: "lobby".into(),
+            relay: Relay::Auto,
+            protocol: Protocol::Json,
+            worker_threads: 2,
+            max_message_bytes: 64 * 1024,
+            max_fragments: 1024,
+            max_backlog_bytes: 1024 * 1024,
+            event_queue: 65_536,
+            callback_thread: CallbackThread::Host,
+            max_name_chars: 32,
+            max_room_chars: 64,
+            max_rooms_per_connection: 16,
+            max_connections: 100_000,
+            host_name: "system".into(),
+            page: true,
+            handshake_timeout_ms: 10_000,
+            close_timeout_ms: 2_000,
+            stop_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The JSON key (dotted path) at fault; empty when the document itself is broken.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "config key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+impl Config {
+    /// Parses a JSON object (empty string or `{}` = all defaults) and validates it.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // serde reports an unknown field at the parent's path; name the field itself.
+            let msg = inner.to_string();
+            let key = match (path.as_str(), unknown_field(&msg)) {
+                (".", Some(f)) | ("", Some(f)) => f,
+                (".", None) => String::new(),
+                (p, _) => p.to_string(),
+            };
+            err(&key, strip_position(&msg))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and formats; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        range("worker_threads", self.worker_threads, 1, 64)?;
+        range("max_message_bytes", self.max_message_bytes, 16, 64 << 20)?;
+        range("max_fragments", self.max_fragments, 1, 1 << 20)?;
+        range("max_backlog_bytes", self.max_backlog_bytes, 1024, 1 << 30)?;
+        range("event_queue", self.event_queue, 16, 1 << 24)?;
+        range("max_name_chars", self.max_name_chars, 1, 256)?;
+        range("max_room_chars", self.max_room_chars, 1, 256)?;
+        range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;
+        range("max_connections", self.max_connections, 1, 10_000_000)?;
+        range("handshake_timeout_ms", self.handshake_timeout_ms as usize, 100, 600_000)?;
+        range("close_timeout_ms", self.close_timeout_ms as usize, 10, 600_000)?;
+        range("stop_timeout_ms", self.stop_timeout_ms as usize, 10, 600_000)?;
+        crate::protocol::validate_room(&self.default_room, self.max_room_chars)
+            .map_err(|m| err("default_room", m))?;
+        if self.host_name.trim().is_empty() || self.host_name.chars().any(char::is_control) {
+            return Err(err("host_name", "must be a non-empty name without control characters"));
+        }
+        Ok(())
+    }
+
+    /// The `listen` key as a socket address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            err("listen", format!("`{}` is not an IP:port address such as 127.0.0.1:8080", self.listen))
+        })
+    }
+}
+
+fn range(key: &str, v: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(err(key, format!("must be between {lo} and {hi}, got {v}")));
+    }
+    Ok(())
+}
+
+fn unknown_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// serde_json appends " at line 1 column 17"; the key already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = Config::from_json("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.default_room, "lobby");
+        assert_eq!(c.worker_threads, 2);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_json(r#"{"listen":"127.0.0.1:0","colour":"red"}"#).unwrap_err();
+        assert_eq!(e.key, "colour");
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = Config::from_json(r#"{"worker_threads":"two"}"#).unwrap_err();
+        assert_eq!(e.key, "worker_threads");
+    }
+
+    #[test]
+    fn out_of_range_names_the_key_and_bounds() {
+        let e = Config::from_json(r#"{"worker_threads":0}"#).unwrap_err();
+        assert_eq!(e.key, "worker_threads");
+        assert!(e.message.contains("between 1 and 64"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_key() {
+        let e = Config::from_json(r#"{"relay":"sometimes"}"#).unwrap_err();
+        assert_eq!(e.key, "relay");
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_key() {
+        let e = Config::from_json(r#"{"listen":"localhost"}"#).unwrap_err();
+        assert_eq!(e.key, "listen");
+    }
+
+    #[test]
+    fn broken_json_is_reported() {
+        let e = Config::from_json("{").unwrap_err();
+        assert!(e.to_string().starts_with("config"), "{e}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Runtime lifecycle: build the tokio runtime, bind synchronously, serve, stop gracefully and
+//! join every thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::events::EventQueue;
+use crate::wsframe::close;
+
+/// Why the engine did not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(crate::config::ConfigError),
+    Bind { addr: SocketAddr, source: std::io::Error },
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => e.fmt(f),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Io(e) => write!(f, "cannot start the engine: {e}"),
+        }
+    }
+}
+
+/// A running server: its runtime, shared state and the accept loop's stop signal.
+pub struct Running {
+    runtime: Runtime,
+    pub ctx: Arc<Context>,
+    stop_accept: Arc<Notify>,
+    pub local_addr: SocketAddr,
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    // A deep accept queue: bursts of thousands of connects must not hit SYN retries.
+    s.listen(4096)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Validates the config, binds, and returns once connections are accepted.
+pub fn start(cfg: Config) -> Result<Running, StartError> {
+    cfg.validate().map_err(StartError::Config)?;
+    let addr = cfg.listen_addr().map_err(StartError::Config)?;
+    let std_listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let local_addr = std_listener.local_addr().map_err(StartError::Io)?;
+    let events = Arc::new(EventQueue::new(cfg.event_queue).map_err(StartError::Io)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
+        .thread_name("embedchat-io")
+        .enable_all()
+        .build()
+        .map_err(StartError::Io)?;
+    let ctx = Arc::new(Context::new(cfg, events));
+    let stop_accept = Arc::new(Notify::new());
+    let listener = {
+        let _enter = runtime.enter();
+        tokio::net::TcpListener::from_std(std_listener).map_err(StartError::Io)?
+    };
+    runtime.spawn(crate::http::accept_loop(listener, ctx.clone(), stop_accept.clone()));
+    Ok(Running { runtime, ctx, stop_accept, local_addr })
+}
+
+impl Running {
+    /// Stops accepting, closes every client with 1001, waits (up to `stop_timeout_ms`) for them
+    /// to finish, then shuts the runtime down and joins its threads. Must not be called from a
+    /// runtime thread.
+    pub fn stop(self) {
+        let ctx = &self.ctx;
+        ctx.stopping.store(true, Ordering::SeqCst);
+        self.stop_accept.notify_one();
+        ctx.hub.close_all(close::GOING_AWAY, "server shutting down");
+        let wait = Duration::from_millis(ctx.cfg.stop_timeout_ms);
+        let sessions = ctx.sessions.clone();
+        self.runtime.block_on(async move {
+            let _ = tokio::time::timeout(wait, sessions.wait_zero()).await;
+        });
+        // Dropping the runtime cancels what is left (HTTP requests in flight) and joins the
+        // worker threads before returning.
+        drop(self.runtime);
+        ctx.events.close();
+    }
+}

@@ -1,0 +1,327 @@
+//! Events for the host: a bounded queue that I/O threads fill and the host drains on its own
+//! thread.
+//!
+//! The engine never calls host code from its I/O threads (a PHP closure called from a foreign
+//! thread crashes PHP). Events wait here; the host takes them with `poll`, and can sleep in its
+//! own `poll()`/`stream_select` on `fd()`, which is readable exactly while events are queued.
+//! Overflow never blocks the I/O threads: the event is counted and a `dropped` event tells the
+//! host how many it missed as soon as there is room again.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Connect,
+    Join,
+    Message,
+    Leave,
+    Disconnect,
+    /// Events were lost because the queue was full; `dropped` says how many.
+    Dropped,
+}
+
+/// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`
+/// event reports lost ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: EventKind,
+    /// The connection concerned (0 for `dropped`).
+    pub conn_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Per-room message id for `message` events that were broadcast (0 = not broadcast).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub msg_id: u64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// For `disconnect`: the close code; for `dropped`: how many events were lost.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub code: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Event {
+    pub fn new(kind: EventKind, conn_id: u64) -> Self {
+        Event {
+            seq: 0,
+            kind,
+            conn_id,
+            room: None,
+            name: None,
+            text: None,
+            msg_id: 0,
+            ts: crate::hub::now_ms(),
+            code: 0,
+        }
+    }
+
+    /// The whole event as one JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Returned by a wait on a queue that was closed by `stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+struct Inner {
+    queue: VecDeque<Event>,
+    next_seq: u64,
+    dropped_pending: u64,
+    dropped_total: u64,
+    closed: bool,
+}
+
+pub struct EventQueue {
+    inner: Mutex<Inner>,
+    cond: Condvar,
+    capacity: usize,
+    wake: WakeFd,
+}
+
+impl EventQueue {
+    pub fn new(capacity: usize) -> std::io::Result<Self> {
+        Ok(EventQueue {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                next_seq: 1,
+                dropped_pending: 0,
+                dropped_total: 0,
+                closed: false,
+            }),
+            cond: Condvar::new(),
+            capacity,
+            wake: WakeFd::new()?,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an event; never blocks. Returns false if it was dropped.
+    pub fn push(&self, ev: Event) -> bool {
+        let mut g = self.lock();
+        if g.closed {
+            return false;
+        }
+        if g.queue.len() >= self.capacity {
+            g.dropped_pending += 1;
+            g.dropped_total += 1;
+            return false;
+        }
+        self.enqueue(&mut g, ev);
+        true
+    }
+
+    fn enqueue(&self, g: &mut Inner, mut ev: Event) {
+        ev.seq = g.next_seq;
+        g.next_seq += 1;
+        if g.queue.is_empty() {
+            self.wake.set();
+        }
+        g.queue.push_back(ev);
+        self.cond.notify_one();
+    }
+
+    /// Takes the next event, waiting up to `timeout` (None = forever). Ok(None) on timeout.
+    pub fn pop(&self, timeout: Option<Duration>) -> Result<Option<Event>, Closed> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = self.lock();
+        loop {
+            if g.closed {
+                return Err(Closed);
+            }
+            if let Some(ev) = g.queue.pop_front() {
+                if g.dropped_pending > 0 {
+                    // A slot just freed: tell the host what it missed, in order.
+                    let mut d = Event::new(EventKind::Dropped, 0);
+                    d.code = std::mem::take(&mut g.dropped_pending);
+                    self.enqueue(&mut g, d);
+                }
+                if g.queue.is_empty() {
+                    self.wake.clear();
+                }
+                return Ok(Some(ev));
+            }
+            match deadline {
+                None => g = self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(None);
+                    }
+                    g = self.cond.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+    }
+
+    /// Number of events waiting now.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.lock().dropped_total
+    }
+
+    /// Wakes every waiter with `Closed`; later pushes are ignored.
+    pub fn close(&self) {
+        let mut g = self.lock();
+        g.closed = true;
+        g.queue.clear();
+        // Leave the fd readable so a host sleeping in poll() wakes up and learns of the stop.
+        self.wake.set();
+        self.cond.notify_all();
+    }
+
+    /// File descriptor that is readable while events are queued (or after close).
+    pub fn fd(&self) -> i32 {
+        self.wake.fd
+    }
+}
+
+/// An eventfd (a pipe where there is none) used as a level-triggered "events waiting" flag.
+struct WakeFd {
+    fd: i32,
+    #[cfg(not(target_os = "linux"))]
+    write_fd: i32,
+}
+
+impl WakeFd {
+    #[cfg(target_os = "linux")]
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(WakeFd { fd })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new() -> std::io::Result<Self> {
+        let mut fds = [0i32; 2];
+        // SAFETY: fds has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for fd in fds {
+            // SAFETY: fd was just returned by pipe.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+        }
+        Ok(WakeFd { fd: fds[0], write_fd: fds[1] })
+    }
+
+    /// Makes the fd readable (idempotent in effect: clear() drains any count).
+    fn set(&self) {
+        let one: u64 = 1;
+        #[cfg(target_os = "linux")]
+        let fd = self.fd;
+        #[cfg(not(target_os = "linux"))]
+        let fd = self.write_fd;
+        // SAFETY: writes 8 bytes from a live u64; failure (counter full) still leaves it readable.
+        unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    fn clear(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a live local buffer of the given length; the fd is non-blocking.
+        while unsafe { libc::read(self.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) } > 0 {}
+    }
+}
+
+impl Drop for WakeFd {
+    fn drop(&mut self) {
+        // SAFETY: the fds are owned by this struct and closed exactly once.
+        unsafe {
+            libc::close(self.fd);
+            #[cfg(not(target_os = "linux"))]
+            libc::close(self.write_fd);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(fd: i32) -> bool {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn fd_is_readable_exactly_while_events_wait() {
+        let q = EventQueue::new(16).unwrap();
+        assert!(!readable(q.fd()));
+        q.push(Event::new(EventKind::Connect, 1));
+        q.push(Event::new(EventKind::Join, 1));
+        assert!(readable(q.fd()));
+        q.pop(Some(Duration::ZERO)).unwrap();
+        assert!(readable(q.fd()));
+        q.pop(Some(Duration::ZERO)).unwrap();
+        assert!(!readable(q.fd()));
+    }
+
+    #[test]
+    fn events_are_numbered_in_order() {
+        let q = EventQueue::new(16).unwrap();
+        for i in 1..=3 {
+            q.push(Event::new(EventKind::Message, i));
+        }
+        let seqs: Vec<u64> = (0..3).map(|_| q.pop(None).unwrap().unwrap().seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn overflow_is_counted_and_reported_by_a_dropped_event() {
+        let q = EventQueue::new(16).unwrap();
+        for i in 0..20 {
+            q.push(Event::new(EventKind::Message, i));
+        }
+        assert_eq!(q.dropped_total(), 4);
+        let mut kinds = Vec::new();
+        while let Some(ev) = q.pop(Some(Duration::ZERO)).unwrap() {
+            kinds.push((ev.kind, ev.code));
+        }
+        assert_eq!(kinds.len(), 17);
+        assert_eq!(kinds.last(), Some(&(EventKind::Dropped, 4)));
+    }
+
+    #[test]
+    fn close_wakes_a_waiting_poller() {
+        let q = Arc::new(EventQueue::new(16).unwrap());
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.pop(None));
+        std::thread::sleep(Duration::from_millis(50));
+        q.close();
+        assert_eq!(t.join().unwrap(), Err(Closed));
+        assert!(readable(q.fd()), "a host in poll() must wake up on stop");
+    }
+
+    #[test]
+    fn pop_times_out() {
+        let q = EventQueue::new(16).unwrap();
+        let t = Instant::now();
+        assert_eq!(q.pop(Some(Duration::from_millis(30))), Ok(None));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+}

@@ -1,0 +1,592 @@
+//! Rooms, members and fan-out. No sockets: connections are represented by their outboxes, so
+//! every rule here is testable without a network.
+//!
+//! Fan-out encodes each message once (JSON, then one WebSocket frame) and pushes the same bytes
+//! into every member's bounded outbox; a member past its backlog limit is closed there (1008)
+//! and counted, and the others are not slowed down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::config::{Config, Protocol, Relay};
+use crate::events::{Event, EventKind, EventQueue};
+use crate::outbox::{Outbox, Push};
+use crate::protocol::{self, Command, User};
+use crate::stats::Stats;
+use crate::wsframe;
+
+pub type ConnId = u64;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Why a host operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubError {
+    UnknownConnection(ConnId),
+    BadRoom(String),
+}
+
+impl std::fmt::Display for HubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubError::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
+            HubError::BadRoom(m) => write!(f, "bad room name: {m}"),
+        }
+    }
+}
+
+/// The settings the hub needs, copied from the engine config.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub relay: Relay,
+    pub protocol: Protocol,
+    pub max_backlog: usize,
+    pub max_rooms_per_connection: usize,
+    pub max_room_chars: usize,
+    pub host_name: Arc<str>,
+}
+
+impl From<&Config> for HubConfig {
+    fn from(c: &Config) -> Self {
+        HubConfig {
+            relay: c.relay,
+            protocol: c.protocol,
+            max_backlog: c.max_backlog_bytes,
+            max_rooms_per_connection: c.max_rooms_per_connection,
+            max_room_chars: c.max_room_chars,
+            host_name: c.host_name.as_str().into(),
+        }
+    }
+}
+
+struct Conn {
+    name: Arc<str>,
+    outbox: Arc<Outbox>,
+    /// Rooms in join order; the last one is the current room.
+    rooms: Vec<Arc<str>>,
+}
+
+struct Member {
+    id: ConnId,
+    outbox: Arc<Outbox>,
+}
+
+#[derive(Default)]
+struct Room {
+    /// Dense list so fan-out is a straight walk; `index` finds a member for removal.
+    members: Vec<Member>,
+    index: HashMap<ConnId, usize>,
+    seq: u64,
+}
+
+impl Room {
+    fn add(&mut self, id: ConnId, outbox: Arc<Outbox>) {
+        self.index.insert(id, self.members.len());
+        self.members.push(Member { id, outbox });
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if let Some(i) = self.index.remove(&id) {
+            self.members.swap_remove(i);
+            if let Some(moved) = self.members.get(i) {
+                self.index.insert(moved.id, i);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<Arc<str>, Room>,
+    /// Lower-cased names in use, so "Bob" and "bob" cannot both appear.
+    names: HashMap<String, ConnId>,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    cfg: HubConfig,
+    stats: Arc<Stats>,
+    events: Arc<EventQueue>,
+}
+
+impl Hub {
+    pub fn new(cfg: HubConfig, stats: Arc<Stats>, events: Arc<EventQueue>) -> Self {
+        Hub { state: Mutex::default(), cfg, stats, events }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seed(&self) -> bool {
+        self.cfg.protocol == Protocol::Seed
+    }
+
+    /// Pushes one frame to every member of a room; returns how many got it.
+    fn fan_out(&self, room: &Room, frame: &Bytes, except: Option<ConnId>) -> usize {
+        let mut sent = 0;
+        for m in &room.members {
+            if Some(m.id) == except {
+                continue;
+            }
+            match m.outbox.push(frame.clone(), self.cfg.max_backlog) {
+                Push::Queued => sent += 1,
+                Push::Overflow => Stats::inc(&self.stats.slow_consumer_closes),
+                Push::Closed => {}
+            }
+        }
+        Stats::add(&self.stats.messages_out, sent as u64);
+        sent
+    }
+
+    fn to_one(&self, outbox: &Outbox, json: &str) {
+        if outbox.push(wsframe::text(json), self.cfg.max_backlog) == Push::Overflow {
+            Stats::inc(&self.stats.slow_consumer_closes);
+        }
+    }
+
+    fn emit(&self, kind: EventKind, id: ConnId, room: Option<&Arc<str>>, name: &Arc<str>) {
+        let mut ev = Event::new(kind, id);
+        ev.room = room.cloned();
+        ev.name = Some(name.clone());
+        self.events.push(ev);
+    }
+
+    fn members_of(st: &State, room: &Room) -> Vec<(ConnId, Arc<str>)> {
+        room.members
+            .iter()
+            .filter_map(|m| st.conns.get(&m.id).map(|c| (m.id, c.name.clone())))
+            .collect()
+    }
+
+    /// Registers a new connection under a unique version of `requested` and joins `room`.
+    /// Returns the name it got.
+    pub fn connect(&self, id: ConnId, requested: Option<&str>, room: &str, outbox: Arc<Outbox>) -> Arc<str> {
+        let mut st = self.lock();
+        let base = requested.map(str::to_string).unwrap_or_else(|| format!("guest-{id}"));
+        let mut name = base.clone();
+        let mut n = 2;
+        while st.names.contains_key(&name.to_lowercase()) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        let name: Arc<str> = name.into();
+        st.names.insert(name.to_lowercase(), id);
+        st.conns.insert(id, Conn { name: name.clone(), outbox: outbox.clone(), rooms: Vec::new() });
+        self.emit(EventKind::Connect, id, None, &name);
+        self.join_locked(&mut st, id, room, true);
+        name
+    }
+
+    /// Adds `id` to `room` (making it current); sends welcome or presence to the joiner and
+    /// `join` to the others.
+    fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool) {
+        let Some(conn) = st.conns.get_mut(&id) else { return };
+        if let Some(pos) = conn.rooms.iter().position(|r| &**r == room) {
+            // Already in: just make it current again.
+            let r = conn.rooms.remove(pos);
+            conn.rooms.push(r);
+        } else {
+            if conn.rooms.len() >= self.cfg.max_rooms_per_connection {
+                let msg = format!("at most {} rooms per connection", self.cfg.max_rooms_per_connection);
+                let outbox = conn.outbox.clone();
+                self.command_error(&outbox, "too_many_rooms", &msg);
+                return;
+            }
+            let key: Arc<str> = st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
+            conn.rooms.push(key.clone());
+            let name = conn.name.clone();
+            let outbox = conn.outbox.clone();
+            let r = st.rooms.entry(key.clone()).or_default();
+            r.add(id, outbox);
+            if !self.seed() {
+                let frame = wsframe::text(&protocol::join(&key, User { id, name: &name }));
+                let r = &st.rooms[&key];
+                self.fan_out(r, &frame, Some(id));
+            }
+            self.emit(EventKind::Join, id, Some(&key), &name);
+        }
+        if self.seed() {
+            return;
+        }
+        let (Some(conn), Some(r)) = (st.conns.get(&id), st.rooms.get(room)) else { return };
+        let members = Self::members_of(st, r);
+        let users: Vec<User<'_>> = members.iter().map(|(id, n)| User { id: *id, name: n }).collect();
+        let json = if first {
+            protocol::welcome(id, &conn.name, room, &users)
+        } else {
+            protocol::presence(room, &users)
+        };
+        self.to_one(&conn.outbox, &json);
+    }
+
+    fn leave_locked(&self, st: &mut State, id: ConnId, room: &str) -> bool {
+        let Some(conn) = st.conns.get_mut(&id) else { return false };
+        let Some(pos) = conn.rooms.iter().position(|r| &**r == room) else { return false };
+        let key = conn.rooms.remove(pos);
+        let name = conn.name.clone();
+        if let Some(r) = st.rooms.get_mut(&key) {
+            r.remove(id);
+            if r.members.is_empty() {
+                st.rooms.remove(&key);
+            } else if !self.seed() {
+                let frame = wsframe::text(&protocol::leave(&key, User { id, name: &name }));
+                self.fan_out(&st.rooms[&key], &frame, None);
+            }
+        }
+        self.emit(EventKind::Leave, id, Some(&key), &name);
+        true
+    }
+
+    fn command_error(&self, outbox: &Outbox, code: &str, message: &str) {
+        Stats::inc(&self.stats.command_errors);
+        if !self.seed() {
+            self.to_one(outbox, &protocol::error(code, message));
+        }
+    }
+
+    /// Tells a connection its message was refused.
+    pub fn reply_error(&self, id: ConnId, code: &str, message: &str) {
+        let outbox = self.lock().conns.get(&id).map(|c| c.outbox.clone());
+        if let Some(o) = outbox {
+            self.command_error(&o, code, message);
+        }
+    }
+
+    /// Carries out one command from a client.
+    pub fn command(&self, id: ConnId, cmd: Command) {
+        let mut st = self.lock();
+        let Some(conn) = st.conns.get(&id) else { return };
+        let outbox = conn.outbox.clone();
+        match cmd {
+            Command::Message { room, text } => {
+                let room = match room {
+                    Some(r) => match conn.rooms.iter().find(|x| ***x == *r) {
+                        Some(k) => k.clone(),
+                        None => return self.command_error(&outbox, "not_member", &format!("you are not in room `{r}`")),
+                    },
+                    None => match conn.rooms.last() {
+                        Some(k) => k.clone(),
+                        None => return self.command_error(&outbox, "no_room", "join a room first"),
+                    },
+                };
+                if text.is_empty() {
+                    return self.command_error(&outbox, "empty", "empty message");
+                }
+                let name = conn.name.clone();
+                let mut ev = Event::new(EventKind::Message, id);
+                if self.cfg.relay == Relay::Auto {
+                    if let Some(r) = st.rooms.get_mut(&room) {
+                        r.seq += 1;
+                        ev.msg_id = r.seq;
+                        let json = if self.seed() {
+                            protocol::seed_message(&text, &name)
+                        } else {
+                            protocol::message(&room, r.seq, ev.ts, User { id, name: &name }, &text)
+                        };
+                        self.fan_out(&st.rooms[&room], &wsframe::text(&json), None);
+                    }
+                }
+                ev.room = Some(room);
+                ev.name = Some(name);
+                ev.text = Some(text);
+                self.events.push(ev);
+            }
+            Command::Join { room } => {
+                if let Err(m) = protocol::validate_room(&room, self.cfg.max_room_chars) {
+                    return self.command_error(&outbox, "bad_room", &m);
+                }
+                self.join_locked(&mut st, id, &room, false);
+            }
+            Command::Leave { room } => {
+                if !self.leave_locked(&mut st, id, &room) {
+                    self.command_error(&outbox, "not_member", &format!("you are not in room `{room}`"));
+                }
+            }
+            Command::Ping { reference } => {
+                if !self.seed() {
+                    self.to_one(&outbox, &protocol::pong(reference.as_ref()));
+                }
+            }
+        }
+    }
+
+    /// Removes a connection: leaves every room (telling the others) and reports `disconnect`.
+    pub fn disconnect(&self, id: ConnId, code: u16) {
+        let mut st = self.lock();
+        let Some(conn) = st.conns.get(&id) else { return };
+        let rooms: Vec<Arc<str>> = conn.rooms.iter().rev().cloned().collect();
+        for r in rooms {
+            self.leave_locked(&mut st, id, &r);
+        }
+        if let Some(conn) = st.conns.remove(&id) {
+            st.names.remove(&conn.name.to_lowercase());
+            let mut ev = Event::new(EventKind::Disconnect, id);
+            ev.name = Some(conn.name);
+            ev.code = code as u64;
+            self.events.push(ev);
+        }
+    }
+
+    /// A host message to one room, or to every room when `room` is None. Returns how many
+    /// connections it was queued to.
+    pub fn broadcast(&self, room: Option<&str>, text: &str) -> Result<usize, HubError> {
+        if let Some(r) = room {
+            protocol::validate_room(r, self.cfg.max_room_chars).map_err(HubError::BadRoom)?;
+        }
+        let mut st = self.lock();
+        Stats::inc(&self.stats.host_broadcasts);
+        let ts = now_ms();
+        let host = User { id: 0, name: &self.cfg.host_name };
+        let seed = self.seed();
+        let mut sent = 0;
+        let mut one = |name: &str, r: &mut Room| {
+            r.seq += 1;
+            let json = if seed {
+                protocol::seed_message(text, host.name)
+            } else {
+                protocol::message(name, r.seq, ts, host, text)
+            };
+            sent += self.fan_out(r, &wsframe::text(&json), None);
+        };
+        match room {
+            Some(name) => {
+                if let Some(r) = st.rooms.get_mut(name) {
+                    one(name, r);
+                }
+            }
+            None => {
+                for (name, r) in st.rooms.iter_mut() {
+                    one(name, r);
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// A host message to one connection (shown as a whisper from the host).
+    pub fn send(&self, id: ConnId, text: &str) -> Result<(), HubError> {
+        let st = self.lock();
+        let conn = st.conns.get(&id).ok_or(HubError::UnknownConnection(id))?;
+        let json = if self.seed() {
+            protocol::seed_message(text, &self.cfg.host_name)
+        } else {
+            protocol::whisper(now_ms(), User { id: 0, name: &self.cfg.host_name }, text)
+        };
+        self.to_one(&conn.outbox, &json);
+        Stats::inc(&self.stats.messages_out);
+        Ok(())
+    }
+
+    /// Closes one connection with code 4000 and `reason`.
+    pub fn kick(&self, id: ConnId, reason: &str) -> Result<(), HubError> {
+        let st = self.lock();
+        let conn = st.conns.get(&id).ok_or(HubError::UnknownConnection(id))?;
+        if conn.outbox.close(wsframe::close::KICKED, reason) {
+            Stats::inc(&self.stats.kicks);
+        }
+        Ok(())
+    }
+
+    /// Starts closing every connection with `code` (used by stop: 1001).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let st = self.lock();
+        for c in st.conns.values() {
+            c.outbox.close(code, reason);
+        }
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.lock().rooms.len()
+    }
+
+    /// Members of a room as (id, name), in join order as far as removals allow.
+    pub fn members(&self, room: &str) -> Vec<(ConnId, Arc<str>)> {
+        let st = self.lock();
+        st.rooms.get(room).map(|r| Self::members_of(&st, r)).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    fn hub(cfg: impl FnOnce(&mut Config)) -> (Hub, Arc<EventQueue>) {
+        let mut c = Config::default();
+        cfg(&mut c);
+        let events = Arc::new(EventQueue::new(1024).unwrap());
+        (Hub::new(HubConfig::from(&c), Arc::new(Stats::default()), events.clone()), events)
+    }
+
+    fn drain(o: &Outbox) -> Vec<Value> {
+        let mut q = VecDeque::new();
+        o.take(&mut q);
+        q.iter()
+            .map(|f| {
+                let start = if f[1] == 126 { 4 } else { 2 };
+                serde_json::from_slice(&f[start..]).unwrap()
+            })
+            .collect()
+    }
+
+    fn kinds(events: &EventQueue) -> Vec<EventKind> {
+        std::iter::from_fn(|| events.pop(Some(Duration::ZERO)).unwrap()).map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn welcome_lists_members_and_others_hear_the_join() {
+        let (h, _) = hub(|_| {});
+        let a = Arc::new(Outbox::new());
+        let b = Arc::new(Outbox::new());
+        h.connect(1, Some("ann"), "lobby", a.clone());
+        drain(&a);
+        h.connect(2, Some("bob"), "lobby", b.clone());
+        let wb = drain(&b);
+        assert_eq!(wb[0]["type"], "welcome");
+        assert_eq!(wb[0]["name"], "bob");
+        assert_eq!(wb[0]["members"].as_array().unwrap().len(), 2);
+        let wa = drain(&a);
+        assert_eq!(wa[0]["type"], "join");
+        assert_eq!(wa[0]["user"]["name"], "bob");
+    }
+
+    #[test]
+    fn names_are_made_unique_ignoring_case() {
+        let (h, _) = hub(|_| {});
+        assert_eq!(&*h.connect(1, Some("Bob"), "lobby", Arc::new(Outbox::new())), "Bob");
+        assert_eq!(&*h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new())), "bob-2");
+        assert_eq!(&*h.connect(3, None, "lobby", Arc::new(Outbox::new())), "guest-3");
+        h.disconnect(1, 1000);
+        assert_eq!(&*h.connect(4, Some("BOB"), "lobby", Arc::new(Outbox::new())), "BOB");
+    }
+
+    #[test]
+    fn messages_reach_the_room_including_sender_with_increasing_ids() {
+        let (h, ev) = hub(|_| {});
+        let a = Arc::new(Outbox::new());
+        let b = Arc::new(Outbox::new());
+        let c = Arc::new(Outbox::new());
+        h.connect(1, Some("ann"), "lobby", a.clone());
+        h.connect(2, Some("bob"), "lobby", b.clone());
+        h.connect(3, Some("cy"), "other", c.clone());
+        for o in [&a, &b, &c] {
+            drain(o);
+        }
+        h.command(1, Command::Message { room: None, text: "one".into() });
+        h.command(2, Command::Message { room: None, text: "two".into() });
+        let got: Vec<(u64, String)> =
+            drain(&a).iter().map(|m| (m["id"].as_u64().unwrap(), m["text"].as_str().unwrap().into())).collect();
+        assert_eq!(got, vec![(1, "one".into()), (2, "two".into())]);
+        assert_eq!(drain(&b).len(), 2);
+        assert!(drain(&c).is_empty(), "rooms isolate");
+        let k = kinds(&ev);
+        assert_eq!(k.iter().filter(|k| **k == EventKind::Message).count(), 2);
+    }
+
+    #[test]
+    fn host_relay_sends_nothing_to_the_room() {
+        let (h, ev) = hub(|c| c.relay = Relay::Host);
+        let a = Arc::new(Outbox::new());
+        h.connect(1, Some("ann"), "lobby", a.clone());
+        drain(&a);
+        h.command(1, Command::Message { room: None, text: "hi".into() });
+        assert!(drain(&a).is_empty());
+        assert_eq!(kinds(&ev), vec![EventKind::Connect, EventKind::Join, EventKind::Message]);
+    }
+
+    #[test]
+    fn seed_protocol_sends_only_mess_and_name() {
+        let (h, _) = hub(|c| c.protocol = Protocol::Seed);
+        let a = Arc::new(Outbox::new());
+        h.connect(1, Some("ann"), "lobby", a.clone());
+        h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new()));
+        h.command(2, Command::Message { room: None, text: "hi".into() });
+        let got = drain(&a);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0], serde_json::json!({"mess": "hi", "name": "bob"}));
+    }
+
+    #[test]
+    fn joining_several_rooms_and_leaving() {
+        let (h, _) = hub(|c| c.max_rooms_per_connection = 2);
+        let a = Arc::new(Outbox::new());
+        h.connect(1, Some("ann"), "lobby", a.clone());
+        h.command(1, Command::Join { room: "dev".into() });
+        h.command(1, Command::Join { room: "ops".into() });
+        let msgs = drain(&a);
+        assert_eq!(msgs[1]["type"], "presence");
+        assert_eq!(msgs[2]["code"], "too_many_rooms");
+        h.command(1, Command::Message { room: None, text: "x".into() });
+        assert_eq!(drain(&a)[0]["room"], "dev", "the last joined room is current");
+        h.command(1, Command::Leave { room: "dev".into() });
+        h.command(1, Command::Message { room: Some("dev".into()), text: "x".into() });
+        assert_eq!(drain(&a)[0]["code"], "not_member");
+        assert_eq!(h.room_count(), 1);
+    }
+
+    #[test]
+    fn host_broadcast_to_one_room_or_all() {
+        let (h, _) = hub(|_| {});
+        let a = Arc::new(Outbox::new());
+        let b = Arc::new(Outbox::new());
+        h.connect(1, Some("ann"), "lobby", a.clone());
+        h.connect(2, Some("bob"), "dev", b.clone());
+        drain(&a);
+        drain(&b);
+        assert_eq!(h.broadcast(Some("dev"), "deploy"), Ok(1));
+        assert_eq!(drain(&b)[0]["from"], serde_json::json!({"id": 0, "name": "system"}));
+        assert!(drain(&a).is_empty());
+        assert_eq!(h.broadcast(None, "all"), Ok(2));
+        assert_eq!(h.broadcast(Some("nobody-here"), "x"), Ok(0));
+        assert!(matches!(h.broadcast(Some(""), "x"), Err(HubError::BadRoom(_))));
+    }
+
+    #[test]
+    fn slow_member_is_closed_and_others_still_receive() {
+        let (h, _) = hub(|c| c.max_backlog_bytes = 2048);
+        let slow = Arc::new(Outbox::new());
+        let fast = Arc::new(Outbox::new());
+        h.connect(1, Some("slow"), "lobby", slow.clone());
+        h.connect(2, Some("fast"), "lobby", fast.clone());
+        let mut q = VecDeque::new();
+        for i in 0..100 {
+            h.broadcast(Some("lobby"), &format!("message {i}")).unwrap();
+            fast.take(&mut q);
+            let n: usize = q.drain(..).map(|f| f.len()).sum();
+            fast.written(n);
+        }
+        assert!(slow.is_closing());
+        assert!(!fast.is_closing());
+        assert_eq!(h.stats.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn send_and_kick_unknown_connection_is_an_error() {
+        let (h, _) = hub(|_| {});
+        assert_eq!(h.send(9, "x"), Err(HubError::UnknownConnection(9)));
+        assert_eq!(h.kick(9, "x"), Err(HubError::UnknownConnection(9)));
+    }
+
+    #[test]
+    fn disconnect_tells_the_room_and_the_host() {
+        let (h, ev) = hub(|_| {});
+        let a = Arc::new(Outbox::new());
+        h.connect(1, Some("ann"), "lobby", a.clone());
+        h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new()));
+        drain(&a);
+        h.disconnect(2, 1000);
+        assert_eq!(drain(&a)[0]["type"], "leave");
+        let k = kinds(&ev);
+        assert_eq!(&k[k.len() - 2..], &[EventKind::Leave, EventKind::Disconnect]);
+    }
+}

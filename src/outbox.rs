@@ -1,0 +1,204 @@
+//! One connection's outgoing queue: shared, already-framed bytes waiting for its writer.
+//!
+//! The hub pushes a reference to the same frame into every member's outbox (no copy, no
+//! per-member JSON); the connection's task takes everything queued and writes it with one
+//! vectored write. The queue is bounded in bytes: a consumer that falls behind past the limit is
+//! closed (1008), not allowed to grow the engine's memory.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::wsframe;
+
+/// Result of offering a frame to an outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The backlog limit would be passed; the frame was not queued and the outbox is now closing.
+    Overflow,
+    /// The connection is already closing; the frame was discarded.
+    Closed,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Close frame to send once, after which nothing else is accepted.
+    close: Option<Bytes>,
+    closing: bool,
+    /// The code of the close frame, once closing.
+    code: Option<u16>,
+}
+
+/// What the writer takes in one go.
+pub struct Batch {
+    /// The close frame, when the connection is being closed; queued data is then dropped.
+    pub close: Option<Bytes>,
+}
+
+#[derive(Default)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    /// Bytes queued or taken but not yet written to the socket.
+    backlog: AtomicUsize,
+    notify: Notify,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock leaves only a queue of bytes behind: still usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame unless the backlog would pass `max_backlog` (then closes with 1008).
+    pub fn push(&self, frame: Bytes, max_backlog: usize) -> Push {
+        let mut q = self.lock();
+        if q.closing {
+            return Push::Closed;
+        }
+        let len = frame.len();
+        if self.backlog.load(Ordering::Relaxed) + len > max_backlog {
+            drop(q);
+            self.close(wsframe::close::POLICY, "slow consumer: backlog limit passed");
+            return Push::Overflow;
+        }
+        self.backlog.fetch_add(len, Ordering::Relaxed);
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(frame);
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Queues a control reply (pong) without the backlog limit; control frames are tiny and a
+    /// peer that pings must get its pong even under load.
+    pub fn push_control(&self, frame: Bytes) {
+        let mut q = self.lock();
+        if q.closing {
+            return;
+        }
+        self.backlog.fetch_add(frame.len(), Ordering::Relaxed);
+        q.frames.push_back(frame);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Starts closing: queued data is dropped and a close frame with `code` is sent instead.
+    /// Only the first call counts. Returns whether this call started the close.
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        let mut q = self.lock();
+        if q.closing {
+            return false;
+        }
+        q.closing = true;
+        let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
+        self.backlog.fetch_sub(dropped, Ordering::Relaxed);
+        let frame = wsframe::close_frame(code, reason);
+        // The close frame is queued data too: counted until the writer sends it.
+        self.backlog.fetch_add(frame.len(), Ordering::Relaxed);
+        q.close = Some(frame);
+        q.code = Some(code);
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.lock().closing
+    }
+
+    /// The code this outbox closed with, if it is closing.
+    pub fn close_code(&self) -> Option<u16> {
+        self.lock().code
+    }
+
+    /// Moves every queued frame into `into` (swapping buffers, so no allocation in steady state).
+    pub fn take(&self, into: &mut VecDeque<Bytes>) -> Batch {
+        let mut q = self.lock();
+        if into.is_empty() {
+            std::mem::swap(&mut q.frames, into);
+        } else {
+            into.extend(q.frames.drain(..));
+        }
+        Batch { close: q.close.take() }
+    }
+
+    /// The writer reports bytes it wrote or discarded.
+    pub fn written(&self, n: usize) {
+        self.backlog.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when something was queued since the last call.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_shared_not_copied() {
+        let a = Outbox::new();
+        let b = Outbox::new();
+        let f = wsframe::text("hello");
+        a.push(f.clone(), 1000);
+        b.push(f.clone(), 1000);
+        let mut qa = VecDeque::new();
+        a.take(&mut qa);
+        assert_eq!(qa[0].as_ptr(), f.as_ptr());
+    }
+
+    #[test]
+    fn backlog_limit_closes_with_1008() {
+        let o = Outbox::new();
+        assert_eq!(o.push(Bytes::from(vec![0; 600]), 1000), Push::Queued);
+        assert_eq!(o.push(Bytes::from(vec![0; 600]), 1000), Push::Overflow);
+        assert_eq!(o.push(Bytes::from(vec![0; 1]), 1000), Push::Closed);
+        let mut q = VecDeque::new();
+        let batch = o.take(&mut q);
+        assert!(q.is_empty(), "queued data is dropped on close");
+        let close = batch.close.unwrap();
+        assert_eq!(&close[2..4], &1008u16.to_be_bytes());
+        assert_eq!(o.backlog(), close.len(), "only the close frame is left to write");
+    }
+
+    #[test]
+    fn backlog_counts_until_written() {
+        let o = Outbox::new();
+        o.push(Bytes::from(vec![0; 700]), 1000);
+        let mut q = VecDeque::new();
+        o.take(&mut q);
+        assert_eq!(o.push(Bytes::from(vec![0; 700]), 1000), Push::Overflow, "taken but unwritten still counts");
+        let o = Outbox::new();
+        o.push(Bytes::from(vec![0; 700]), 1000);
+        o.take(&mut q);
+        o.written(700);
+        assert_eq!(o.push(Bytes::from(vec![0; 700]), 1000), Push::Queued);
+    }
+
+    #[test]
+    fn only_the_first_close_counts() {
+        let o = Outbox::new();
+        assert!(o.close(1001, "bye"));
+        assert!(!o.close(1008, "again"));
+        let mut q = VecDeque::new();
+        assert_eq!(&o.take(&mut q).close.unwrap()[2..4], &1001u16.to_be_bytes());
+    }
+}

@@ -1,0 +1,267 @@
+//! Wire format: what clients send (commands) and what the server sends (JSON or seed).
+//!
+//! Pure functions, no I/O, so the whole format is unit-testable and fuzzable. The full message
+//! list is in `docs/protocol.md`.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// A command parsed from one client text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Chat text for `room` (None = the connection's current room).
+    Message { room: Option<String>, text: String },
+    /// Join a room (and make it current).
+    Join { room: String },
+    /// Leave a room.
+    Leave { room: String },
+    /// Application-level ping; answered with `pong` carrying the same `ref`.
+    Ping { reference: Option<Value> },
+}
+
+/// Why a client message was refused; sent back as an `error` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// Stable machine-readable code (`bad_json`, `unknown_type`, `bad_field`, …).
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn perr(code: &'static str, message: impl Into<String>) -> ProtocolError {
+    ProtocolError { code, message: message.into() }
+}
+
+/// Parses one client text message.
+///
+/// Text whose first non-blank character is `{` must be a JSON command object with a string
+/// `type`; anything else is plain chat text for the current room (what the seed page sends).
+/// With `plain_only` (seed protocol) every message is plain text.
+pub fn parse_client(text: &str, plain_only: bool) -> Result<Command, ProtocolError> {
+    if plain_only || !text.trim_start().starts_with('{') {
+        return Ok(Command::Message { room: None, text: text.to_string() });
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| perr("bad_json", format!("not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(perr("bad_json", "a command must be a JSON object"));
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(perr("bad_field", "`type` must be a string")),
+        None => return Err(perr("bad_field", "missing `type`")),
+    };
+    match kind {
+        "message" => Ok(Command::Message {
+            room: opt_str(&obj, "room")?,
+            text: req_str(&obj, "text")?,
+        }),
+        "join" => Ok(Command::Join { room: req_str(&obj, "room")? }),
+        "leave" => Ok(Command::Leave { room: req_str(&obj, "room")? }),
+        "ping" => Ok(Command::Ping { reference: obj.get("ref").cloned() }),
+        other => Err(perr("unknown_type", format!("unknown message type `{}`", clip(other, 40)))),
+    }
+}
+
+fn req_str(obj: &Map<String, Value>, key: &'static str) -> Result<String, ProtocolError> {
+    opt_str(obj, key)?.ok_or_else(|| perr("bad_field", format!("missing `{key}`")))
+}
+
+fn opt_str(obj: &Map<String, Value>, key: &'static str) -> Result<Option<String>, ProtocolError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(perr("bad_field", format!("`{key}` must be a string"))),
+    }
+}
+
+fn clip(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Checks a room name: 1..=max characters, no control characters, no surrounding blanks.
+pub fn validate_room(room: &str, max_chars: usize) -> Result<(), String> {
+    if room.is_empty() {
+        return Err("room name is empty".into());
+    }
+    if room.chars().count() > max_chars {
+        return Err(format!("room name is longer than {max_chars} characters"));
+    }
+    if room.chars().any(char::is_control) {
+        return Err("room name contains control characters".into());
+    }
+    if room.trim() != room {
+        return Err("room name starts or ends with blanks".into());
+    }
+    Ok(())
+}
+
+/// Cleans a requested display name: control characters removed, blanks trimmed, cut to
+/// `max_chars`. Returns None when nothing usable is left.
+pub fn clean_name(raw: &str, max_chars: usize) -> Option<String> {
+    let no_ctl: String = raw.chars().filter(|c| !c.is_control()).collect();
+    let cut: String = no_ctl.trim().chars().take(max_chars).collect();
+    let cut = cut.trim_end().to_string();
+    (!cut.is_empty()).then_some(cut)
+}
+
+/// Who sent something, as it appears on the wire.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct User<'a> {
+    pub id: u64,
+    pub name: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Out<'a> {
+    Welcome { id: u64, name: &'a str, room: &'a str, members: &'a [User<'a>] },
+    Presence { room: &'a str, members: &'a [User<'a>] },
+    Message { room: &'a str, id: u64, ts: u64, from: User<'a>, text: &'a str },
+    Join { room: &'a str, user: User<'a> },
+    Leave { room: &'a str, user: User<'a> },
+    Whisper { ts: u64, from: User<'a>, text: &'a str },
+    Pong {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+    },
+    Error { code: &'a str, message: &'a str },
+}
+
+fn to_json(out: &Out<'_>) -> String {
+    // Serializing plain strings and integers cannot fail.
+    serde_json::to_string(out).unwrap_or_default()
+}
+
+pub fn welcome(id: u64, name: &str, room: &str, members: &[User<'_>]) -> String {
+    to_json(&Out::Welcome { id, name, room, members })
+}
+
+pub fn presence(room: &str, members: &[User<'_>]) -> String {
+    to_json(&Out::Presence { room, members })
+}
+
+pub fn message(room: &str, id: u64, ts: u64, from: User<'_>, text: &str) -> String {
+    to_json(&Out::Message { room, id, ts, from, text })
+}
+
+pub fn join(room: &str, user: User<'_>) -> String {
+    to_json(&Out::Join { room, user })
+}
+
+pub fn leave(room: &str, user: User<'_>) -> String {
+    to_json(&Out::Leave { room, user })
+}
+
+pub fn whisper(ts: u64, from: User<'_>, text: &str) -> String {
+    to_json(&Out::Whisper { ts, from, text })
+}
+
+pub fn pong(reference: Option<&Value>) -> String {
+    to_json(&Out::Pong { reference })
+}
+
+pub fn error(code: &str, message: &str) -> String {
+    to_json(&Out::Error { code, message })
+}
+
+/// The seed tutorial's chat message, byte for byte what its `json_encode` produced
+/// (PHP escapes `/` and non-ASCII; browsers decode both the same, so we keep serde's form).
+pub fn seed_message(text: &str, sender: &str) -> String {
+    #[derive(Serialize)]
+    struct Seed<'a> {
+        mess: &'a str,
+        name: &'a str,
+    }
+    serde_json::to_string(&Seed { mess: text, name: sender }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_a_message_to_the_current_room() {
+        assert_eq!(
+            parse_client("hello there", false).unwrap(),
+            Command::Message { room: None, text: "hello there".into() }
+        );
+    }
+
+    #[test]
+    fn seed_mode_treats_braces_as_text() {
+        assert_eq!(
+            parse_client("{not json", true).unwrap(),
+            Command::Message { room: None, text: "{not json".into() }
+        );
+    }
+
+    #[test]
+    fn json_message_with_room() {
+        let c = parse_client(r#"{"type":"message","room":"dev","text":"hi"}"#, false).unwrap();
+        assert_eq!(c, Command::Message { room: Some("dev".into()), text: "hi".into() });
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_text() {
+        assert_eq!(parse_client("{oops", false).unwrap_err().code, "bad_json");
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let text = format!("{{\"type\":\"message\",\"text\":{deep}}}");
+        assert_eq!(parse_client(&text, false).unwrap_err().code, "bad_json");
+    }
+
+    #[test]
+    fn unknown_type_and_wrong_field_types_are_errors() {
+        assert_eq!(parse_client(r#"{"type":"dance"}"#, false).unwrap_err().code, "unknown_type");
+        assert_eq!(parse_client(r#"{"type":7}"#, false).unwrap_err().code, "bad_field");
+        assert_eq!(
+            parse_client(r#"{"type":"message","text":12}"#, false).unwrap_err().code,
+            "bad_field"
+        );
+        assert_eq!(parse_client(r#"{"type":"join"}"#, false).unwrap_err().code, "bad_field");
+        assert_eq!(parse_client(r#"[1,2]"#, false).map(|_| ()), Ok(()), "not an object: plain text");
+    }
+
+    #[test]
+    fn room_names_are_validated() {
+        assert!(validate_room("lobby", 64).is_ok());
+        assert!(validate_room("", 64).is_err());
+        assert!(validate_room("a\nb", 64).is_err());
+        assert!(validate_room(" lobby", 64).is_err());
+        assert!(validate_room(&"x".repeat(65), 64).is_err());
+        assert!(validate_room("кухня", 64).is_ok());
+    }
+
+    #[test]
+    fn names_are_trimmed_cleaned_and_cut() {
+        assert_eq!(clean_name("  bob \n", 32).as_deref(), Some("bob"));
+        assert_eq!(clean_name("a\u{0}b", 32).as_deref(), Some("ab"));
+        assert_eq!(clean_name("   ", 32), None);
+        assert_eq!(clean_name("abcdef", 3).as_deref(), Some("abc"));
+        assert_eq!(clean_name("ab   cd", 3).as_deref(), Some("ab"));
+    }
+
+    #[test]
+    fn message_encoding_has_every_field() {
+        let v: Value = serde_json::from_str(&message("lobby", 7, 123, User { id: 3, name: "bob" }, "<b>hi"))
+            .unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["room"], "lobby");
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["ts"], 123);
+        assert_eq!(v["from"]["id"], 3);
+        assert_eq!(v["from"]["name"], "bob");
+        assert_eq!(v["text"], "<b>hi");
+    }
+
+    #[test]
+    fn seed_message_is_exactly_mess_then_name() {
+        assert_eq!(seed_message("hi \"you\"", "bob"), r#"{"mess":"hi \"you\"","name":"bob"}"#);
+    }
+}

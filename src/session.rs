@@ -1,0 +1,244 @@
+//! One WebSocket connection after the upgrade: one task that reads client frames, carries out
+//! commands, and writes whatever the hub queued with vectored writes, then closes politely.
+//!
+//! Reads go through a buffer owned by the worker thread, not the connection, so an idle
+//! connection holds no read buffer at all (tungstenite's default 128 KiB buffer cost 134 KiB of
+//! RSS per idle connection when measured here).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::context::{Context, SessionGuard};
+use crate::hub::ConnId;
+use crate::outbox::Outbox;
+use crate::protocol;
+use crate::stats::Stats;
+use crate::wsframe::{self, close, Decoder, Incoming};
+
+const READ_CHUNK: usize = 64 * 1024;
+/// Frames handed to one `writev` call (Linux allows 1024; 64 keeps the slice array on the stack).
+const MAX_IOV: usize = 64;
+
+thread_local! {
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Who the client said it is, from the upgrade request.
+pub struct Hello {
+    pub id: ConnId,
+    pub name: Option<String>,
+    pub room: String,
+}
+
+/// Frames taken from the outbox and not yet fully written.
+#[derive(Default)]
+struct Writer {
+    pending: VecDeque<Bytes>,
+    /// Bytes of the front frame already written.
+    offset: usize,
+    /// The close frame is queued behind `pending`; nothing else will be.
+    closing: bool,
+    close_written: bool,
+}
+
+impl Writer {
+    /// Writes what the socket takes. Ok(true): everything written; Ok(false): socket full.
+    fn flush(&mut self, stream: &TcpStream, outbox: &Outbox, stats: &Stats) -> io::Result<bool> {
+        if !self.closing {
+            if let Some(close_frame) = outbox.take(&mut self.pending).close {
+                // Keep a half-written frame (the stream must stay well-formed), drop the rest.
+                let keep = usize::from(self.offset > 0);
+                let dropped: usize = self.pending.drain(keep..).map(|f| f.len()).sum();
+                outbox.written(dropped);
+                self.pending.push_back(close_frame);
+                self.closing = true;
+            }
+        }
+        loop {
+            if self.pending.is_empty() {
+                self.close_written = self.closing;
+                return Ok(true);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, f) in self.pending.iter().take(MAX_IOV).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &f[self.offset..] } else { f });
+                n += 1;
+            }
+            match stream.try_write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut w) => {
+                    outbox.written(w);
+                    Stats::add(&stats.bytes_out, w as u64);
+                    while w > 0 {
+                        let left = self.pending[0].len() - self.offset;
+                        if w >= left {
+                            w -= left;
+                            self.pending.pop_front();
+                            self.offset = 0;
+                        } else {
+                            self.offset += w;
+                            w = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Runs the connection to its end, then removes it from the hub.
+pub async fn run(ctx: Arc<Context>, stream: TcpStream, early: Bytes, hello: Hello, _guard: SessionGuard) {
+    let id = hello.id;
+    let outbox = Arc::new(Outbox::new());
+    ctx.hub.connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
+    let code = Connection { ctx: &ctx, id, outbox: &outbox, decoder: Decoder::new(), state: State::default() }
+        .serve(&stream, &early)
+        .await;
+    ctx.hub.disconnect(id, code);
+}
+
+#[derive(Default)]
+struct State {
+    /// Stop decoding: the client sent close or broke the protocol.
+    reading_done: bool,
+    peer_closed: bool,
+    eof: bool,
+    /// Close code reported to the host (what the client sent, or what we closed with).
+    code: Option<u16>,
+}
+
+struct Connection<'a> {
+    ctx: &'a Context,
+    id: ConnId,
+    outbox: &'a Outbox,
+    decoder: Decoder,
+    state: State,
+}
+
+impl Connection<'_> {
+    async fn serve(mut self, stream: &TcpStream, early: &[u8]) -> u16 {
+        let ctx = self.ctx;
+        let close_timeout = Duration::from_millis(ctx.cfg.close_timeout_ms);
+        let mut writer = Writer::default();
+        let mut want_writable;
+        let mut deadline: Option<Instant> = None;
+        if !early.is_empty() {
+            self.input(early);
+        }
+        loop {
+            match writer.flush(stream, self.outbox, &ctx.stats) {
+                Ok(done) => want_writable = !done,
+                Err(_) => break,
+            }
+            if writer.closing && deadline.is_none() {
+                deadline = Some(Instant::now() + close_timeout);
+            }
+            // Server closes TCP after its close frame is out and the client's close (or EOF) is in.
+            if writer.close_written && (self.state.peer_closed || self.state.eof) {
+                break;
+            }
+            if self.state.eof && !writer.closing {
+                break; // the client vanished without a close frame
+            }
+            tokio::select! {
+                biased;
+                r = stream.readable(), if !self.state.eof => {
+                    if r.is_err() || self.read(stream).is_err() {
+                        break;
+                    }
+                }
+                _ = self.outbox.notified(), if !want_writable => {}
+                r = stream.writable(), if want_writable => {
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                _ = sleep_until(deadline) => break,
+            }
+        }
+        self.state.code.or(self.outbox.close_code()).unwrap_or(1006)
+    }
+
+    /// One read from the socket through the thread's shared buffer.
+    fn read(&mut self, stream: &TcpStream) -> io::Result<()> {
+        READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            match stream.try_read(&mut buf) {
+                Ok(0) => {
+                    self.state.eof = true;
+                    Ok(())
+                }
+                Ok(n) => {
+                    Stats::add(&self.ctx.stats.bytes_in, n as u64);
+                    self.input(&buf[..n]);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn input(&mut self, data: &[u8]) {
+        if self.state.reading_done {
+            return; // after a close or a violation, bytes are read only to see EOF
+        }
+        let mut msgs = Vec::new();
+        let res = self.decoder.feed(data, self.ctx.limits, &mut |m| msgs.push(m));
+        for m in msgs {
+            self.message(m);
+        }
+        if let Err(v) = res {
+            Stats::inc(&self.ctx.stats.protocol_errors);
+            self.state.reading_done = true;
+            self.state.code.get_or_insert(v.code);
+            self.outbox.close(v.code, v.reason);
+        }
+    }
+
+    fn message(&mut self, m: Incoming) {
+        let ctx = self.ctx;
+        if self.outbox.is_closing() && !matches!(m, Incoming::Close(..)) {
+            return; // closing: only the client's close reply matters now
+        }
+        match m {
+            Incoming::Text(text) => {
+                Stats::inc(&ctx.stats.messages_in);
+                match protocol::parse_client(&text, ctx.cfg.protocol == crate::config::Protocol::Seed) {
+                    Ok(cmd) => ctx.hub.command(self.id, cmd),
+                    Err(e) => ctx.hub.reply_error(self.id, e.code, &e.message),
+                }
+            }
+            Incoming::Binary(_) => {
+                Stats::inc(&ctx.stats.messages_in);
+                ctx.hub.reply_error(self.id, "binary", "binary messages are not supported; send text");
+            }
+            Incoming::Ping(payload) => self.outbox.push_control(wsframe::encode(wsframe::OP_PONG, &payload)),
+            Incoming::Pong => {}
+            Incoming::Close(code, _reason) => {
+                self.state.peer_closed = true;
+                self.state.reading_done = true;
+                self.state.code.get_or_insert(code.unwrap_or(1005));
+                // Echo the client's code (RFC 6455 5.5.1); a bodyless close is answered with 1000.
+                self.outbox.close(code.unwrap_or(close::NORMAL), "");
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

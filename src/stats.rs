@@ -1,0 +1,73 @@
+//! Counters: every connection, message, byte and drop is counted here.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub connections_total: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub host_broadcasts: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub command_errors: AtomicU64,
+    pub handshake_rejects: AtomicU64,
+    pub kicks: AtomicU64,
+}
+
+/// A point-in-time copy, as returned by `chat_stats_json`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub connections_total: u64,
+    pub connections_open: u64,
+    pub rooms: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub host_broadcasts: u64,
+    pub slow_consumer_closes: u64,
+    pub protocol_errors: u64,
+    pub command_errors: u64,
+    pub handshake_rejects: u64,
+    pub kicks: u64,
+    pub events_queued: u64,
+    pub events_dropped: u64,
+    pub running: bool,
+}
+
+impl Stats {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self, rooms: u64, events_queued: u64, events_dropped: u64, running: bool) -> Snapshot {
+        Snapshot {
+            connections_total: self.connections_total.load(Relaxed),
+            connections_open: self.connections_open.load(Relaxed),
+            rooms,
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            host_broadcasts: self.host_broadcasts.load(Relaxed),
+            slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            command_errors: self.command_errors.load(Relaxed),
+            handshake_rejects: self.handshake_rejects.load(Relaxed),
+            kicks: self.kicks.load(Relaxed),
+            events_queued,
+            events_dropped,
+            running,
+        }
+    }
+}
