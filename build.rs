@@ -1,1 +1,54 @@
-fn main() {}
+//! Generates the C header (`include/embedchat.h`) and the PHP FFI header
+//! (`bindings/php/embedchat.h`) from `src/ffi/` with cbindgen.
+//!
+//! Both land in OUT_DIR only: a build must not rewrite tracked files (cargo forbids it for
+//! packaged crates, and it would hide a stale committed header). `tests/headers.rs` fails when the
+//! committed copies differ; `scripts/bless-headers` copies the fresh ones over.
+
+use std::path::PathBuf;
+
+fn main() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+
+    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let c_header = generate(&dir, config.clone());
+    std::fs::write(out.join("embedchat.h"), &c_header).unwrap();
+
+    // PHP's FFI::cdef has no preprocessor: no #include, #define or include guard, no extern "C".
+    let mut php = config;
+    php.cpp_compat = false;
+    php.include_guard = None;
+    php.sys_includes.clear();
+    php.header = Some(
+        "/* embedchat for PHP FFI::cdef: the declarations of ../../include/embedchat.h without \
+         preprocessor lines.\n * The comments there are the manual. */"
+            .into(),
+    );
+    php.documentation = false;
+    let mut php_header = String::new();
+    for line in generate(&dir, php).lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if line.is_empty() && (php_header.is_empty() || php_header.ends_with("\n\n")) {
+            continue; // the stripped lines leave runs of blank lines behind
+        }
+        php_header.push_str(line);
+        php_header.push('\n');
+    }
+    std::fs::write(out.join("embedchat_php.h"), php_header).unwrap();
+}
+
+fn generate(dir: &PathBuf, config: cbindgen::Config) -> String {
+    let mut buf = Vec::new();
+    let mut builder = cbindgen::Builder::new().with_config(config);
+    // Only the C surface: the rest of the crate is Rust-only and must not leak into the header.
+    for file in ["mod.rs", "engine.rs", "event.rs", "result.rs", "strings.rs"] {
+        builder = builder.with_src(dir.join("src/ffi").join(file));
+    }
+    builder
+        .generate()
+        .expect("cbindgen could not generate the header")
+        .write(&mut buf);
+    String::from_utf8(buf).unwrap()
+}

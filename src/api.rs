@@ -29,6 +29,8 @@ pub enum Error {
     Stopped,
     UnknownConnection(u64),
     BadRoom(String),
+    /// The connection's outbound backlog is full (it is being closed as a slow consumer).
+    QueueFull(u64),
     /// An argument is not acceptable (too long, wrong mode…); the text says which and why.
     InvalidArgument(String),
 }
@@ -42,6 +44,7 @@ impl std::fmt::Display for Error {
             Error::Stopped => f.write_str("the engine is stopped"),
             Error::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
             Error::BadRoom(m) => write!(f, "bad room name: {m}"),
+            Error::QueueFull(id) => write!(f, "connection {id} is not reading; its backlog is full and it is being closed"),
             Error::InvalidArgument(m) => f.write_str(m),
         }
     }
@@ -64,6 +67,7 @@ impl From<HubError> for Error {
         match e {
             HubError::UnknownConnection(id) => Error::UnknownConnection(id),
             HubError::BadRoom(m) => Error::BadRoom(m),
+            HubError::QueueFull(id) => Error::QueueFull(id),
         }
     }
 }

@@ -30,6 +30,8 @@ pub fn now_ms() -> u64 {
 pub enum HubError {
     UnknownConnection(ConnId),
     BadRoom(String),
+    /// The connection's backlog is full; it is being closed as a slow consumer.
+    QueueFull(ConnId),
 }
 
 impl std::fmt::Display for HubError {
@@ -37,6 +39,7 @@ impl std::fmt::Display for HubError {
         match self {
             HubError::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
             HubError::BadRoom(m) => write!(f, "bad room name: {m}"),
+            HubError::QueueFull(id) => write!(f, "connection {id} is not reading; its backlog is full and it is being closed"),
         }
     }
 }
@@ -146,10 +149,12 @@ impl Hub {
         sent
     }
 
-    fn to_one(&self, outbox: &Outbox, json: &str) {
-        if outbox.push(wsframe::text(json), self.cfg.max_backlog) == Push::Overflow {
+    fn to_one(&self, outbox: &Outbox, json: &str) -> Push {
+        let r = outbox.push(wsframe::text(json), self.cfg.max_backlog);
+        if r == Push::Overflow {
             Stats::inc(&self.stats.slow_consumer_closes);
         }
+        r
     }
 
     fn emit(&self, kind: EventKind, id: ConnId, room: Option<&Arc<str>>, name: &Arc<str>) {
@@ -380,9 +385,13 @@ impl Hub {
         } else {
             protocol::whisper(now_ms(), User { id: 0, name: &self.cfg.host_name }, text)
         };
-        self.to_one(&conn.outbox, &json);
-        Stats::inc(&self.stats.messages_out);
-        Ok(())
+        match self.to_one(&conn.outbox, &json) {
+            Push::Queued => {
+                Stats::inc(&self.stats.messages_out);
+                Ok(())
+            }
+            Push::Overflow | Push::Closed => Err(HubError::QueueFull(id)),
+        }
     }
 
     /// Closes one connection with code 4000 and `reason`.

@@ -20,7 +20,6 @@ mod outbox;
 mod protocol;
 mod session;
 mod stats;
-#[doc(hidden)]
-pub mod wsframe;
+mod wsframe;
 
 pub use api::{CallbackThread, Config, ConfigError, Engine, Error, Event, EventKind, Protocol, Relay, Stats};

@@ -137,11 +137,6 @@ impl Decoder {
         Ok(())
     }
 
-    /// Bytes held for an unfinished frame or message (for memory accounting).
-    pub fn buffered(&self) -> usize {
-        self.pending.capacity() + self.message.capacity()
-    }
-
     fn parse(
         &mut self,
         data: &[u8],
@@ -322,7 +317,8 @@ fn unmask_in_place(buf: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Masks a payload into a client frame (used by the benchmark client and tests).
+/// Masks a payload into a client frame, as a browser would.
+#[cfg(test)]
 pub fn encode_client(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let len = payload.len();
     let mut b = Vec::with_capacity(len + 14);

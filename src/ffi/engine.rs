@@ -1,0 +1,329 @@
+//! `chat_engine`: start, act, take events, stop.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::event::{chat_event, OwnedEvent};
+use super::result::chat_result::{self, *};
+use super::{fail, guard, opt_str_arg, set_last_error, str_arg};
+use crate::api::{CallbackThread, Config, Engine, Error, Event};
+
+/// Called once per event with the `userdata` given to `chat_set_callback` and an event that is
+/// valid only during the call (do not free it). It runs on the thread that called
+/// `chat_dispatch`, or on the engine's event thread when the config says
+/// `"callback_thread": "engine"`; never on a network thread. It may call any `chat_*` function
+/// on the same engine except `chat_free`.
+pub type chat_event_cb = Option<extern "C" fn(userdata: *mut c_void, ev: *const chat_event)>;
+
+#[derive(Clone, Copy)]
+struct Callback {
+    cb: extern "C" fn(*mut c_void, *const chat_event),
+    userdata: usize,
+}
+
+impl Callback {
+    fn call(self, ev: &Event) {
+        let owned = OwnedEvent::new(ev);
+        (self.cb)(self.userdata as *mut c_void, owned.as_raw());
+    }
+}
+
+type Slot = Arc<Mutex<Option<Callback>>>;
+
+/// An engine handle: created by `chat_start`, released by `chat_free`. Opaque to C.
+pub struct chat_engine {
+    engine: Engine,
+    callback: Slot,
+}
+
+fn current(slot: &Slot) -> Option<Callback> {
+    *slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A shared reference to the engine behind `e`, or CHAT_ERR_NULL.
+fn engine_ref<'a>(e: *const chat_engine) -> Result<&'a chat_engine, c_int> {
+    // SAFETY: the C caller passes NULL or a pointer from chat_start not yet given to chat_free;
+    // all mutation inside goes through locks and atomics, so shared references are sound.
+    unsafe { e.as_ref() }.ok_or_else(|| fail(CHAT_ERR_NULL, "argument `engine` is NULL"))
+}
+
+/// Maps an engine error to its code and records its text.
+fn code_of(e: Error) -> c_int {
+    let code = match &e {
+        Error::Config(_) => CHAT_ERR_CONFIG,
+        Error::Bind { .. } => CHAT_ERR_BIND,
+        Error::Io(_) => CHAT_ERR_INTERNAL,
+        Error::Stopped => CHAT_ERR_STOPPED,
+        Error::UnknownConnection(_) => CHAT_ERR_UNKNOWN_CONN,
+        Error::QueueFull(_) => CHAT_ERR_QUEUE_FULL,
+        Error::BadRoom(_) | Error::InvalidArgument(_) => CHAT_ERR_INVALID,
+    };
+    fail(code, e.to_string())
+}
+
+fn timeout_of(ms: c_int) -> Option<Duration> {
+    (ms >= 0).then(|| Duration::from_millis(ms as u64))
+}
+
+/// Starts an engine from a JSON config (NULL or "" = all defaults; see README for the keys).
+///
+/// Binds synchronously and returns only once connections are accepted. Returns a handle the
+/// caller owns and must release with `chat_free`, or NULL on failure with the reason in
+/// `chat_last_error()`: an unknown key, wrong type or out-of-range value names the key; a busy
+/// port says so. Any thread. Many engines may run in one process.
+#[no_mangle]
+pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
+    guard(std::ptr::null_mut(), || {
+        let json = match opt_str_arg(config_json, "config_json") {
+            Ok(j) => j.unwrap_or(""),
+            Err(_) => return std::ptr::null_mut(),
+        };
+        let cfg = match Config::from_json(json) {
+            Ok(c) => c,
+            Err(e) => {
+                set_last_error(e.to_string());
+                return std::ptr::null_mut();
+            }
+        };
+        match Engine::start(cfg) {
+            Ok(engine) => Box::into_raw(Box::new(chat_engine { engine, callback: Slot::default() })),
+            Err(e) => {
+                set_last_error(e.to_string());
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// The TCP port the engine listens on (the real one when the config asked for port 0).
+/// Returns 0 if `e` is NULL or stopped. Any thread.
+#[no_mangle]
+pub extern "C" fn chat_port(e: *const chat_engine) -> u16 {
+    guard(0, || match engine_ref(e) {
+        Ok(h) if !h.engine.is_stopped() => h.engine.port(),
+        Ok(_) => {
+            set_last_error("the engine is stopped");
+            0
+        }
+        Err(_) => 0,
+    })
+}
+
+/// Sends `text` (UTF-8, copied) from the host to everyone in `room`, or to every room when
+/// `room` is NULL. The sender is the config's `host_name`.
+///
+/// Returns how many connections it was queued to (>= 0; 0 for a room with nobody in it), or
+/// CHAT_ERR_NULL (e or text NULL), CHAT_ERR_UTF8, CHAT_ERR_INVALID (bad room name, text longer
+/// than max_message_bytes), CHAT_ERR_STOPPED. Any thread, including inside the callback.
+#[no_mangle]
+pub extern "C" fn chat_broadcast(e: *mut chat_engine, room: *const c_char, text: *const c_char) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<c_int, c_int> {
+            let h = engine_ref(e)?;
+            let room = opt_str_arg(room, "room")?;
+            let text = str_arg(text, "text")?;
+            let n = h.engine.broadcast(room, text).map_err(code_of)?;
+            Ok(n.min(c_int::MAX as usize) as c_int)
+        };
+        run().unwrap_or_else(|c| c)
+    })
+}
+
+/// Sends `text` (UTF-8, copied) from the host to one connection, shown as a private message.
+///
+/// Returns CHAT_OK, or CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_INVALID (too long),
+/// CHAT_ERR_UNKNOWN_CONN, CHAT_ERR_QUEUE_FULL (the client is not reading; it is being closed),
+/// CHAT_ERR_STOPPED. Any thread, including inside the callback.
+#[no_mangle]
+pub extern "C" fn chat_send(e: *mut chat_engine, conn_id: u64, text: *const c_char) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<(), c_int> {
+            let h = engine_ref(e)?;
+            let text = str_arg(text, "text")?;
+            h.engine.send(conn_id, text).map_err(code_of)
+        };
+        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+    })
+}
+
+/// Closes one connection with WebSocket close code 4000 and `reason` (UTF-8, NULL = none; cut
+/// to fit a close frame). Returns CHAT_OK, CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_CONN or
+/// CHAT_ERR_STOPPED. Any thread, including inside the callback.
+#[no_mangle]
+pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_char) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<(), c_int> {
+            let h = engine_ref(e)?;
+            let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
+            h.engine.kick(conn_id, reason).map_err(code_of)
+        };
+        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+    })
+}
+
+/// Sets (or with `cb` NULL, removes) the event callback and its `userdata` (not touched by the
+/// library). With the default `"callback_thread": "host"` the callback runs only inside
+/// `chat_dispatch`, on the caller's thread; with `"engine"` the engine starts one dedicated
+/// thread that calls it for every event (events that arrive while no callback is set are
+/// discarded there). Returns CHAT_OK, CHAT_ERR_NULL (e) or CHAT_ERR_STOPPED. Any thread.
+#[no_mangle]
+pub extern "C" fn chat_set_callback(e: *mut chat_engine, cb: chat_event_cb, userdata: *mut c_void) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<(), c_int> {
+            let h = engine_ref(e)?;
+            if h.engine.is_stopped() {
+                return Err(code_of(Error::Stopped));
+            }
+            let new = cb.map(|cb| Callback { cb, userdata: userdata as usize });
+            let first = {
+                let mut slot = h.callback.lock().unwrap_or_else(|p| p.into_inner());
+                let first = slot.is_none() && new.is_some();
+                *slot = new;
+                first
+            };
+            if first && h.engine.config().callback_thread == CallbackThread::Engine {
+                let slot = h.callback.clone();
+                match h.engine.spawn_event_thread(move |ev| {
+                    if let Some(c) = current(&slot) {
+                        c.call(ev);
+                    }
+                }) {
+                    Ok(()) | Err(Error::InvalidArgument(_)) => {} // already running
+                    Err(err) => return Err(code_of(err)),
+                }
+            }
+            Ok(())
+        };
+        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+    })
+}
+
+/// Waits up to `timeout_ms` (0 = do not wait, negative = until an event or stop) for an event,
+/// then calls the callback on THIS thread for it and for every event already queued behind it.
+///
+/// Returns how many events were handled (0 on timeout), or CHAT_ERR_NULL, CHAT_ERR_STOPPED,
+/// CHAT_ERR_INVALID (no callback set, or callbacks run on the engine thread). The callback may
+/// call `chat_*` functions, including `chat_stop`, but not `chat_free`.
+#[no_mangle]
+pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<c_int, c_int> {
+            let h = engine_ref(e)?;
+            if h.engine.is_stopped() {
+                return Err(code_of(Error::Stopped));
+            }
+            if h.engine.config().callback_thread == CallbackThread::Engine {
+                return Err(fail(
+                    CHAT_ERR_INVALID,
+                    "callbacks run on the engine thread (\"callback_thread\": \"engine\"); chat_dispatch is not used",
+                ));
+            }
+            if current(&h.callback).is_none() {
+                return Err(fail(CHAT_ERR_INVALID, "no callback set: call chat_set_callback first"));
+            }
+            let n = h
+                .engine
+                .dispatch(timeout_of(timeout_ms), |ev| {
+                    // Looked up per event: the callback may replace itself.
+                    if let Some(c) = current(&h.callback) {
+                        c.call(ev);
+                    }
+                })
+                .map_err(code_of)?;
+            Ok(n.min(c_int::MAX as usize) as c_int)
+        };
+        run().unwrap_or_else(|c| c)
+    })
+}
+
+/// Takes the next event without a callback. Waits up to `timeout_ms` (0 = do not wait,
+/// negative = until an event or stop). On 1, `*out` is an event the caller owns and frees with
+/// `chat_event_free`; on 0 (timeout) or an error `*out` is NULL.
+///
+/// Returns 1, 0, or CHAT_ERR_NULL (e or out NULL), CHAT_ERR_STOPPED (also when `chat_stop` is
+/// called on another thread while this one waits). Any thread.
+#[no_mangle]
+pub extern "C" fn chat_poll_event(e: *mut chat_engine, timeout_ms: c_int, out: *mut *mut chat_event) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        if out.is_null() {
+            return fail(CHAT_ERR_NULL, "argument `out` is NULL");
+        }
+        // SAFETY: `out` is not NULL and the caller promises it points to writable storage.
+        unsafe { *out = std::ptr::null_mut() };
+        let run = || -> Result<c_int, c_int> {
+            let h = engine_ref(e)?;
+            match h.engine.poll_event(timeout_of(timeout_ms)).map_err(code_of)? {
+                Some(ev) => {
+                    // SAFETY: as above.
+                    unsafe { *out = OwnedEvent::new(&ev).into_raw() };
+                    Ok(1)
+                }
+                None => Ok(0),
+            }
+        };
+        run().unwrap_or_else(|c| c)
+    })
+}
+
+/// A file descriptor that is readable while events are queued (and once the engine stops), for
+/// `poll()`/`select()` loops or PHP's `stream_select` on `php://fd/N`. Do not read, write or close
+/// it; `chat_poll_event`/`chat_dispatch` reset it. Valid until `chat_free`.
+/// Returns the fd (>= 0), or CHAT_ERR_NULL, CHAT_ERR_STOPPED. Any thread.
+#[no_mangle]
+pub extern "C" fn chat_event_fd(e: *const chat_engine) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
+        Ok(h) => h.engine.event_fd().unwrap_or_else(code_of),
+        Err(c) => c,
+    })
+}
+
+/// Counters and gauges as a JSON object (connections, rooms, messages and bytes in and out,
+/// drops, slow-consumer closes, errors, events queued and dropped, running). Also works after
+/// `chat_stop` (the final numbers). Returns a string the caller owns and frees with
+/// `chat_string_free`, or NULL if `e` is NULL. Any thread.
+#[no_mangle]
+pub extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
+    guard(std::ptr::null_mut(), || match engine_ref(e) {
+        Ok(h) => super::strings::owned(serde_json::to_string(&h.engine.stats()).unwrap_or_default()),
+        Err(_) => std::ptr::null_mut(),
+    })
+}
+
+/// Stops the engine gracefully: no new connections, every client gets close 1001, waits up to
+/// `stop_timeout_ms` for them, then joins every engine thread and closes every socket. Waiting
+/// `chat_poll_event`/`chat_dispatch` calls on other threads return CHAT_ERR_STOPPED.
+///
+/// Returns CHAT_OK, CHAT_ERR_NULL, or CHAT_ERR_STOPPED if it was already stopped. The handle stays
+/// valid (every call returns CHAT_ERR_STOPPED, except `chat_stats_json`) until `chat_free`.
+/// Any thread, including inside the callback.
+#[no_mangle]
+pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
+        Ok(h) => {
+            let r = h.engine.stop();
+            // The callback's userdata may be freed by the host after stop: forget it.
+            *h.callback.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            r.map_or_else(|_| fail(CHAT_ERR_STOPPED, "the engine is already stopped"), |_| CHAT_OK as c_int)
+        }
+        Err(c) => c,
+    })
+}
+
+/// Stops the engine if it is running and releases the handle. NULL is a no-op. Call it once,
+/// when no other thread uses the handle any more, and never from inside the callback.
+#[no_mangle]
+pub extern "C" fn chat_free(e: *mut chat_engine) {
+    if e.is_null() {
+        return;
+    }
+    guard((), || {
+        // SAFETY: `e` came from chat_start and the caller gives up every use of it now.
+        let h = unsafe { Box::from_raw(e) };
+        let _ = h.engine.stop();
+        drop(h);
+    })
+}
+
+// The C side reads results as `int`.
+const _: () = assert!(std::mem::size_of::<chat_result>() == std::mem::size_of::<c_int>());

@@ -1,0 +1,126 @@
+//! `chat_event`: one thing that happened, as a plain C struct the host reads directly.
+
+use std::ffi::{c_char, CString};
+
+use crate::api::{Event, EventKind};
+
+/// What an event reports.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum chat_event_kind {
+    /// A client connected (name set; room NULL).
+    CHAT_EVENT_CONNECT = 1,
+    /// A client joined a room (room, name set).
+    CHAT_EVENT_JOIN = 2,
+    /// A client sent a chat message (room, name, text set; msg_id > 0 if it was broadcast).
+    CHAT_EVENT_MESSAGE = 3,
+    /// A client left a room (room, name set).
+    CHAT_EVENT_LEAVE = 4,
+    /// A client's connection ended (name set; code = the WebSocket close code, 1006 if none).
+    CHAT_EVENT_DISCONNECT = 5,
+    /// The event queue was full: `code` events were lost before this one.
+    CHAT_EVENT_DROPPED = 6,
+}
+
+/// One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
+/// or until the callback returns (callback API); copy what you keep. Strings are UTF-8 and
+/// NUL-terminated; a field that does not apply is NULL.
+#[repr(C)]
+pub struct chat_event {
+    pub kind: chat_event_kind,
+    /// Per-engine sequence number: 1, 2, 3… in the order events happened.
+    pub seq: u64,
+    /// The connection (0 for `CHAT_EVENT_DROPPED`).
+    pub conn_id: u64,
+    /// Per-room message id of a broadcast message; 0 otherwise.
+    pub msg_id: u64,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// Disconnect: the close code. Dropped: how many events were lost. Otherwise 0.
+    pub code: u64,
+    /// The room, or NULL.
+    pub room: *const c_char,
+    /// The client's display name, or NULL.
+    pub name: *const c_char,
+    /// Message text, or NULL. May contain NUL bytes: `text_len` is its length in bytes.
+    pub text: *const c_char,
+    pub text_len: usize,
+    /// The whole event as one JSON object (always set).
+    pub json: *const c_char,
+}
+
+/// The struct C sees, followed by the memory its pointers point into. `raw` comes first so a
+/// `chat_event *` is also a pointer to the whole allocation.
+#[repr(C)]
+pub(crate) struct OwnedEvent {
+    raw: chat_event,
+    room: Option<CString>,
+    name: Option<CString>,
+    text: Option<Vec<u8>>,
+    json: CString,
+}
+
+fn cstring(s: &str) -> CString {
+    // Room and names carry no control characters; this only guards against future changes.
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+impl OwnedEvent {
+    pub(crate) fn new(ev: &Event) -> Box<OwnedEvent> {
+        let kind = match ev.kind {
+            EventKind::Connect => chat_event_kind::CHAT_EVENT_CONNECT,
+            EventKind::Join => chat_event_kind::CHAT_EVENT_JOIN,
+            EventKind::Message => chat_event_kind::CHAT_EVENT_MESSAGE,
+            EventKind::Leave => chat_event_kind::CHAT_EVENT_LEAVE,
+            EventKind::Disconnect => chat_event_kind::CHAT_EVENT_DISCONNECT,
+            EventKind::Dropped => chat_event_kind::CHAT_EVENT_DROPPED,
+        };
+        let room = ev.room.as_deref().map(cstring);
+        let name = ev.name.as_deref().map(cstring);
+        let text = ev.text.as_ref().map(|t| {
+            let mut v = Vec::with_capacity(t.len() + 1);
+            v.extend_from_slice(t.as_bytes());
+            v.push(0);
+            v
+        });
+        let json = cstring(&ev.to_json());
+        let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        let raw = chat_event {
+            kind,
+            seq: ev.seq,
+            conn_id: ev.conn_id,
+            msg_id: ev.msg_id,
+            ts_ms: ev.ts,
+            code: ev.code,
+            room: ptr(&room),
+            name: ptr(&name),
+            text: text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr() as *const c_char),
+            text_len: text.as_ref().map_or(0, |t| t.len() - 1),
+            json: json.as_ptr(),
+        };
+        // Moving CString/Vec values does not move their heap buffers, so the pointers stay valid.
+        Box::new(OwnedEvent { raw, room, name, text, json })
+    }
+
+    pub(crate) fn as_raw(&self) -> *const chat_event {
+        &self.raw
+    }
+
+    pub(crate) fn into_raw(self: Box<Self>) -> *mut chat_event {
+        Box::into_raw(self) as *mut chat_event
+    }
+}
+
+/// Frees an event returned by `chat_poll_event`. NULL is a no-op. Any thread; never free an
+/// event passed to a callback (the library owns those), and never free one twice.
+#[no_mangle]
+pub extern "C" fn chat_event_free(ev: *mut chat_event) {
+    if ev.is_null() {
+        return;
+    }
+    super::guard((), || {
+        // SAFETY: `ev` came from OwnedEvent::into_raw (chat_poll_event) and `raw` is the first
+        // field of the repr(C) OwnedEvent, so this is the original Box pointer.
+        drop(unsafe { Box::from_raw(ev as *mut OwnedEvent) });
+    })
+}

@@ -1,0 +1,80 @@
+//! `chat_result`: the codes every `int`-returning function uses, and their text.
+
+use std::ffi::{c_char, c_int};
+
+/// Result codes. `CHAT_OK` (0) is success; errors are negative. Functions that count something
+/// (`chat_broadcast`, `chat_dispatch`, `chat_poll_event`) return the count (>= 0) on success.
+/// `chat_last_error()` has the details of the last failure on the calling thread.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum chat_result {
+    /// Success.
+    CHAT_OK = 0,
+    /// A required pointer argument was NULL.
+    CHAT_ERR_NULL = -1,
+    /// A string argument was not valid UTF-8.
+    CHAT_ERR_UTF8 = -2,
+    /// The configuration JSON was invalid (the message names the key).
+    CHAT_ERR_CONFIG = -3,
+    /// The listen address could not be bound (busy port, no permission).
+    CHAT_ERR_BIND = -4,
+    /// The engine was stopped (`chat_stop` was called).
+    CHAT_ERR_STOPPED = -5,
+    /// No open connection has that id.
+    CHAT_ERR_UNKNOWN_CONN = -6,
+    /// The connection's outbound queue is full; it is being closed as a slow consumer.
+    CHAT_ERR_QUEUE_FULL = -7,
+    /// A bug inside the library was caught before it could reach the host.
+    CHAT_ERR_PANIC = -8,
+    /// An operating-system or other internal failure.
+    CHAT_ERR_INTERNAL = -9,
+    /// An argument is out of range or not allowed now (too long, bad room name, wrong mode).
+    CHAT_ERR_INVALID = -10,
+}
+
+/// Every code, for `chat_result_str` (module-private so cbindgen does not export it).
+const ALL: [chat_result; 11] = [
+        chat_result::CHAT_OK,
+        chat_result::CHAT_ERR_NULL,
+        chat_result::CHAT_ERR_UTF8,
+        chat_result::CHAT_ERR_CONFIG,
+        chat_result::CHAT_ERR_BIND,
+        chat_result::CHAT_ERR_STOPPED,
+        chat_result::CHAT_ERR_UNKNOWN_CONN,
+        chat_result::CHAT_ERR_QUEUE_FULL,
+        chat_result::CHAT_ERR_PANIC,
+        chat_result::CHAT_ERR_INTERNAL,
+        chat_result::CHAT_ERR_INVALID,
+    ];
+
+impl chat_result {
+    fn text(self) -> &'static str {
+        match self {
+            chat_result::CHAT_OK => "ok\0",
+            chat_result::CHAT_ERR_NULL => "a required argument was NULL\0",
+            chat_result::CHAT_ERR_UTF8 => "a string argument was not valid UTF-8\0",
+            chat_result::CHAT_ERR_CONFIG => "invalid configuration\0",
+            chat_result::CHAT_ERR_BIND => "could not bind the listen address\0",
+            chat_result::CHAT_ERR_STOPPED => "the engine is stopped\0",
+            chat_result::CHAT_ERR_UNKNOWN_CONN => "no such connection\0",
+            chat_result::CHAT_ERR_QUEUE_FULL => "the connection's outbound queue is full\0",
+            chat_result::CHAT_ERR_PANIC => "internal panic caught\0",
+            chat_result::CHAT_ERR_INTERNAL => "internal error\0",
+            chat_result::CHAT_ERR_INVALID => "invalid argument\0",
+        }
+    }
+}
+
+/// A short English description of a result code.
+///
+/// Returns a static NUL-terminated string owned by the library (never free it); unknown codes
+/// and positive counts get "unknown result code". Any thread; never NULL.
+#[no_mangle]
+pub extern "C" fn chat_result_str(code: c_int) -> *const c_char {
+    let text = ALL
+        .iter()
+        .find(|r| **r as i32 == code)
+        .map(|r| r.text())
+        .unwrap_or("unknown result code\0");
+    text.as_ptr() as *const c_char
+}
