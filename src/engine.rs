@@ -77,9 +77,20 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
 
 impl Running {
     /// Stops accepting, closes every client with 1001, waits (up to `stop_timeout_ms`) for them
-    /// to finish, then shuts the runtime down and joins its threads. Must not be called from a
-    /// runtime thread.
+    /// to finish, then shuts the runtime down and joins its threads.
     pub fn stop(self) {
+        // Blocking on or dropping a runtime inside another runtime's thread panics; a Rust host
+        // may well call stop from async code, so do the blocking part on a plain thread.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| {
+                s.spawn(move || self.stop_blocking());
+            });
+        } else {
+            self.stop_blocking();
+        }
+    }
+
+    fn stop_blocking(self) {
         let ctx = &self.ctx;
         ctx.stopping.store(true, Ordering::SeqCst);
         self.stop_accept.notify_one();

@@ -1,0 +1,86 @@
+//! Helpers for tests that talk to a real engine over real sockets on 127.0.0.1 port 0.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use embedchat::{Engine, Event, EventKind};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Starts an engine on a free port with extra config keys merged in.
+pub fn engine(extra: Value) -> Engine {
+    let mut cfg = serde_json::json!({"listen": "127.0.0.1:0"});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            cfg[k] = v;
+        }
+    }
+    Engine::start_json(&cfg.to_string()).expect("engine starts")
+}
+
+pub async fn connect(e: &Engine, query: &str) -> Client {
+    let url = format!("ws://127.0.0.1:{}/ws?{query}", e.port());
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    ws
+}
+
+/// Next text message as JSON (pings and pongs skipped).
+pub async fn recv(ws: &mut Client) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time").expect("open").expect("ok");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Next message whose `type` is `kind`, skipping others.
+pub async fn recv_type(ws: &mut Client, kind: &str) -> Value {
+    loop {
+        let v = recv(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+pub async fn send(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// Reads until the server closes; returns the close code.
+pub async fn close_code(ws: &mut Client) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("close in time") {
+            Some(Ok(Message::Close(f))) => return f.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Polls engine events until one of `kind` arrives.
+pub fn wait_event(e: &Engine, kind: EventKind) -> Event {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Some(ev) = e.poll_event(Some(Duration::from_millis(50))).unwrap() {
+            if ev.kind == kind {
+                return ev;
+            }
+        }
+    }
+    panic!("no {kind:?} event within {WAIT:?}");
+}
