@@ -1,1 +1,71 @@
-fn main(){}
+//! The quickest way to try embedchat: a chat server with its page and a `/time` bot.
+//!
+//!     cargo run --release --example chat_server                 # then open the printed URL
+//!     cargo run --release --example chat_server -- --listen 0.0.0.0:9000 --config chat.json
+//!
+//! `--config FILE` takes the same JSON keys as `chat_start`; `--listen` overrides its `listen`.
+//! Ctrl-C stops gracefully (clients get close 1001).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use embedchat::{Config, Engine, EventKind};
+
+fn usage() -> ! {
+    eprintln!("usage: chat_server [--listen ADDR] [--config FILE] [--quiet]");
+    std::process::exit(2);
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut listen = None;
+    let mut config_text = String::new();
+    let mut quiet = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => listen = Some(args.next().unwrap_or_else(|| usage())),
+            "--config" => {
+                let path = args.next().unwrap_or_else(|| usage());
+                config_text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                    eprintln!("cannot read {path}: {e}");
+                    std::process::exit(2)
+                });
+            }
+            "--quiet" => quiet = true,
+            _ => usage(),
+        }
+    }
+    let mut config = Config::from_json(&config_text).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    let engine = Engine::start(config).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
+    println!("listening on http://{}", engine.local_addr());
+
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .expect("install Ctrl-C handler");
+
+    // The host's loop: take events on this thread, answer the bot command, log the rest.
+    while stop_rx.try_recv().is_err() {
+        let Some(ev) = engine.poll_event(Some(Duration::from_millis(200))).expect("engine running") else {
+            continue;
+        };
+        if !quiet {
+            println!("{}", ev.to_json());
+        }
+        if ev.kind == EventKind::Message && ev.text.as_deref().map(str::trim) == Some("/time") {
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let _ = engine.send(ev.conn_id, &format!("server time: {secs} (Unix seconds)"));
+        }
+    }
+    let _ = engine.stop();
+    println!("stopped: {}", serde_json::to_string(&engine.stats()).unwrap_or_default());
+}
