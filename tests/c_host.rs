@@ -3,27 +3,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
-
-/// target/debug (or release), where cargo put libembedchat.so next to the test binary's parent.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("libembedchat.so").exists(),
-        "no libembedchat.so in {}: run `cargo build` first (scripts/test does)",
-        dir.display()
-    );
-    dir
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn gcc(src: &str, out: &Path) {
     let lib = lib_dir();
@@ -40,20 +24,6 @@ fn gcc(src: &str, out: &Path) {
         .status()
         .expect("gcc runs");
     assert!(status.success(), "gcc -Wall -Wextra -Werror failed for {src}");
-}
-
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Helpers for tests that talk to a real engine over real sockets on 127.0.0.1 port 0.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 use embedchat::{Engine, Event, EventKind};
 use futures_util::{SinkExt, StreamExt};
@@ -84,3 +86,34 @@ pub fn wait_event(e: &Engine, kind: EventKind) -> Event {
     }
     panic!("no {kind:?} event within {WAIT:?}");
 }
+
+/// target/debug (or release), where cargo put libembedchat.so next to the test binary's parent.
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libembedchat.so").exists(),
+        "no libembedchat.so in {}: run `cargo build` first (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
