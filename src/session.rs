@@ -64,6 +64,10 @@ impl Writer {
         loop {
             if self.pending.is_empty() {
                 self.close_written = self.closing;
+                if self.pending.capacity() > 16 {
+                    // A burst grew the queue; an idle connection should not keep that memory.
+                    self.pending = VecDeque::new();
+                }
                 return Ok(true);
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
@@ -102,7 +106,7 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, early: Bytes, hello: Hell
     let outbox = Arc::new(Outbox::new());
     ctx.hub.connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
     let code = Connection { ctx: &ctx, id, outbox: &outbox, decoder: Decoder::new(), state: State::default() }
-        .serve(&stream, &early)
+        .serve(&stream, early)
         .await;
     ctx.hub.disconnect(id, code);
 }
@@ -126,15 +130,18 @@ struct Connection<'a> {
 }
 
 impl Connection<'_> {
-    async fn serve(mut self, stream: &TcpStream, early: &[u8]) -> u16 {
+    async fn serve(mut self, stream: &TcpStream, early: Bytes) -> u16 {
         let ctx = self.ctx;
         let close_timeout = Duration::from_millis(ctx.cfg.close_timeout_ms);
         let mut writer = Writer::default();
         let mut want_writable;
         let mut deadline: Option<Instant> = None;
         if !early.is_empty() {
-            self.input(early);
+            self.input(&early);
         }
+        // `early` is a view into hyper's whole read buffer (8 KiB or more): let it go now, not
+        // when the connection ends.
+        drop(early);
         loop {
             match writer.flush(stream, self.outbox, &ctx.stats) {
                 Ok(done) => want_writable = !done,
