@@ -29,7 +29,10 @@ fn main() {
     );
     php.documentation = false;
     let mut php_header = String::new();
-    for line in generate(&dir, php).lines().filter(|l| !l.trim_start().starts_with('#')) {
+    for line in generate(&dir, php)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+    {
         if line.is_empty() && (php_header.is_empty() || php_header.ends_with("\n\n")) {
             continue; // the stripped lines leave runs of blank lines behind
         }
@@ -39,7 +42,7 @@ fn main() {
     std::fs::write(out.join("embedchat_php.h"), php_header).unwrap();
 }
 
-fn generate(dir: &PathBuf, config: cbindgen::Config) -> String {
+fn generate(dir: &std::path::Path, config: cbindgen::Config) -> String {
     let mut buf = Vec::new();
     let mut builder = cbindgen::Builder::new().with_config(config);
     // Only the C surface: the rest of the crate is Rust-only and must not leak into the header.

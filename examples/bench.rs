@@ -62,7 +62,10 @@ fn parse_opts() -> Opts {
     };
     while let Some(k) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{k} needs a value"));
-        let n = || v.parse::<usize>().unwrap_or_else(|_| panic!("{k}: not a number: {v}"));
+        let n = || {
+            v.parse::<usize>()
+                .unwrap_or_else(|_| panic!("{k}: not a number: {v}"))
+        };
         match k.as_str() {
             "--targets" => o.targets = v.split(',').map(String::from).collect(),
             "--subs" => o.subs = n(),
@@ -78,7 +81,10 @@ fn parse_opts() -> Opts {
             _ => panic!("unknown option {k}"),
         }
     }
-    assert!(o.conns <= 19_000 && o.subs <= 19_000, "one process may hold 20,000 fds: stay under 19,000 connections");
+    assert!(
+        o.conns <= 19_000 && o.subs <= 19_000,
+        "one process may hold 20,000 fds: stay under 19,000 connections"
+    );
     o
 }
 
@@ -90,19 +96,26 @@ struct Server {
 
 impl Server {
     fn start(target: &str, cpu: usize) -> Server {
-        let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+        let exe_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(cpu.to_string());
         match target {
             "embedchat" => {
-                let cfg = std::env::temp_dir().join(format!("embedchat-bench-{}.json", std::process::id()));
+                let cfg = std::env::temp_dir()
+                    .join(format!("embedchat-bench-{}.json", std::process::id()));
                 std::fs::write(
                     &cfg,
                     r#"{"worker_threads": 1, "max_connections": 100000, "event_queue": 1048576, "max_rooms_per_connection": 4}"#,
                 )
                 .unwrap();
-                cmd.arg(exe_dir.join("chat_server")).args(["--listen", "127.0.0.1:0", "--quiet", "--config"]).arg(cfg);
+                cmd.arg(exe_dir.join("chat_server"))
+                    .args(["--listen", "127.0.0.1:0", "--quiet", "--config"])
+                    .arg(cfg);
             }
             "ws" => {
                 assert!(
@@ -113,7 +126,10 @@ impl Server {
             }
             other => panic!("unknown target {other}"),
         }
-        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start server (taskset, chat_server, node)");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start server (taskset, chat_server, node)");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
@@ -132,7 +148,8 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -165,10 +182,16 @@ fn pin_self(cpu: usize) {
 }
 
 /// Opens a WebSocket from `local_ip` and returns the stream plus bytes read past the handshake.
-async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
+async fn ws_connect(
+    port: u16,
+    local_ip: Ipv4Addr,
+    query: &str,
+) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let sock = TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(local_ip.into(), 0))?;
-    let mut s = sock.connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)).await?;
+    let mut s = sock
+        .connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))
+        .await?;
     s.set_nodelay(true)?;
     let req = format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -185,7 +208,9 @@ async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Resu
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             if !buf.starts_with(b"HTTP/1.1 101") {
-                return Err(std::io::Error::other(String::from_utf8_lossy(&buf).into_owned()));
+                return Err(std::io::Error::other(
+                    String::from_utf8_lossy(&buf).into_owned(),
+                ));
             }
             return Ok((s, buf.split_off(end + 4)));
         }
@@ -202,7 +227,10 @@ fn frames(buf: &[u8], mut f: impl FnMut(u8, &[u8])) -> usize {
         }
         let (len, hdr) = match d[1] & 0x7f {
             126 if d.len() >= 4 => (u16::from_be_bytes([d[2], d[3]]) as usize, 4),
-            127 if d.len() >= 10 => (u64::from_be_bytes(d[2..10].try_into().unwrap()) as usize, 10),
+            127 if d.len() >= 10 => (
+                u64::from_be_bytes(d[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             126 | 127 => return pos,
             n => (n as usize, 2),
         };
@@ -247,7 +275,12 @@ struct Shared {
 }
 
 /// Reads frames until `expect` messages came (or the connection ends); returns latencies in µs.
-async fn subscribe(mut rd: impl tokio::io::AsyncRead + Unpin, mut buf: Vec<u8>, sh: Arc<Shared>, expect: usize) -> Vec<u32> {
+async fn subscribe(
+    mut rd: impl tokio::io::AsyncRead + Unpin,
+    mut buf: Vec<u8>,
+    sh: Arc<Shared>,
+    expect: usize,
+) -> Vec<u32> {
     let mut lat = Vec::with_capacity(expect.min(1 << 16));
     let mut got = 0;
     let mut welcomed = false;
@@ -290,13 +323,20 @@ struct FanoutResult {
 }
 
 async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
-    let sh = Arc::new(Shared { t0: Instant::now(), ready: AtomicUsize::new(0), delivered: AtomicU64::new(0), last_ns: AtomicU64::new(0) });
+    let sh = Arc::new(Shared {
+        t0: Instant::now(),
+        ready: AtomicUsize::new(0),
+        delivered: AtomicU64::new(0),
+        last_ns: AtomicU64::new(0),
+    });
     let mut readers = Vec::new();
     let mut publisher = None;
     let mut keep = Vec::new();
     for i in 0..o.subs {
         let ip = Ipv4Addr::new(127, 0, 0, 2 + (i / 10_000) as u8);
-        let (s, rest) = ws_connect(port, ip, &format!("name=s{i}&room=bench")).await.expect("connect");
+        let (s, rest) = ws_connect(port, ip, &format!("name=s{i}&room=bench"))
+            .await
+            .expect("connect");
         let (rd, wr) = s.into_split();
         if i == 0 {
             publisher = Some(wr);
@@ -323,13 +363,18 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
             Some(iv) => tokio::time::sleep_until((started + iv * k as u32).into()).await,
             None => {
                 // Flat out, but at most `window` messages ahead of the average subscriber.
-                while (k as u64) * o.subs as u64 > sh.delivered.load(Ordering::Relaxed) + (o.window * o.subs) as u64 {
+                while (k as u64) * o.subs as u64
+                    > sh.delivered.load(Ordering::Relaxed) + (o.window * o.subs) as u64
+                {
                     tokio::task::yield_now().await;
                 }
             }
         }
         let text = format!("T{}|{}", sh.t0.elapsed().as_nanos(), pad);
-        publisher.write_all(&client_frame(text.as_bytes())).await.expect("publish");
+        publisher
+            .write_all(&client_frame(text.as_bytes()))
+            .await
+            .expect("publish");
     }
     let mut lat = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -342,7 +387,12 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
     let delivered = sh.delivered.load(Ordering::SeqCst);
     let secs = (sh.last_ns.load(Ordering::SeqCst).saturating_sub(start_ns)) as f64 / 1e9;
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     FanoutResult {
         per_sec: delivered as f64 / secs.max(1e-9),
         p50_ms: pct(0.50),
@@ -360,7 +410,12 @@ struct IdleResult {
 async fn idle_once(o: &Opts, server: &Server) -> IdleResult {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
-    let sh = Arc::new(Shared { t0: Instant::now(), ready: AtomicUsize::new(0), delivered: AtomicU64::new(0), last_ns: AtomicU64::new(0) });
+    let sh = Arc::new(Shared {
+        t0: Instant::now(),
+        ready: AtomicUsize::new(0),
+        delivered: AtomicU64::new(0),
+        last_ns: AtomicU64::new(0),
+    });
     let mut tasks = Vec::new();
     let mut writers = Vec::new();
     for batch in (0..o.conns).collect::<Vec<_>>().chunks(500) {
@@ -369,7 +424,9 @@ async fn idle_once(o: &Opts, server: &Server) -> IdleResult {
             let ip = Ipv4Addr::new(127, 0, 0, 2 + (i / 10_000) as u8);
             let room = format!("idle-{}", i / o.room_size);
             let port = server.port;
-            conns.push(tokio::spawn(async move { ws_connect(port, ip, &format!("room={room}")).await }));
+            conns.push(tokio::spawn(async move {
+                ws_connect(port, ip, &format!("room={room}")).await
+            }));
         }
         for c in conns {
             let (s, rest) = c.await.unwrap().expect("connect");
@@ -390,7 +447,11 @@ async fn idle_once(o: &Opts, server: &Server) -> IdleResult {
     for t in tasks {
         t.abort();
     }
-    IdleResult { per_conn_kib: (after.saturating_sub(before)) as f64 / o.conns as f64, rss_mib: after as f64 / 1024.0, open }
+    IdleResult {
+        per_conn_kib: (after.saturating_sub(before)) as f64 / o.conns as f64,
+        rss_mib: after as f64 / 1024.0,
+        open,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -400,9 +461,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let o = parse_opts();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     pin_self(o.client_cpu);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!(
         "# bench {} | server pinned to cpu {}, clients on cpu {} | {} cores | runs {}",
         o.mode, o.server_cpu, o.client_cpu, cores, o.runs
@@ -413,9 +479,15 @@ fn main() {
             o.subs,
             o.msgs,
             o.size,
-            if o.rate == 0 { format!("flat out (window {})", o.window) } else { format!("{} msg/s", o.rate) }
+            if o.rate == 0 {
+                format!("flat out (window {})", o.window)
+            } else {
+                format!("{} msg/s", o.rate)
+            }
         );
-        println!("| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost |");
+        println!(
+            "| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost |"
+        );
         println!("|---|---|---|---|---|---|");
     } else {
         println!("# {} idle connections, rooms of {}", o.conns, o.room_size);
@@ -425,7 +497,8 @@ fn main() {
     let mut summary = Vec::new();
     for target in &o.targets {
         let mut a = Vec::new();
-        let (mut p50, mut p99, mut lost, mut rss, mut open) = (Vec::new(), Vec::new(), 0, Vec::new(), 0);
+        let (mut p50, mut p99, mut lost, mut rss, mut open) =
+            (Vec::new(), Vec::new(), 0, Vec::new(), 0);
         for _ in 0..o.runs {
             let server = Server::start(target, o.server_cpu);
             if o.mode == "fanout" {
@@ -442,19 +515,38 @@ fn main() {
             }
             server.stop();
         }
-        let runs = a.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ");
+        let runs = a
+            .iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ");
         let m = median(a.clone());
         summary.push((target.clone(), m));
         if o.mode == "fanout" {
-            println!("| {target} | {m:.0} | {runs} | {:.2} | {:.2} | {lost} |", median(p50), median(p99));
+            println!(
+                "| {target} | {m:.0} | {runs} | {:.2} | {:.2} | {lost} |",
+                median(p50),
+                median(p99)
+            );
         } else {
-            let runs = a.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / ");
-            println!("| {target} | {m:.2} | {runs} | {:.1} | {open} |", median(rss));
+            let runs = a
+                .iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ");
+            println!(
+                "| {target} | {m:.2} | {runs} | {:.1} | {open} |",
+                median(rss)
+            );
         }
     }
     if summary.len() == 2 {
         let (a, b) = (&summary[0], &summary[1]);
-        let what = if o.mode == "fanout" { "throughput" } else { "memory per connection" };
+        let what = if o.mode == "fanout" {
+            "throughput"
+        } else {
+            "memory per connection"
+        };
         println!("# {what} ratio {}/{}: {:.2}", a.0, b.0, a.1 / b.1);
     }
 }

@@ -128,7 +128,10 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), message: message.into() }
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 impl Config {
@@ -162,15 +165,38 @@ impl Config {
         range("event_queue", self.event_queue, 16, 1 << 24)?;
         range("max_name_chars", self.max_name_chars, 1, 256)?;
         range("max_room_chars", self.max_room_chars, 1, 256)?;
-        range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;
+        range(
+            "max_rooms_per_connection",
+            self.max_rooms_per_connection,
+            1,
+            1024,
+        )?;
         range("max_connections", self.max_connections, 1, 10_000_000)?;
-        range("handshake_timeout_ms", self.handshake_timeout_ms as usize, 100, 600_000)?;
-        range("close_timeout_ms", self.close_timeout_ms as usize, 10, 600_000)?;
-        range("stop_timeout_ms", self.stop_timeout_ms as usize, 10, 600_000)?;
+        range(
+            "handshake_timeout_ms",
+            self.handshake_timeout_ms as usize,
+            100,
+            600_000,
+        )?;
+        range(
+            "close_timeout_ms",
+            self.close_timeout_ms as usize,
+            10,
+            600_000,
+        )?;
+        range(
+            "stop_timeout_ms",
+            self.stop_timeout_ms as usize,
+            10,
+            600_000,
+        )?;
         crate::protocol::validate_room(&self.default_room, self.max_room_chars)
             .map_err(|m| err("default_room", m))?;
         if self.host_name.trim().is_empty() || self.host_name.chars().any(char::is_control) {
-            return Err(err("host_name", "must be a non-empty name without control characters"));
+            return Err(err(
+                "host_name",
+                "must be a non-empty name without control characters",
+            ));
         }
         Ok(())
     }
@@ -178,7 +204,13 @@ impl Config {
     /// The `listen` key as a socket address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
-            err("listen", format!("`{}` is not an IP:port address such as 127.0.0.1:8080", self.listen))
+            err(
+                "listen",
+                format!(
+                    "`{}` is not an IP:port address such as 127.0.0.1:8080",
+                    self.listen
+                ),
+            )
         })
     }
 }

@@ -27,7 +27,10 @@ impl Context {
     pub fn new(cfg: Config, events: Arc<EventQueue>) -> Self {
         let stats = Arc::new(Stats::default());
         let hub = Hub::new((&cfg).into(), stats.clone(), events.clone());
-        let limits = Limits { max_message: cfg.max_message_bytes, max_fragments: cfg.max_fragments };
+        let limits = Limits {
+            max_message: cfg.max_message_bytes,
+            max_fragments: cfg.max_fragments,
+        };
         Context {
             cfg,
             hub,

@@ -61,7 +61,10 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
+    );
     r
 }
 
@@ -80,7 +83,11 @@ fn header_has(req: &Request<Body>, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Body>,
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if header_has(&req, header::UPGRADE, "websocket") {
         return Ok(match req.uri().path() {
             "/ws" | "/" => upgrade(req, ctx, peer),
@@ -88,7 +95,9 @@ async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Resu
         });
     }
     Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") if ctx.cfg.page => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        (&Method::GET, "/") if ctx.cfg.page => {
+            reply(StatusCode::OK, "text/html; charset=utf-8", PAGE)
+        }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
@@ -109,18 +118,45 @@ fn reject(ctx: &Context, status: StatusCode, msg: &str) -> Response<Full<Bytes>>
 
 fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, _peer: SocketAddr) -> Response<Full<Bytes>> {
     if req.method() != Method::GET || !header_has(&req, header::CONNECTION, "upgrade") {
-        return reject(&ctx, StatusCode::BAD_REQUEST, "a WebSocket upgrade is a GET with Connection: Upgrade");
+        return reject(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade is a GET with Connection: Upgrade",
+        );
     }
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        let mut r = reject(&ctx, StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported");
-        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut r = reject(
+            &ctx,
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is supported",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return r;
     }
     let key = match req.headers().get(header::SEC_WEBSOCKET_KEY) {
-        Some(k) if base64::engine::general_purpose::STANDARD.decode(k.as_bytes()).map(|d| d.len()) == Ok(16) => {
+        Some(k)
+            if base64::engine::general_purpose::STANDARD
+                .decode(k.as_bytes())
+                .map(|d| d.len())
+                == Ok(16) =>
+        {
             accept_key(k.as_bytes())
         }
-        _ => return reject(&ctx, StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key"),
+        _ => {
+            return reject(
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                "missing or malformed Sec-WebSocket-Key",
+            )
+        }
     };
 
     let mut name = None;
@@ -140,19 +176,34 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, _peer: SocketAddr) -> Resp
         return reject(&ctx, StatusCode::SERVICE_UNAVAILABLE, "server is stopping");
     }
     if ctx.sessions.get() >= ctx.cfg.max_connections {
-        return reject(&ctx, StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+        return reject(
+            &ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        );
     }
 
     let guard = ctx.sessions.enter();
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            return;
+        };
         Stats::inc(&ctx.stats.connections_total);
         Stats::inc(&ctx.stats.connections_open);
         let stream = parts.io.into_inner();
-        session::run(ctx.clone(), stream, parts.read_buf, Hello { id, name, room }, guard).await;
+        session::run(
+            ctx.clone(),
+            stream,
+            parts.read_buf,
+            Hello { id, name, room },
+            guard,
+        )
+        .await;
         ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     });
 
@@ -171,6 +222,9 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, _peer: SocketAddr) -> Resp
 mod tests {
     #[test]
     fn accept_key_matches_rfc_example() {
-        assert_eq!(super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }

@@ -22,7 +22,10 @@ pub type ConnId = u64;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Why a host operation failed.
@@ -39,7 +42,10 @@ impl std::fmt::Display for HubError {
         match self {
             HubError::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
             HubError::BadRoom(m) => write!(f, "bad room name: {m}"),
-            HubError::QueueFull(id) => write!(f, "connection {id} is not reading; its backlog is full and it is being closed"),
+            HubError::QueueFull(id) => write!(
+                f,
+                "connection {id} is not reading; its backlog is full and it is being closed"
+            ),
         }
     }
 }
@@ -121,7 +127,12 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(cfg: HubConfig, stats: Arc<Stats>, events: Arc<EventQueue>) -> Self {
-        Hub { state: Mutex::default(), cfg, stats, events }
+        Hub {
+            state: Mutex::default(),
+            cfg,
+            stats,
+            events,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -173,9 +184,17 @@ impl Hub {
 
     /// Registers a new connection under a unique version of `requested` and joins `room`.
     /// Returns the name it got.
-    pub fn connect(&self, id: ConnId, requested: Option<&str>, room: &str, outbox: Arc<Outbox>) -> Arc<str> {
+    pub fn connect(
+        &self,
+        id: ConnId,
+        requested: Option<&str>,
+        room: &str,
+        outbox: Arc<Outbox>,
+    ) -> Arc<str> {
         let mut st = self.lock();
-        let base = requested.map(str::to_string).unwrap_or_else(|| format!("guest-{id}"));
+        let base = requested
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("guest-{id}"));
         let mut name = base.clone();
         let mut n = 2;
         while st.names.contains_key(&name.to_lowercase()) {
@@ -184,7 +203,14 @@ impl Hub {
         }
         let name: Arc<str> = name.into();
         st.names.insert(name.to_lowercase(), id);
-        st.conns.insert(id, Conn { name: name.clone(), outbox: outbox.clone(), rooms: Vec::new() });
+        st.conns.insert(
+            id,
+            Conn {
+                name: name.clone(),
+                outbox: outbox.clone(),
+                rooms: Vec::new(),
+            },
+        );
         self.emit(EventKind::Connect, id, None, &name);
         self.join_locked(&mut st, id, room, true);
         name
@@ -193,19 +219,28 @@ impl Hub {
     /// Adds `id` to `room` (making it current); sends welcome or presence to the joiner and
     /// `join` to the others.
     fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool) {
-        let Some(conn) = st.conns.get_mut(&id) else { return };
+        let Some(conn) = st.conns.get_mut(&id) else {
+            return;
+        };
         if let Some(pos) = conn.rooms.iter().position(|r| &**r == room) {
             // Already in: just make it current again.
             let r = conn.rooms.remove(pos);
             conn.rooms.push(r);
         } else {
             if conn.rooms.len() >= self.cfg.max_rooms_per_connection {
-                let msg = format!("at most {} rooms per connection", self.cfg.max_rooms_per_connection);
+                let msg = format!(
+                    "at most {} rooms per connection",
+                    self.cfg.max_rooms_per_connection
+                );
                 let outbox = conn.outbox.clone();
                 self.command_error(&outbox, "too_many_rooms", &msg);
                 return;
             }
-            let key: Arc<str> = st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
+            let key: Arc<str> = st
+                .rooms
+                .get_key_value(room)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| room.into());
             conn.rooms.push(key.clone());
             let name = conn.name.clone();
             let outbox = conn.outbox.clone();
@@ -221,9 +256,14 @@ impl Hub {
         if self.seed() {
             return;
         }
-        let (Some(conn), Some(r)) = (st.conns.get(&id), st.rooms.get(room)) else { return };
+        let (Some(conn), Some(r)) = (st.conns.get(&id), st.rooms.get(room)) else {
+            return;
+        };
         let members = Self::members_of(st, r);
-        let users: Vec<User<'_>> = members.iter().map(|(id, n)| User { id: *id, name: n }).collect();
+        let users: Vec<User<'_>> = members
+            .iter()
+            .map(|(id, n)| User { id: *id, name: n })
+            .collect();
         let json = if first {
             protocol::welcome(id, &conn.name, room, &users)
         } else {
@@ -233,8 +273,12 @@ impl Hub {
     }
 
     fn leave_locked(&self, st: &mut State, id: ConnId, room: &str) -> bool {
-        let Some(conn) = st.conns.get_mut(&id) else { return false };
-        let Some(pos) = conn.rooms.iter().position(|r| &**r == room) else { return false };
+        let Some(conn) = st.conns.get_mut(&id) else {
+            return false;
+        };
+        let Some(pos) = conn.rooms.iter().position(|r| &**r == room) else {
+            return false;
+        };
         let key = conn.rooms.remove(pos);
         let name = conn.name.clone();
         if let Some(r) = st.rooms.get_mut(&key) {
@@ -268,14 +312,22 @@ impl Hub {
     /// Carries out one command from a client.
     pub fn command(&self, id: ConnId, cmd: Command) {
         let mut st = self.lock();
-        let Some(conn) = st.conns.get(&id) else { return };
+        let Some(conn) = st.conns.get(&id) else {
+            return;
+        };
         let outbox = conn.outbox.clone();
         match cmd {
             Command::Message { room, text } => {
                 let room = match room {
                     Some(r) => match conn.rooms.iter().find(|x| ***x == *r) {
                         Some(k) => k.clone(),
-                        None => return self.command_error(&outbox, "not_member", &format!("you are not in room `{r}`")),
+                        None => {
+                            return self.command_error(
+                                &outbox,
+                                "not_member",
+                                &format!("you are not in room `{r}`"),
+                            )
+                        }
                     },
                     None => match conn.rooms.last() {
                         Some(k) => k.clone(),
@@ -312,7 +364,11 @@ impl Hub {
             }
             Command::Leave { room } => {
                 if !self.leave_locked(&mut st, id, &room) {
-                    self.command_error(&outbox, "not_member", &format!("you are not in room `{room}`"));
+                    self.command_error(
+                        &outbox,
+                        "not_member",
+                        &format!("you are not in room `{room}`"),
+                    );
                 }
             }
             Command::Ping { reference } => {
@@ -326,7 +382,9 @@ impl Hub {
     /// Removes a connection: leaves every room (telling the others) and reports `disconnect`.
     pub fn disconnect(&self, id: ConnId, code: u16) {
         let mut st = self.lock();
-        let Some(conn) = st.conns.get(&id) else { return };
+        let Some(conn) = st.conns.get(&id) else {
+            return;
+        };
         let rooms: Vec<Arc<str>> = conn.rooms.iter().rev().cloned().collect();
         for r in rooms {
             self.leave_locked(&mut st, id, &r);
@@ -349,7 +407,10 @@ impl Hub {
         let mut st = self.lock();
         Stats::inc(&self.stats.host_broadcasts);
         let ts = now_ms();
-        let host = User { id: 0, name: &self.cfg.host_name };
+        let host = User {
+            id: 0,
+            name: &self.cfg.host_name,
+        };
         let seed = self.seed();
         let mut sent = 0;
         let mut one = |name: &str, r: &mut Room| {
@@ -383,7 +444,14 @@ impl Hub {
         let json = if self.seed() {
             protocol::seed_message(text, &self.cfg.host_name)
         } else {
-            protocol::whisper(now_ms(), User { id: 0, name: &self.cfg.host_name }, text)
+            protocol::whisper(
+                now_ms(),
+                User {
+                    id: 0,
+                    name: &self.cfg.host_name,
+                },
+                text,
+            )
         };
         match self.to_one(&conn.outbox, &json) {
             Push::Queued => {
@@ -419,7 +487,10 @@ impl Hub {
     /// Members of a room as (id, name), in join order as far as removals allow.
     pub fn members(&self, room: &str) -> Vec<(ConnId, Arc<str>)> {
         let st = self.lock();
-        st.rooms.get(room).map(|r| Self::members_of(&st, r)).unwrap_or_default()
+        st.rooms
+            .get(room)
+            .map(|r| Self::members_of(&st, r))
+            .unwrap_or_default()
     }
 }
 
@@ -434,7 +505,14 @@ mod tests {
         let mut c = Config::default();
         cfg(&mut c);
         let events = Arc::new(EventQueue::new(1024).unwrap());
-        (Hub::new(HubConfig::from(&c), Arc::new(Stats::default()), events.clone()), events)
+        (
+            Hub::new(
+                HubConfig::from(&c),
+                Arc::new(Stats::default()),
+                events.clone(),
+            ),
+            events,
+        )
     }
 
     fn drain(o: &Outbox) -> Vec<Value> {
@@ -449,7 +527,9 @@ mod tests {
     }
 
     fn kinds(events: &EventQueue) -> Vec<EventKind> {
-        std::iter::from_fn(|| events.pop(Some(Duration::ZERO)).unwrap()).map(|e| e.kind).collect()
+        std::iter::from_fn(|| events.pop(Some(Duration::ZERO)).unwrap())
+            .map(|e| e.kind)
+            .collect()
     }
 
     #[test]
@@ -472,11 +552,23 @@ mod tests {
     #[test]
     fn names_are_made_unique_ignoring_case() {
         let (h, _) = hub(|_| {});
-        assert_eq!(&*h.connect(1, Some("Bob"), "lobby", Arc::new(Outbox::new())), "Bob");
-        assert_eq!(&*h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new())), "bob-2");
-        assert_eq!(&*h.connect(3, None, "lobby", Arc::new(Outbox::new())), "guest-3");
+        assert_eq!(
+            &*h.connect(1, Some("Bob"), "lobby", Arc::new(Outbox::new())),
+            "Bob"
+        );
+        assert_eq!(
+            &*h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new())),
+            "bob-2"
+        );
+        assert_eq!(
+            &*h.connect(3, None, "lobby", Arc::new(Outbox::new())),
+            "guest-3"
+        );
         h.disconnect(1, 1000);
-        assert_eq!(&*h.connect(4, Some("BOB"), "lobby", Arc::new(Outbox::new())), "BOB");
+        assert_eq!(
+            &*h.connect(4, Some("BOB"), "lobby", Arc::new(Outbox::new())),
+            "BOB"
+        );
     }
 
     #[test]
@@ -491,10 +583,29 @@ mod tests {
         for o in [&a, &b, &c] {
             drain(o);
         }
-        h.command(1, Command::Message { room: None, text: "one".into() });
-        h.command(2, Command::Message { room: None, text: "two".into() });
-        let got: Vec<(u64, String)> =
-            drain(&a).iter().map(|m| (m["id"].as_u64().unwrap(), m["text"].as_str().unwrap().into())).collect();
+        h.command(
+            1,
+            Command::Message {
+                room: None,
+                text: "one".into(),
+            },
+        );
+        h.command(
+            2,
+            Command::Message {
+                room: None,
+                text: "two".into(),
+            },
+        );
+        let got: Vec<(u64, String)> = drain(&a)
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap(),
+                    m["text"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
         assert_eq!(got, vec![(1, "one".into()), (2, "two".into())]);
         assert_eq!(drain(&b).len(), 2);
         assert!(drain(&c).is_empty(), "rooms isolate");
@@ -508,9 +619,18 @@ mod tests {
         let a = Arc::new(Outbox::new());
         h.connect(1, Some("ann"), "lobby", a.clone());
         drain(&a);
-        h.command(1, Command::Message { room: None, text: "hi".into() });
+        h.command(
+            1,
+            Command::Message {
+                room: None,
+                text: "hi".into(),
+            },
+        );
         assert!(drain(&a).is_empty());
-        assert_eq!(kinds(&ev), vec![EventKind::Connect, EventKind::Join, EventKind::Message]);
+        assert_eq!(
+            kinds(&ev),
+            vec![EventKind::Connect, EventKind::Join, EventKind::Message]
+        );
     }
 
     #[test]
@@ -519,7 +639,13 @@ mod tests {
         let a = Arc::new(Outbox::new());
         h.connect(1, Some("ann"), "lobby", a.clone());
         h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new()));
-        h.command(2, Command::Message { room: None, text: "hi".into() });
+        h.command(
+            2,
+            Command::Message {
+                room: None,
+                text: "hi".into(),
+            },
+        );
         let got = drain(&a);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0], serde_json::json!({"mess": "hi", "name": "bob"}));
@@ -535,10 +661,26 @@ mod tests {
         let msgs = drain(&a);
         assert_eq!(msgs[1]["type"], "presence");
         assert_eq!(msgs[2]["code"], "too_many_rooms");
-        h.command(1, Command::Message { room: None, text: "x".into() });
-        assert_eq!(drain(&a)[0]["room"], "dev", "the last joined room is current");
+        h.command(
+            1,
+            Command::Message {
+                room: None,
+                text: "x".into(),
+            },
+        );
+        assert_eq!(
+            drain(&a)[0]["room"],
+            "dev",
+            "the last joined room is current"
+        );
         h.command(1, Command::Leave { room: "dev".into() });
-        h.command(1, Command::Message { room: Some("dev".into()), text: "x".into() });
+        h.command(
+            1,
+            Command::Message {
+                room: Some("dev".into()),
+                text: "x".into(),
+            },
+        );
         assert_eq!(drain(&a)[0]["code"], "not_member");
         assert_eq!(h.room_count(), 1);
     }
@@ -553,11 +695,17 @@ mod tests {
         drain(&a);
         drain(&b);
         assert_eq!(h.broadcast(Some("dev"), "deploy"), Ok(1));
-        assert_eq!(drain(&b)[0]["from"], serde_json::json!({"id": 0, "name": "system"}));
+        assert_eq!(
+            drain(&b)[0]["from"],
+            serde_json::json!({"id": 0, "name": "system"})
+        );
         assert!(drain(&a).is_empty());
         assert_eq!(h.broadcast(None, "all"), Ok(2));
         assert_eq!(h.broadcast(Some("nobody-here"), "x"), Ok(0));
-        assert!(matches!(h.broadcast(Some(""), "x"), Err(HubError::BadRoom(_))));
+        assert!(matches!(
+            h.broadcast(Some(""), "x"),
+            Err(HubError::BadRoom(_))
+        ));
     }
 
     #[test]
@@ -576,7 +724,12 @@ mod tests {
         }
         assert!(slow.is_closing());
         assert!(!fast.is_closing());
-        assert_eq!(h.stats.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            h.stats
+                .slow_consumer_closes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]
@@ -596,6 +749,9 @@ mod tests {
         h.disconnect(2, 1000);
         assert_eq!(drain(&a)[0]["type"], "leave");
         let k = kinds(&ev);
-        assert_eq!(&k[k.len() - 2..], &[EventKind::Leave, EventKind::Disconnect]);
+        assert_eq!(
+            &k[k.len() - 2..],
+            &[EventKind::Leave, EventKind::Disconnect]
+        );
     }
 }

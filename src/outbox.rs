@@ -67,7 +67,10 @@ impl Outbox {
         let len = frame.len();
         if self.backlog.load(Ordering::Relaxed) + len > max_backlog {
             drop(q);
-            self.close(wsframe::close::POLICY, "slow consumer: backlog limit passed");
+            self.close(
+                wsframe::close::POLICY,
+                "slow consumer: backlog limit passed",
+            );
             return Push::Overflow;
         }
         self.backlog.fetch_add(len, Ordering::Relaxed);
@@ -130,7 +133,9 @@ impl Outbox {
         } else {
             into.extend(q.frames.drain(..));
         }
-        Batch { close: q.close.take() }
+        Batch {
+            close: q.close.take(),
+        }
     }
 
     /// The writer reports bytes it wrote or discarded.
@@ -176,7 +181,11 @@ mod tests {
         assert!(q.is_empty(), "queued data is dropped on close");
         let close = batch.close.unwrap();
         assert_eq!(&close[2..4], &1008u16.to_be_bytes());
-        assert_eq!(o.backlog(), close.len(), "only the close frame is left to write");
+        assert_eq!(
+            o.backlog(),
+            close.len(),
+            "only the close frame is left to write"
+        );
     }
 
     #[test]
@@ -185,7 +194,11 @@ mod tests {
         o.push(Bytes::from(vec![0; 700]), 1000);
         let mut q = VecDeque::new();
         o.take(&mut q);
-        assert_eq!(o.push(Bytes::from(vec![0; 700]), 1000), Push::Overflow, "taken but unwritten still counts");
+        assert_eq!(
+            o.push(Bytes::from(vec![0; 700]), 1000),
+            Push::Overflow,
+            "taken but unwritten still counts"
+        );
         let o = Outbox::new();
         o.push(Bytes::from(vec![0; 700]), 1000);
         o.take(&mut q);

@@ -101,13 +101,26 @@ impl Writer {
 }
 
 /// Runs the connection to its end, then removes it from the hub.
-pub async fn run(ctx: Arc<Context>, stream: TcpStream, early: Bytes, hello: Hello, _guard: SessionGuard) {
+pub async fn run(
+    ctx: Arc<Context>,
+    stream: TcpStream,
+    early: Bytes,
+    hello: Hello,
+    _guard: SessionGuard,
+) {
     let id = hello.id;
     let outbox = Arc::new(Outbox::new());
-    ctx.hub.connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
-    let code = Connection { ctx: &ctx, id, outbox: &outbox, decoder: Decoder::new(), state: State::default() }
-        .serve(&stream, early)
-        .await;
+    ctx.hub
+        .connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
+    let code = Connection {
+        ctx: &ctx,
+        id,
+        outbox: &outbox,
+        decoder: Decoder::new(),
+        state: State::default(),
+    }
+    .serve(&stream, early)
+    .await;
     ctx.hub.disconnect(id, code);
 }
 
@@ -134,7 +147,6 @@ impl Connection<'_> {
         let ctx = self.ctx;
         let close_timeout = Duration::from_millis(ctx.cfg.close_timeout_ms);
         let mut writer = Writer::default();
-        let mut want_writable;
         let mut deadline: Option<Instant> = None;
         if !early.is_empty() {
             self.input(&early);
@@ -142,11 +154,8 @@ impl Connection<'_> {
         // `early` is a view into hyper's whole read buffer (8 KiB or more): let it go now, not
         // when the connection ends.
         drop(early);
-        loop {
-            match writer.flush(stream, self.outbox, &ctx.stats) {
-                Ok(done) => want_writable = !done,
-                Err(_) => break,
-            }
+        while let Ok(done) = writer.flush(stream, self.outbox, &ctx.stats) {
+            let want_writable = !done;
             if writer.closing && deadline.is_none() {
                 deadline = Some(Instant::now() + close_timeout);
             }
@@ -201,7 +210,9 @@ impl Connection<'_> {
             return; // after a close or a violation, bytes are read only to see EOF
         }
         let mut msgs = Vec::new();
-        let res = self.decoder.feed(data, self.ctx.limits, &mut |m| msgs.push(m));
+        let res = self
+            .decoder
+            .feed(data, self.ctx.limits, &mut |m| msgs.push(m));
         for m in msgs {
             self.message(m);
         }
@@ -221,16 +232,25 @@ impl Connection<'_> {
         match m {
             Incoming::Text(text) => {
                 Stats::inc(&ctx.stats.messages_in);
-                match protocol::parse_client(&text, ctx.cfg.protocol == crate::config::Protocol::Seed) {
+                match protocol::parse_client(
+                    &text,
+                    ctx.cfg.protocol == crate::config::Protocol::Seed,
+                ) {
                     Ok(cmd) => ctx.hub.command(self.id, cmd),
                     Err(e) => ctx.hub.reply_error(self.id, e.code, &e.message),
                 }
             }
             Incoming::Binary(_) => {
                 Stats::inc(&ctx.stats.messages_in);
-                ctx.hub.reply_error(self.id, "binary", "binary messages are not supported; send text");
+                ctx.hub.reply_error(
+                    self.id,
+                    "binary",
+                    "binary messages are not supported; send text",
+                );
             }
-            Incoming::Ping(payload) => self.outbox.push_control(wsframe::encode(wsframe::OP_PONG, &payload)),
+            Incoming::Ping(payload) => self
+                .outbox
+                .push_control(wsframe::encode(wsframe::OP_PONG, &payload)),
             Incoming::Pong => {}
             Incoming::Close(code, _reason) => {
                 self.state.peer_closed = true;

@@ -50,7 +50,13 @@ impl Stats {
         c.fetch_add(1, Relaxed);
     }
 
-    pub fn snapshot(&self, rooms: u64, events_queued: u64, events_dropped: u64, running: bool) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        rooms: u64,
+        events_queued: u64,
+        events_dropped: u64,
+        running: bool,
+    ) -> Snapshot {
         Snapshot {
             connections_total: self.connections_total.load(Relaxed),
             connections_open: self.connections_open.load(Relaxed),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::event::{chat_event, OwnedEvent};
 use super::result::chat_result::{self, *};
-use super::{fail, guard, opt_str_arg, set_last_error, str_arg};
+use super::{fail, guard, opt_str_arg, set_last_error, str_arg, take_box, write_out};
 use crate::api::{CallbackThread, Config, Engine, Error, Event};
 
 /// Called once per event with the `userdata` given to `chat_set_callback` and an event that is
@@ -87,7 +87,10 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
             }
         };
         match Engine::start(cfg) {
-            Ok(engine) => Box::into_raw(Box::new(chat_engine { engine, callback: Slot::default() })),
+            Ok(engine) => Box::into_raw(Box::new(chat_engine {
+                engine,
+                callback: Slot::default(),
+            })),
             Err(e) => {
                 set_last_error(e.to_string());
                 std::ptr::null_mut()
@@ -117,7 +120,11 @@ pub extern "C" fn chat_port(e: *const chat_engine) -> u16 {
 /// CHAT_ERR_NULL (e or text NULL), CHAT_ERR_UTF8, CHAT_ERR_INVALID (bad room name, text longer
 /// than max_message_bytes), CHAT_ERR_STOPPED. Any thread, including inside the callback.
 #[no_mangle]
-pub extern "C" fn chat_broadcast(e: *mut chat_engine, room: *const c_char, text: *const c_char) -> c_int {
+pub extern "C" fn chat_broadcast(
+    e: *mut chat_engine,
+    room: *const c_char,
+    text: *const c_char,
+) -> c_int {
     guard(CHAT_ERR_PANIC as c_int, || {
         let run = || -> Result<c_int, c_int> {
             let h = engine_ref(e)?;
@@ -168,14 +175,21 @@ pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_
 /// thread that calls it for every event (events that arrive while no callback is set are
 /// discarded there). Returns CHAT_OK, CHAT_ERR_NULL (e) or CHAT_ERR_STOPPED. Any thread.
 #[no_mangle]
-pub extern "C" fn chat_set_callback(e: *mut chat_engine, cb: chat_event_cb, userdata: *mut c_void) -> c_int {
+pub extern "C" fn chat_set_callback(
+    e: *mut chat_engine,
+    cb: chat_event_cb,
+    userdata: *mut c_void,
+) -> c_int {
     guard(CHAT_ERR_PANIC as c_int, || {
         let run = || -> Result<(), c_int> {
             let h = engine_ref(e)?;
             if h.engine.is_stopped() {
                 return Err(code_of(Error::Stopped));
             }
-            let new = cb.map(|cb| Callback { cb, userdata: userdata as usize });
+            let new = cb.map(|cb| Callback {
+                cb,
+                userdata: userdata as usize,
+            });
             let first = {
                 let mut slot = h.callback.lock().unwrap_or_else(|p| p.into_inner());
                 let first = slot.is_none() && new.is_some();
@@ -220,7 +234,10 @@ pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int
                 ));
             }
             if current(&h.callback).is_none() {
-                return Err(fail(CHAT_ERR_INVALID, "no callback set: call chat_set_callback first"));
+                return Err(fail(
+                    CHAT_ERR_INVALID,
+                    "no callback set: call chat_set_callback first",
+                ));
             }
             let n = h
                 .engine
@@ -244,19 +261,25 @@ pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int
 /// Returns 1, 0, or CHAT_ERR_NULL (e or out NULL), CHAT_ERR_STOPPED (also when `chat_stop` is
 /// called on another thread while this one waits). Any thread.
 #[no_mangle]
-pub extern "C" fn chat_poll_event(e: *mut chat_engine, timeout_ms: c_int, out: *mut *mut chat_event) -> c_int {
+pub extern "C" fn chat_poll_event(
+    e: *mut chat_engine,
+    timeout_ms: c_int,
+    out: *mut *mut chat_event,
+) -> c_int {
     guard(CHAT_ERR_PANIC as c_int, || {
         if out.is_null() {
             return fail(CHAT_ERR_NULL, "argument `out` is NULL");
         }
-        // SAFETY: `out` is not NULL and the caller promises it points to writable storage.
-        unsafe { *out = std::ptr::null_mut() };
+        write_out(out, std::ptr::null_mut());
         let run = || -> Result<c_int, c_int> {
             let h = engine_ref(e)?;
-            match h.engine.poll_event(timeout_of(timeout_ms)).map_err(code_of)? {
+            match h
+                .engine
+                .poll_event(timeout_of(timeout_ms))
+                .map_err(code_of)?
+            {
                 Some(ev) => {
-                    // SAFETY: as above.
-                    unsafe { *out = OwnedEvent::new(&ev).into_raw() };
+                    write_out(out, OwnedEvent::new(&ev).into_raw());
                     Ok(1)
                 }
                 None => Ok(0),
@@ -285,7 +308,9 @@ pub extern "C" fn chat_event_fd(e: *const chat_engine) -> c_int {
 #[no_mangle]
 pub extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
     guard(std::ptr::null_mut(), || match engine_ref(e) {
-        Ok(h) => super::strings::owned(serde_json::to_string(&h.engine.stats()).unwrap_or_default()),
+        Ok(h) => {
+            super::strings::owned(serde_json::to_string(&h.engine.stats()).unwrap_or_default())
+        }
         Err(_) => std::ptr::null_mut(),
     })
 }
@@ -304,7 +329,10 @@ pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
             let r = h.engine.stop();
             // The callback's userdata may be freed by the host after stop: forget it.
             *h.callback.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            r.map_or_else(|_| fail(CHAT_ERR_STOPPED, "the engine is already stopped"), |_| CHAT_OK as c_int)
+            r.map_or_else(
+                |_| fail(CHAT_ERR_STOPPED, "the engine is already stopped"),
+                |_| CHAT_OK as c_int,
+            )
         }
         Err(c) => c,
     })
@@ -318,8 +346,7 @@ pub extern "C" fn chat_free(e: *mut chat_engine) {
         return;
     }
     guard((), || {
-        // SAFETY: `e` came from chat_start and the caller gives up every use of it now.
-        let h = unsafe { Box::from_raw(e) };
+        let h = take_box(e);
         let _ = h.engine.stop();
         drop(h);
     })

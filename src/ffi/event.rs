@@ -94,12 +94,20 @@ impl OwnedEvent {
             code: ev.code,
             room: ptr(&room),
             name: ptr(&name),
-            text: text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr() as *const c_char),
+            text: text
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t.as_ptr() as *const c_char),
             text_len: text.as_ref().map_or(0, |t| t.len() - 1),
             json: json.as_ptr(),
         };
         // Moving CString/Vec values does not move their heap buffers, so the pointers stay valid.
-        Box::new(OwnedEvent { raw, room, name, text, json })
+        Box::new(OwnedEvent {
+            raw,
+            room,
+            name,
+            text,
+            json,
+        })
     }
 
     pub(crate) fn as_raw(&self) -> *const chat_event {
@@ -119,8 +127,8 @@ pub extern "C" fn chat_event_free(ev: *mut chat_event) {
         return;
     }
     super::guard((), || {
-        // SAFETY: `ev` came from OwnedEvent::into_raw (chat_poll_event) and `raw` is the first
-        // field of the repr(C) OwnedEvent, so this is the original Box pointer.
-        drop(unsafe { Box::from_raw(ev as *mut OwnedEvent) });
+        // `ev` came from OwnedEvent::into_raw (chat_poll_event) and `raw` is the first field of
+        // the repr(C) OwnedEvent, so it is the original Box pointer.
+        drop(super::take_box(ev as *mut OwnedEvent));
     })
 }

@@ -34,18 +34,18 @@ pub enum chat_result {
 
 /// Every code, for `chat_result_str` (module-private so cbindgen does not export it).
 const ALL: [chat_result; 11] = [
-        chat_result::CHAT_OK,
-        chat_result::CHAT_ERR_NULL,
-        chat_result::CHAT_ERR_UTF8,
-        chat_result::CHAT_ERR_CONFIG,
-        chat_result::CHAT_ERR_BIND,
-        chat_result::CHAT_ERR_STOPPED,
-        chat_result::CHAT_ERR_UNKNOWN_CONN,
-        chat_result::CHAT_ERR_QUEUE_FULL,
-        chat_result::CHAT_ERR_PANIC,
-        chat_result::CHAT_ERR_INTERNAL,
-        chat_result::CHAT_ERR_INVALID,
-    ];
+    chat_result::CHAT_OK,
+    chat_result::CHAT_ERR_NULL,
+    chat_result::CHAT_ERR_UTF8,
+    chat_result::CHAT_ERR_CONFIG,
+    chat_result::CHAT_ERR_BIND,
+    chat_result::CHAT_ERR_STOPPED,
+    chat_result::CHAT_ERR_UNKNOWN_CONN,
+    chat_result::CHAT_ERR_QUEUE_FULL,
+    chat_result::CHAT_ERR_PANIC,
+    chat_result::CHAT_ERR_INTERNAL,
+    chat_result::CHAT_ERR_INVALID,
+];
 
 impl chat_result {
     fn text(self) -> &'static str {

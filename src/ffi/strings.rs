@@ -20,8 +20,7 @@ pub extern "C" fn chat_string_free(s: *mut c_char) {
     if s.is_null() {
         return;
     }
-    // SAFETY: the C caller passes a pointer this library made with CString::into_raw, once.
-    drop(unsafe { CString::from_raw(s) });
+    drop(take_cstring(s));
 }
 
 /// The library version, e.g. "0.1.0". Static, owned by the library, never NULL. Any thread.
@@ -44,5 +43,13 @@ pub const CHAT_ABI_VERSION: u32 = 1;
 pub(crate) fn owned(s: String) -> *mut c_char {
     let mut bytes = s.into_bytes();
     bytes.retain(|b| *b != 0);
-    CString::new(bytes).map(CString::into_raw).unwrap_or(std::ptr::null_mut())
+    CString::new(bytes)
+        .map(CString::into_raw)
+        .unwrap_or(std::ptr::null_mut())
+}
+
+fn take_cstring(s: *mut c_char) -> CString {
+    // SAFETY: the caller checked NULL; C passes a pointer this library made with
+    // CString::into_raw, exactly once.
+    unsafe { CString::from_raw(s) }
 }

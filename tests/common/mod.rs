@@ -40,7 +40,11 @@ pub async fn connect(e: &Engine, query: &str) -> Client {
 /// Next text message as JSON (pings and pongs skipped).
 pub async fn recv(ws: &mut Client) -> Value {
     loop {
-        let m = tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time").expect("open").expect("ok");
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("ok");
         match m {
             Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -66,7 +70,10 @@ pub async fn send(ws: &mut Client, text: &str) {
 /// Reads until the server closes; returns the close code.
 pub async fn close_code(ws: &mut Client) -> Option<CloseCode> {
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("close in time") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("close in time")
+        {
             Some(Ok(Message::Close(f))) => return f.map(|f| f.code),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
@@ -116,4 +123,3 @@ pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-
