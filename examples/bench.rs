@@ -242,6 +242,21 @@ fn frames(buf: &[u8], mut f: impl FnMut(u8, &[u8])) -> usize {
     }
 }
 
+/// Source addresses rotate per run: each 127.0.0.x has ~28k ports and a closed connection keeps
+/// its port in TIME_WAIT for a minute, so back-to-back runs must not reuse one address.
+static NEXT_IP: AtomicUsize = AtomicUsize::new(2);
+
+/// Reserves enough fresh source addresses for `conns` connections; returns the address picker.
+fn source_ips(conns: usize) -> impl Fn(usize) -> Ipv4Addr {
+    let blocks = conns / 10_000 + 1;
+    let mut base = NEXT_IP.fetch_add(blocks, Ordering::SeqCst);
+    if base + blocks > 254 {
+        NEXT_IP.store(2 + blocks, Ordering::SeqCst);
+        base = 2;
+    }
+    move |i| Ipv4Addr::new(127, 0, 0, (base + i / 10_000) as u8)
+}
+
 fn client_frame(payload: &[u8]) -> Vec<u8> {
     let mask = [0x37u8, 0xfa, 0x21, 0x3d];
     let mut b = vec![0x81];
@@ -332,8 +347,9 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
     let mut readers = Vec::new();
     let mut publisher = None;
     let mut keep = Vec::new();
+    let ip_for = source_ips(o.subs);
     for i in 0..o.subs {
-        let ip = Ipv4Addr::new(127, 0, 0, 2 + (i / 10_000) as u8);
+        let ip = ip_for(i);
         let (s, rest) = ws_connect(port, ip, &format!("name=s{i}&room=bench"))
             .await
             .expect("connect");
@@ -418,10 +434,11 @@ async fn idle_once(o: &Opts, server: &Server) -> IdleResult {
     });
     let mut tasks = Vec::new();
     let mut writers = Vec::new();
+    let ip_for = source_ips(o.conns);
     for batch in (0..o.conns).collect::<Vec<_>>().chunks(500) {
         let mut conns = Vec::new();
         for &i in batch {
-            let ip = Ipv4Addr::new(127, 0, 0, 2 + (i / 10_000) as u8);
+            let ip = ip_for(i);
             let room = format!("idle-{}", i / o.room_size);
             let port = server.port;
             conns.push(tokio::spawn(async move {
