@@ -89,6 +89,10 @@ typedef enum chat_result {
 } chat_result;
 
 // An engine handle: created by `chat_start`, released by `chat_free`. Opaque to C.
+//
+// Every call holds its own reference to the insides for as long as it runs, so `chat_free` on
+// one thread never frees memory that a call on another thread (a waiting `chat_poll_event`, a
+// `chat_stop` in progress, a dispatch whose callback is running) still uses.
 typedef struct chat_engine chat_engine;
 
 // One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
@@ -205,7 +209,9 @@ char *chat_stats_json(const struct chat_engine *e);
 int chat_stop(struct chat_engine *e);
 
 // Stops the engine if it is running and releases the handle. NULL is a no-op. Call it once,
-// when no other thread uses the handle any more, and never from inside the callback.
+// when no other thread uses the handle any more, and never from inside the callback. Calls
+// already running on other threads (a waiting `chat_poll_event`) finish safely with
+// CHAT_ERR_STOPPED.
 void chat_free(struct chat_engine *e);
 
 // Frees an event returned by `chat_poll_event`. NULL is a no-op. Any thread; never free an
@@ -314,7 +320,9 @@ char *chat_stats_json(const struct chat_engine *e);
 int chat_stop(struct chat_engine *e);
 
 // Stops the engine if it is running and releases the handle. NULL is a no-op. Call it once,
-// when no other thread uses the handle any more, and never from inside the callback.
+// when no other thread uses the handle any more, and never from inside the callback. Calls
+// already running on other threads (a waiting `chat_poll_event`) finish safely with
+// CHAT_ERR_STOPPED.
 void chat_free(struct chat_engine *e);
 
 // Frees an event returned by `chat_poll_event`. NULL is a no-op. Any thread; never free an

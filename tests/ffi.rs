@@ -299,3 +299,58 @@ fn event_fd_is_readable_while_events_wait() {
     assert!(!readable(0));
     chat_free(e);
 }
+
+extern "C" fn stop_inside(userdata: *mut c_void, _ev: *const chat_event) {
+    let e = userdata as *mut chat_engine;
+    let r = chat_stop(e);
+    assert!(r == 0 || r == ERR_STOPPED);
+}
+
+#[test]
+fn stop_from_inside_a_dispatch_callback_ends_dispatch_cleanly() {
+    let e = start(r#"{"listen":"127.0.0.1:0","close_timeout_ms":100}"#);
+    assert_eq!(chat_set_callback(e, Some(stop_inside), e as *mut c_void), 0);
+    let _c = connect_client(e, "a");
+    let mut n = 0;
+    for _ in 0..50 {
+        n = chat_dispatch(e, 100);
+        if n != 0 {
+            break;
+        }
+    }
+    assert!(
+        n >= 1,
+        "the callback ran and the dispatch returned its count: {n}"
+    );
+    assert_eq!(chat_dispatch(e, 0), ERR_STOPPED);
+    chat_free(e);
+}
+
+#[test]
+fn stop_from_inside_an_engine_thread_callback_does_not_deadlock() {
+    let e = start(r#"{"listen":"127.0.0.1:0","callback_thread":"engine","close_timeout_ms":100}"#);
+    assert_eq!(chat_set_callback(e, Some(stop_inside), e as *mut c_void), 0);
+    let _c = connect_client(e, "a");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while chat_broadcast(e, null(), c"x".as_ptr()) != ERR_STOPPED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callback never stopped the engine"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    chat_free(e); // joins the event thread, which has returned from its callback
+}
+
+#[test]
+fn free_while_a_poll_waits_on_another_thread_is_safe() {
+    let e = start(r#"{"listen":"127.0.0.1:0"}"#);
+    let addr = e as usize;
+    let waiter = std::thread::spawn(move || {
+        let mut ev = null_mut();
+        chat_poll_event(addr as *mut chat_engine, -1, &mut ev)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    chat_free(e);
+    assert_eq!(waiter.join().unwrap(), ERR_STOPPED);
+}

@@ -32,7 +32,15 @@ impl Callback {
 type Slot = Arc<Mutex<Option<Callback>>>;
 
 /// An engine handle: created by `chat_start`, released by `chat_free`. Opaque to C.
+///
+/// Every call holds its own reference to the insides for as long as it runs, so `chat_free` on
+/// one thread never frees memory that a call on another thread (a waiting `chat_poll_event`, a
+/// `chat_stop` in progress, a dispatch whose callback is running) still uses.
 pub struct chat_engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     engine: Engine,
     callback: Slot,
 }
@@ -41,11 +49,13 @@ fn current(slot: &Slot) -> Option<Callback> {
     *slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A shared reference to the engine behind `e`, or CHAT_ERR_NULL.
-fn engine_ref<'a>(e: *const chat_engine) -> Result<&'a chat_engine, c_int> {
+/// The engine behind `e`, kept alive for the caller's whole call, or CHAT_ERR_NULL.
+fn engine_ref(e: *const chat_engine) -> Result<Arc<Inner>, c_int> {
     // SAFETY: the C caller passes NULL or a pointer from chat_start not yet given to chat_free;
-    // all mutation inside goes through locks and atomics, so shared references are sound.
-    unsafe { e.as_ref() }.ok_or_else(|| fail(CHAT_ERR_NULL, "argument `engine` is NULL"))
+    // all mutation inside goes through locks and atomics, so a shared reference is sound.
+    let handle =
+        unsafe { e.as_ref() }.ok_or_else(|| fail(CHAT_ERR_NULL, "argument `engine` is NULL"))?;
+    Ok(handle.inner.clone())
 }
 
 /// Maps an engine error to its code and records its text.
@@ -88,8 +98,10 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
         };
         match Engine::start(cfg) {
             Ok(engine) => Box::into_raw(Box::new(chat_engine {
-                engine,
-                callback: Slot::default(),
+                inner: Arc::new(Inner {
+                    engine,
+                    callback: Slot::default(),
+                }),
             })),
             Err(e) => {
                 set_last_error(e.to_string());
@@ -326,9 +338,9 @@ pub extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
 pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
     guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
         Ok(h) => {
-            let r = h.engine.stop();
-            // The callback's userdata may be freed by the host after stop: forget it.
+            // The callback's userdata may be freed by the host after stop: forget it first.
             *h.callback.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            let r = h.engine.stop();
             r.map_or_else(
                 |_| fail(CHAT_ERR_STOPPED, "the engine is already stopped"),
                 |_| CHAT_OK as c_int,
@@ -339,7 +351,9 @@ pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
 }
 
 /// Stops the engine if it is running and releases the handle. NULL is a no-op. Call it once,
-/// when no other thread uses the handle any more, and never from inside the callback.
+/// when no other thread uses the handle any more, and never from inside the callback. Calls
+/// already running on other threads (a waiting `chat_poll_event`) finish safely with
+/// CHAT_ERR_STOPPED.
 #[no_mangle]
 pub extern "C" fn chat_free(e: *mut chat_engine) {
     if e.is_null() {
@@ -347,7 +361,8 @@ pub extern "C" fn chat_free(e: *mut chat_engine) {
     }
     guard((), || {
         let h = take_box(e);
-        let _ = h.engine.stop();
+        let _ = h.inner.engine.stop();
+        // Calls still running on other threads hold their own references; the last one frees.
         drop(h);
     })
 }
