@@ -79,6 +79,9 @@ pub struct Config {
     pub close_timeout_ms: u64,
     /// How long `chat_stop` waits for clients to close before it drops them.
     pub stop_timeout_ms: u64,
+    /// Conformance mode: every complete text or binary message is echoed to its sender and
+    /// nothing else is sent (no welcome, presence or pings). For the Autobahn test suite.
+    pub echo: bool,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             close_timeout_ms: 2_000,
             stop_timeout_ms: 5_000,
+            echo: false,
         }
     }
 }

@@ -216,6 +216,24 @@ impl Hub {
         name
     }
 
+    /// Registers a connection that takes part in no room and produces no events (echo mode),
+    /// so that stop and kick still reach it.
+    pub fn attach_silent(&self, id: ConnId, outbox: Arc<Outbox>) {
+        let name: Arc<str> = format!("echo-{id}").into();
+        self.lock().conns.insert(
+            id,
+            Conn {
+                name,
+                outbox,
+                rooms: Vec::new(),
+            },
+        );
+    }
+
+    pub fn detach_silent(&self, id: ConnId) {
+        self.lock().conns.remove(&id);
+    }
+
     /// Adds `id` to `room` (making it current); sends welcome or presence to the joiner and
     /// `join` to the others.
     fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool) {

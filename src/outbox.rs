@@ -36,7 +36,7 @@ struct Queue {
 
 /// What the writer takes in one go.
 pub struct Batch {
-    /// The close frame, when the connection is being closed; queued data is then dropped.
+    /// The close frame, when the connection is being closed: to be sent after the frames taken.
     pub close: Option<Bytes>,
 }
 
@@ -67,7 +67,7 @@ impl Outbox {
         let len = frame.len();
         if self.backlog.load(Ordering::Relaxed) + len > max_backlog {
             drop(q);
-            self.close(
+            self.close_discarding(
                 wsframe::close::POLICY,
                 "slow consumer: backlog limit passed",
             );
@@ -96,16 +96,27 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Starts closing: queued data is dropped and a close frame with `code` is sent instead.
-    /// Only the first call counts. Returns whether this call started the close.
+    /// Starts closing: what is queued is still sent, then a close frame with `code`; nothing
+    /// more is accepted. Only the first close counts. Returns whether this call started it.
     pub fn close(&self, code: u16, reason: &str) -> bool {
+        self.start_close(code, reason, false)
+    }
+
+    /// Like `close`, but queued data is dropped: the peer is not reading it anyway.
+    pub fn close_discarding(&self, code: u16, reason: &str) -> bool {
+        self.start_close(code, reason, true)
+    }
+
+    fn start_close(&self, code: u16, reason: &str, discard: bool) -> bool {
         let mut q = self.lock();
         if q.closing {
             return false;
         }
         q.closing = true;
-        let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
-        self.backlog.fetch_sub(dropped, Ordering::Relaxed);
+        if discard {
+            let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            self.backlog.fetch_sub(dropped, Ordering::Relaxed);
+        }
         let frame = wsframe::close_frame(code, reason);
         // The close frame is queued data too: counted until the writer sends it.
         self.backlog.fetch_add(frame.len(), Ordering::Relaxed);
@@ -204,6 +215,17 @@ mod tests {
         o.take(&mut q);
         o.written(700);
         assert_eq!(o.push(Bytes::from(vec![0; 700]), 1000), Push::Queued);
+    }
+
+    #[test]
+    fn a_graceful_close_sends_what_is_queued_first() {
+        let o = Outbox::new();
+        o.push(wsframe::text("last words"), 1000);
+        o.close(1001, "bye");
+        let mut q = VecDeque::new();
+        let batch = o.take(&mut q);
+        assert_eq!(q.len(), 1);
+        assert!(batch.close.is_some());
     }
 
     #[test]

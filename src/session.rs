@@ -53,10 +53,7 @@ impl Writer {
     fn flush(&mut self, stream: &TcpStream, outbox: &Outbox, stats: &Stats) -> io::Result<bool> {
         if !self.closing {
             if let Some(close_frame) = outbox.take(&mut self.pending).close {
-                // Keep a half-written frame (the stream must stay well-formed), drop the rest.
-                let keep = usize::from(self.offset > 0);
-                let dropped: usize = self.pending.drain(keep..).map(|f| f.len()).sum();
-                outbox.written(dropped);
+                // The close goes out after everything taken so far; nothing is queued after it.
                 self.pending.push_back(close_frame);
                 self.closing = true;
             }
@@ -110,8 +107,12 @@ pub async fn run(
 ) {
     let id = hello.id;
     let outbox = Arc::new(Outbox::new());
-    ctx.hub
-        .connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
+    if ctx.cfg.echo {
+        ctx.hub.attach_silent(id, outbox.clone());
+    } else {
+        ctx.hub
+            .connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
+    }
     let code = Connection {
         ctx: &ctx,
         id,
@@ -121,7 +122,11 @@ pub async fn run(
     }
     .serve(&stream, early)
     .await;
-    ctx.hub.disconnect(id, code);
+    if ctx.cfg.echo {
+        ctx.hub.detach_silent(id);
+    } else {
+        ctx.hub.disconnect(id, code);
+    }
 }
 
 #[derive(Default)]
@@ -229,6 +234,9 @@ impl Connection<'_> {
         if self.outbox.is_closing() && !matches!(m, Incoming::Close(..)) {
             return; // closing: only the client's close reply matters now
         }
+        if ctx.cfg.echo {
+            return self.echo(m);
+        }
         match m {
             Incoming::Text(text) => {
                 Stats::inc(&ctx.stats.messages_in);
@@ -248,10 +256,16 @@ impl Connection<'_> {
                     "binary messages are not supported; send text",
                 );
             }
+            control => self.control(control),
+        }
+    }
+
+    /// Pings, pongs and the client's close.
+    fn control(&mut self, m: Incoming) {
+        match m {
             Incoming::Ping(payload) => self
                 .outbox
                 .push_control(wsframe::encode(wsframe::OP_PONG, &payload)),
-            Incoming::Pong => {}
             Incoming::Close(code, _reason) => {
                 self.state.peer_closed = true;
                 self.state.reading_done = true;
@@ -259,6 +273,23 @@ impl Connection<'_> {
                 // Echo the client's code (RFC 6455 5.5.1); a bodyless close is answered with 1000.
                 self.outbox.close(code.unwrap_or(close::NORMAL), "");
             }
+            Incoming::Pong | Incoming::Text(_) | Incoming::Binary(_) => {}
+        }
+    }
+}
+
+impl Connection<'_> {
+    /// Conformance mode: complete messages go back as they came; control frames as usual.
+    fn echo(&mut self, m: Incoming) {
+        let frame = match m {
+            Incoming::Text(t) => wsframe::encode(wsframe::OP_TEXT, t.as_bytes()),
+            Incoming::Binary(b) => wsframe::encode(wsframe::OP_BINARY, &b),
+            control => return self.control(control),
+        };
+        Stats::inc(&self.ctx.stats.messages_in);
+        if self.outbox.push(frame, self.ctx.cfg.max_backlog_bytes) == crate::outbox::Push::Overflow
+        {
+            Stats::inc(&self.ctx.stats.slow_consumer_closes);
         }
     }
 }
