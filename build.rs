@@ -29,10 +29,7 @@ fn main() {
     );
     php.documentation = false;
     let mut php_header = String::new();
-    for line in generate(&dir, php)
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-    {
+    for line in generate(&dir, php).lines().filter(|l| !l.trim_start().starts_with('#')) {
         if line.is_empty() && (php_header.is_empty() || php_header.ends_with("\n\n")) {
             continue; // the stripped lines leave runs of blank lines behind
         }
@@ -49,9 +46,6 @@ fn generate(dir: &std::path::Path, config: cbindgen::Config) -> String {
     for file in ["mod.rs", "engine.rs", "event.rs", "result.rs", "strings.rs"] {
         builder = builder.with_src(dir.join("src/ffi").join(file));
     }
-    builder
-        .generate()
-        .expect("cbindgen could not generate the header")
-        .write(&mut buf);
+    builder.generate().expect("cbindgen could not generate the header").write(&mut buf);
     String::from_utf8(buf).unwrap()
 }

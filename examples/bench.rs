@@ -62,10 +62,7 @@ fn parse_opts() -> Opts {
     };
     while let Some(k) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{k} needs a value"));
-        let n = || {
-            v.parse::<usize>()
-                .unwrap_or_else(|_| panic!("{k}: not a number: {v}"))
-        };
+        let n = || v.parse::<usize>().unwrap_or_else(|_| panic!("{k}: not a number: {v}"));
         match k.as_str() {
             "--targets" => o.targets = v.split(',').map(String::from).collect(),
             "--subs" => o.subs = n(),
@@ -96,21 +93,17 @@ struct Server {
 
 impl Server {
     fn start(target: &str, cpu: usize) -> Server {
-        let exe_dir = std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .to_path_buf();
+        let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(cpu.to_string());
         match target {
             "embedchat" => {
-                let cfg = std::env::temp_dir()
-                    .join(format!("embedchat-bench-{}.json", std::process::id()));
+                let cfg = std::env::temp_dir().join(format!("embedchat-bench-{}.json", std::process::id()));
                 std::fs::write(
                     &cfg,
-                    r#"{"worker_threads": 1, "max_connections": 100000, "event_queue": 1048576, "max_rooms_per_connection": 4}"#,
+                    r#"{"worker_threads": 1, "max_connections": 100000, "max_connections_per_ip": 0,
+                        "max_messages_per_second": 0, "event_queue": 1048576}"#,
                 )
                 .unwrap();
                 cmd.arg(exe_dir.join("chat_server"))
@@ -126,10 +119,8 @@ impl Server {
             }
             other => panic!("unknown target {other}"),
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start server (taskset, chat_server, node)");
+        let mut child =
+            cmd.stdout(Stdio::piped()).spawn().expect("start server (taskset, chat_server, node)");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
@@ -148,8 +139,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -182,16 +172,10 @@ fn pin_self(cpu: usize) {
 }
 
 /// Opens a WebSocket from `local_ip` and returns the stream plus bytes read past the handshake.
-async fn ws_connect(
-    port: u16,
-    local_ip: Ipv4Addr,
-    query: &str,
-) -> std::io::Result<(TcpStream, Vec<u8>)> {
+async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let sock = TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(local_ip.into(), 0))?;
-    let mut s = sock
-        .connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))
-        .await?;
+    let mut s = sock.connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)).await?;
     s.set_nodelay(true)?;
     let req = format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -208,9 +192,7 @@ async fn ws_connect(
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             if !buf.starts_with(b"HTTP/1.1 101") {
-                return Err(std::io::Error::other(
-                    String::from_utf8_lossy(&buf).into_owned(),
-                ));
+                return Err(std::io::Error::other(String::from_utf8_lossy(&buf).into_owned()));
             }
             return Ok((s, buf.split_off(end + 4)));
         }
@@ -227,10 +209,7 @@ fn frames(buf: &[u8], mut f: impl FnMut(u8, &[u8])) -> usize {
         }
         let (len, hdr) = match d[1] & 0x7f {
             126 if d.len() >= 4 => (u16::from_be_bytes([d[2], d[3]]) as usize, 4),
-            127 if d.len() >= 10 => (
-                u64::from_be_bytes(d[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
+            127 if d.len() >= 10 => (u64::from_be_bytes(d[2..10].try_into().unwrap()) as usize, 10),
             126 | 127 => return pos,
             n => (n as usize, 2),
         };
@@ -350,9 +329,7 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
     let ip_for = source_ips(o.subs);
     for i in 0..o.subs {
         let ip = ip_for(i);
-        let (s, rest) = ws_connect(port, ip, &format!("name=s{i}&room=bench"))
-            .await
-            .expect("connect");
+        let (s, rest) = ws_connect(port, ip, &format!("name=s{i}&room=bench")).await.expect("connect");
         let (rd, wr) = s.into_split();
         if i == 0 {
             publisher = Some(wr);
@@ -387,10 +364,7 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
             }
         }
         let text = format!("T{}|{}", sh.t0.elapsed().as_nanos(), pad);
-        publisher
-            .write_all(&client_frame(text.as_bytes()))
-            .await
-            .expect("publish");
+        publisher.write_all(&client_frame(text.as_bytes())).await.expect("publish");
     }
     let mut lat = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -404,9 +378,8 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
     let secs = (sh.last_ns.load(Ordering::SeqCst).saturating_sub(start_ns)) as f64 / 1e9;
     lat.sort_unstable();
     let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0)
+            as f64
             / 1000.0
     };
     FanoutResult {
@@ -441,9 +414,7 @@ async fn idle_once(o: &Opts, server: &Server) -> IdleResult {
             let ip = ip_for(i);
             let room = format!("idle-{}", i / o.room_size);
             let port = server.port;
-            conns.push(tokio::spawn(async move {
-                ws_connect(port, ip, &format!("room={room}")).await
-            }));
+            conns.push(tokio::spawn(async move { ws_connect(port, ip, &format!("room={room}")).await }));
         }
         for c in conns {
             let (s, rest) = c.await.unwrap().expect("connect");
@@ -478,14 +449,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let o = parse_opts();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     pin_self(o.client_cpu);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!(
         "# bench {} | server pinned to cpu {}, clients on cpu {} | {} cores | runs {}",
         o.mode, o.server_cpu, o.client_cpu, cores, o.runs
@@ -496,15 +462,9 @@ fn main() {
             o.subs,
             o.msgs,
             o.size,
-            if o.rate == 0 {
-                format!("flat out (window {})", o.window)
-            } else {
-                format!("{} msg/s", o.rate)
-            }
+            if o.rate == 0 { format!("flat out (window {})", o.window) } else { format!("{} msg/s", o.rate) }
         );
-        println!(
-            "| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost |"
-        );
+        println!("| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost |");
         println!("|---|---|---|---|---|---|");
     } else {
         println!("# {} idle connections, rooms of {}", o.conns, o.room_size);
@@ -514,8 +474,7 @@ fn main() {
     let mut summary = Vec::new();
     for target in &o.targets {
         let mut a = Vec::new();
-        let (mut p50, mut p99, mut lost, mut rss, mut open) =
-            (Vec::new(), Vec::new(), 0, Vec::new(), 0);
+        let (mut p50, mut p99, mut lost, mut rss, mut open) = (Vec::new(), Vec::new(), 0, Vec::new(), 0);
         for _ in 0..o.runs {
             let server = Server::start(target, o.server_cpu);
             if o.mode == "fanout" {
@@ -532,38 +491,19 @@ fn main() {
             }
             server.stop();
         }
-        let runs = a
-            .iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(" / ");
+        let runs = a.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ");
         let m = median(a.clone());
         summary.push((target.clone(), m));
         if o.mode == "fanout" {
-            println!(
-                "| {target} | {m:.0} | {runs} | {:.2} | {:.2} | {lost} |",
-                median(p50),
-                median(p99)
-            );
+            println!("| {target} | {m:.0} | {runs} | {:.2} | {:.2} | {lost} |", median(p50), median(p99));
         } else {
-            let runs = a
-                .iter()
-                .map(|x| format!("{x:.2}"))
-                .collect::<Vec<_>>()
-                .join(" / ");
-            println!(
-                "| {target} | {m:.2} | {runs} | {:.1} | {open} |",
-                median(rss)
-            );
+            let runs = a.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / ");
+            println!("| {target} | {m:.2} | {runs} | {:.1} | {open} |", median(rss));
         }
     }
     if summary.len() == 2 {
         let (a, b) = (&summary[0], &summary[1]);
-        let what = if o.mode == "fanout" {
-            "throughput"
-        } else {
-            "memory per connection"
-        };
+        let what = if o.mode == "fanout" { "throughput" } else { "memory per connection" };
         println!("# {what} ratio {}/{}: {:.2}", a.0, b.0, a.1 / b.1);
     }
 }

@@ -55,26 +55,17 @@ fn main() {
 
     // The host's loop: take events on this thread, answer the bot command, log the rest.
     while stop_rx.try_recv().is_err() {
-        let Some(ev) = engine
-            .poll_event(Some(Duration::from_millis(200)))
-            .expect("engine running")
-        else {
+        let Some(ev) = engine.poll_event(Some(Duration::from_millis(200))).expect("engine running") else {
             continue;
         };
         if !quiet {
             println!("{}", ev.to_json());
         }
         if ev.kind == EventKind::Message && ev.text.as_deref().map(str::trim) == Some("/time") {
-            let secs = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let _ = engine.send(ev.conn_id, &format!("server time: {secs} (Unix seconds)"));
         }
     }
     let _ = engine.stop();
-    println!(
-        "stopped: {}",
-        serde_json::to_string(&engine.stats()).unwrap_or_default()
-    );
+    println!("stopped: {}", serde_json::to_string(&engine.stats()).unwrap_or_default());
 }

@@ -47,10 +47,9 @@ impl std::fmt::Display for Error {
             Error::Stopped => f.write_str("the engine is stopped"),
             Error::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
             Error::BadRoom(m) => write!(f, "bad room name: {m}"),
-            Error::QueueFull(id) => write!(
-                f,
-                "connection {id} is not reading; its backlog is full and it is being closed"
-            ),
+            Error::QueueFull(id) => {
+                write!(f, "connection {id} is not reading; its backlog is full and it is being closed")
+            }
             Error::InvalidArgument(m) => f.write_str(m),
         }
     }
@@ -168,11 +167,7 @@ impl Engine {
     /// Waits up to `timeout` for an event, then calls `f` on this thread for it and for every
     /// event already queued behind it. Returns how many were handled. `f` may call any engine
     /// method, `stop` included.
-    pub fn dispatch(
-        &self,
-        timeout: Option<Duration>,
-        mut f: impl FnMut(&Event),
-    ) -> Result<usize, Error> {
+    pub fn dispatch(&self, timeout: Option<Duration>, mut f: impl FnMut(&Event)) -> Result<usize, Error> {
         let Some(first) = self.poll_event(timeout)? else {
             return Ok(0);
         };
@@ -192,16 +187,11 @@ impl Engine {
     }
 
     /// Runs `f` for every event on one dedicated thread (not a network thread) until stop.
-    pub fn spawn_event_thread(
-        &self,
-        mut f: impl FnMut(&Event) + Send + 'static,
-    ) -> Result<(), Error> {
+    pub fn spawn_event_thread(&self, mut f: impl FnMut(&Event) + Send + 'static) -> Result<(), Error> {
         self.check()?;
         let mut slot = self.event_thread.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_some() {
-            return Err(Error::InvalidArgument(
-                "the event thread is already running".into(),
-            ));
+            return Err(Error::InvalidArgument("the event thread is already running".into()));
         }
         let ctx = self.ctx.clone();
         let handle = std::thread::Builder::new()
@@ -237,13 +227,7 @@ impl Engine {
     /// Members of a room as (connection id, name).
     pub fn members(&self, room: &str) -> Result<Vec<(u64, String)>, Error> {
         self.check()?;
-        Ok(self
-            .ctx
-            .hub
-            .members(room)
-            .into_iter()
-            .map(|(id, n)| (id, n.to_string()))
-            .collect())
+        Ok(self.ctx.hub.members(room).into_iter().map(|(id, n)| (id, n.to_string())).collect())
     }
 
     /// Graceful stop: clients get close 1001, every thread is joined. The second call returns
@@ -252,19 +236,11 @@ impl Engine {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(r) = running {
             r.stop();
         }
-        let thread = self
-            .event_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.event_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((id, handle)) = thread {
             // Called from the event thread itself: it ends on its own when this call returns.
             if id != std::thread::current().id() {

@@ -82,6 +82,29 @@ pub struct Config {
     /// Conformance mode: every complete text or binary message is echoed to its sender and
     /// nothing else is sent (no welcome, presence or pings). For the Autobahn test suite.
     pub echo: bool,
+    /// Messages a connection may send per second on average (token bucket); 0 = unlimited.
+    /// Excess messages get an `error` (`rate_limited`); a client that keeps going for a whole
+    /// burst's worth of refusals is closed with 1008.
+    pub max_messages_per_second: u32,
+    /// Bucket size: how many messages may come at once.
+    pub message_burst: u32,
+    /// Open WebSocket connections per client IP; past it → HTTP 429. 0 = unlimited.
+    pub max_connections_per_ip: usize,
+    /// Origins allowed to open a WebSocket (exact `scheme://host[:port]`), `"*"` for any.
+    /// Empty (the default) = same origin only: a browser's `Origin` must match the `Host` it
+    /// connects to. Requests without `Origin` (non-browser clients) are allowed. Else HTTP 403.
+    pub allowed_origins: Vec<String>,
+    /// Proxy addresses (IPs or CIDR ranges) whose `X-Forwarded-For` is believed; for everyone
+    /// else the TCP peer address is the client's address.
+    pub trusted_proxies: Vec<String>,
+    /// After this much silence from a client the server pings it; 0 = never.
+    pub ping_interval_ms: u64,
+    /// How long a pinged client has to send anything (its pong) before it is closed (1001).
+    pub pong_timeout_ms: u64,
+    /// Most request headers in the upgrade request; more → HTTP 431.
+    pub max_header_count: usize,
+    /// Most bytes of request line and headers; more → HTTP 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Config {
@@ -107,6 +130,15 @@ impl Default for Config {
             close_timeout_ms: 2_000,
             stop_timeout_ms: 5_000,
             echo: false,
+            max_messages_per_second: 20,
+            message_burst: 40,
+            max_connections_per_ip: 256,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            ping_interval_ms: 30_000,
+            pong_timeout_ms: 10_000,
+            max_header_count: 64,
+            max_header_bytes: 16 * 1024,
         }
     }
 }
@@ -132,10 +164,7 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError { key: key.into(), message: message.into() }
 }
 
 impl Config {
@@ -169,52 +198,57 @@ impl Config {
         range("event_queue", self.event_queue, 16, 1 << 24)?;
         range("max_name_chars", self.max_name_chars, 1, 256)?;
         range("max_room_chars", self.max_room_chars, 1, 256)?;
-        range(
-            "max_rooms_per_connection",
-            self.max_rooms_per_connection,
-            1,
-            1024,
-        )?;
+        range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;
         range("max_connections", self.max_connections, 1, 10_000_000)?;
-        range(
-            "handshake_timeout_ms",
-            self.handshake_timeout_ms as usize,
-            100,
-            600_000,
-        )?;
-        range(
-            "close_timeout_ms",
-            self.close_timeout_ms as usize,
-            10,
-            600_000,
-        )?;
-        range(
-            "stop_timeout_ms",
-            self.stop_timeout_ms as usize,
-            10,
-            600_000,
-        )?;
+        range("handshake_timeout_ms", self.handshake_timeout_ms as usize, 100, 600_000)?;
+        range("close_timeout_ms", self.close_timeout_ms as usize, 10, 600_000)?;
+        range("stop_timeout_ms", self.stop_timeout_ms as usize, 10, 600_000)?;
+        range("max_messages_per_second", self.max_messages_per_second as usize, 0, 1_000_000)?;
+        range("message_burst", self.message_burst as usize, 1, 1_000_000)?;
+        range("max_connections_per_ip", self.max_connections_per_ip, 0, 10_000_000)?;
+        range("ping_interval_ms", self.ping_interval_ms as usize, 0, 3_600_000)?;
+        range("pong_timeout_ms", self.pong_timeout_ms as usize, 10, 600_000)?;
+        range("max_header_count", self.max_header_count, 8, 1000)?;
+        range("max_header_bytes", self.max_header_bytes, 8192, 1 << 20)?;
+        for (i, o) in self.allowed_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(err(
+                    &format!("allowed_origins[{i}]"),
+                    format!("`{o}` is not \"*\" or an origin such as https://example.com"),
+                ));
+            }
+        }
+        self.proxy_nets()?;
         crate::protocol::validate_room(&self.default_room, self.max_room_chars)
             .map_err(|m| err("default_room", m))?;
         if self.host_name.trim().is_empty() || self.host_name.chars().any(char::is_control) {
-            return Err(err(
-                "host_name",
-                "must be a non-empty name without control characters",
-            ));
+            return Err(err("host_name", "must be a non-empty name without control characters"));
         }
         Ok(())
+    }
+
+    /// The `trusted_proxies` key as networks (a plain IP is a one-address network).
+    pub fn proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        err(
+                            &format!("trusted_proxies[{i}]"),
+                            format!("`{p}` is not an IP address or CIDR range"),
+                        )
+                    })
+            })
+            .collect()
     }
 
     /// The `listen` key as a socket address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
-            err(
-                "listen",
-                format!(
-                    "`{}` is not an IP:port address such as 127.0.0.1:8080",
-                    self.listen
-                ),
-            )
+            err("listen", format!("`{}` is not an IP:port address such as 127.0.0.1:8080", self.listen))
         })
     }
 }
@@ -281,6 +315,15 @@ mod tests {
     fn bad_listen_address_names_the_key() {
         let e = Config::from_json(r#"{"listen":"localhost"}"#).unwrap_err();
         assert_eq!(e.key, "listen");
+    }
+
+    #[test]
+    fn list_entries_are_named_with_their_index() {
+        let e = Config::from_json(r#"{"trusted_proxies":["10.0.0.0/8","nonsense"]}"#).unwrap_err();
+        assert_eq!(e.key, "trusted_proxies[1]");
+        let e = Config::from_json(r#"{"allowed_origins":["example.com"]}"#).unwrap_err();
+        assert_eq!(e.key, "allowed_origins[0]");
+        assert!(Config::from_json(r#"{"trusted_proxies":["10.0.0.0/8","127.0.0.1"]}"#).is_ok());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What every connection task shares: the config, the hub, counters and the stop signal.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -21,16 +23,18 @@ pub struct Context {
     pub next_id: AtomicU64,
     pub stopping: AtomicBool,
     pub sessions: Arc<SessionCount>,
+    /// Networks whose X-Forwarded-For is believed.
+    pub proxies: Vec<ipnet::IpNet>,
+    /// Open WebSocket connections per client address.
+    pub per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Context {
     pub fn new(cfg: Config, events: Arc<EventQueue>) -> Self {
         let stats = Arc::new(Stats::default());
         let hub = Hub::new((&cfg).into(), stats.clone(), events.clone());
-        let limits = Limits {
-            max_message: cfg.max_message_bytes,
-            max_fragments: cfg.max_fragments,
-        };
+        let proxies = cfg.proxy_nets().unwrap_or_default();
+        let limits = Limits { max_message: cfg.max_message_bytes, max_fragments: cfg.max_fragments };
         Context {
             cfg,
             hub,
@@ -40,6 +44,8 @@ impl Context {
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             sessions: Arc::default(),
+            proxies,
+            per_ip: Arc::default(),
         }
     }
 }
@@ -82,6 +88,38 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.zero.notify_waiters();
+        }
+    }
+}
+
+/// Holds one of a client address's connection slots until dropped.
+pub struct IpSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Context {
+    /// Takes a connection slot for `ip`, or None when it already has `max_connections_per_ip`.
+    pub fn ip_slot(&self, ip: IpAddr) -> Option<IpSlot> {
+        let max = self.cfg.max_connections_per_ip;
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { map: self.per_ip.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
         }
     }
 }

@@ -18,10 +18,7 @@ use crate::wsframe::close;
 #[derive(Debug)]
 pub enum StartError {
     Config(crate::config::ConfigError),
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     Io(std::io::Error),
 }
 
@@ -74,17 +71,8 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
         let _enter = runtime.enter();
         tokio::net::TcpListener::from_std(std_listener).map_err(StartError::Io)?
     };
-    runtime.spawn(crate::http::accept_loop(
-        listener,
-        ctx.clone(),
-        stop_accept.clone(),
-    ));
-    Ok(Running {
-        runtime,
-        ctx,
-        stop_accept,
-        local_addr,
-    })
+    runtime.spawn(crate::http::accept_loop(listener, ctx.clone(), stop_accept.clone()));
+    Ok(Running { runtime, ctx, stop_accept, local_addr })
 }
 
 impl Running {

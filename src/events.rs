@@ -166,11 +166,7 @@ impl EventQueue {
                     if now >= d {
                         return Ok(None);
                     }
-                    g = self
-                        .cond
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    g = self.cond.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
                 }
             }
         }
@@ -230,10 +226,7 @@ impl WakeFd {
             // SAFETY: fd was just returned by pipe.
             unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
         }
-        Ok(WakeFd {
-            fd: fds[0],
-            write_fd: fds[1],
-        })
+        Ok(WakeFd { fd: fds[0], write_fd: fds[1] })
     }
 
     /// Makes the fd readable (idempotent in effect: clear() drains any count).
@@ -250,8 +243,7 @@ impl WakeFd {
     fn clear(&self) {
         let mut buf = [0u8; 64];
         // SAFETY: reads into a live local buffer of the given length; the fd is non-blocking.
-        while unsafe { libc::read(self.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) } > 0 {
-        }
+        while unsafe { libc::read(self.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) } > 0 {}
     }
 }
 
@@ -271,11 +263,7 @@ mod tests {
     use super::*;
 
     fn readable(fd: i32) -> bool {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, zero timeout.
         unsafe { libc::poll(&mut p, 1, 0) == 1 }
     }

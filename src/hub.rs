@@ -22,10 +22,7 @@ pub type ConnId = u64;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Why a host operation failed.
@@ -42,10 +39,9 @@ impl std::fmt::Display for HubError {
         match self {
             HubError::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
             HubError::BadRoom(m) => write!(f, "bad room name: {m}"),
-            HubError::QueueFull(id) => write!(
-                f,
-                "connection {id} is not reading; its backlog is full and it is being closed"
-            ),
+            HubError::QueueFull(id) => {
+                write!(f, "connection {id} is not reading; its backlog is full and it is being closed")
+            }
         }
     }
 }
@@ -127,12 +123,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(cfg: HubConfig, stats: Arc<Stats>, events: Arc<EventQueue>) -> Self {
-        Hub {
-            state: Mutex::default(),
-            cfg,
-            stats,
-            events,
-        }
+        Hub { state: Mutex::default(), cfg, stats, events }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -176,25 +167,14 @@ impl Hub {
     }
 
     fn members_of(st: &State, room: &Room) -> Vec<(ConnId, Arc<str>)> {
-        room.members
-            .iter()
-            .filter_map(|m| st.conns.get(&m.id).map(|c| (m.id, c.name.clone())))
-            .collect()
+        room.members.iter().filter_map(|m| st.conns.get(&m.id).map(|c| (m.id, c.name.clone()))).collect()
     }
 
     /// Registers a new connection under a unique version of `requested` and joins `room`.
     /// Returns the name it got.
-    pub fn connect(
-        &self,
-        id: ConnId,
-        requested: Option<&str>,
-        room: &str,
-        outbox: Arc<Outbox>,
-    ) -> Arc<str> {
+    pub fn connect(&self, id: ConnId, requested: Option<&str>, room: &str, outbox: Arc<Outbox>) -> Arc<str> {
         let mut st = self.lock();
-        let base = requested
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("guest-{id}"));
+        let base = requested.map(str::to_string).unwrap_or_else(|| format!("guest-{id}"));
         let mut name = base.clone();
         let mut n = 2;
         while st.names.contains_key(&name.to_lowercase()) {
@@ -203,14 +183,7 @@ impl Hub {
         }
         let name: Arc<str> = name.into();
         st.names.insert(name.to_lowercase(), id);
-        st.conns.insert(
-            id,
-            Conn {
-                name: name.clone(),
-                outbox: outbox.clone(),
-                rooms: Vec::new(),
-            },
-        );
+        st.conns.insert(id, Conn { name: name.clone(), outbox: outbox.clone(), rooms: Vec::new() });
         self.emit(EventKind::Connect, id, None, &name);
         self.join_locked(&mut st, id, room, true);
         name
@@ -220,14 +193,7 @@ impl Hub {
     /// so that stop and kick still reach it.
     pub fn attach_silent(&self, id: ConnId, outbox: Arc<Outbox>) {
         let name: Arc<str> = format!("echo-{id}").into();
-        self.lock().conns.insert(
-            id,
-            Conn {
-                name,
-                outbox,
-                rooms: Vec::new(),
-            },
-        );
+        self.lock().conns.insert(id, Conn { name, outbox, rooms: Vec::new() });
     }
 
     pub fn detach_silent(&self, id: ConnId) {
@@ -246,19 +212,13 @@ impl Hub {
             conn.rooms.push(r);
         } else {
             if conn.rooms.len() >= self.cfg.max_rooms_per_connection {
-                let msg = format!(
-                    "at most {} rooms per connection",
-                    self.cfg.max_rooms_per_connection
-                );
+                let msg = format!("at most {} rooms per connection", self.cfg.max_rooms_per_connection);
                 let outbox = conn.outbox.clone();
                 self.command_error(&outbox, "too_many_rooms", &msg);
                 return;
             }
-            let key: Arc<str> = st
-                .rooms
-                .get_key_value(room)
-                .map(|(k, _)| k.clone())
-                .unwrap_or_else(|| room.into());
+            let key: Arc<str> =
+                st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
             conn.rooms.push(key.clone());
             let name = conn.name.clone();
             let outbox = conn.outbox.clone();
@@ -278,10 +238,7 @@ impl Hub {
             return;
         };
         let members = Self::members_of(st, r);
-        let users: Vec<User<'_>> = members
-            .iter()
-            .map(|(id, n)| User { id: *id, name: n })
-            .collect();
+        let users: Vec<User<'_>> = members.iter().map(|(id, n)| User { id: *id, name: n }).collect();
         let json = if first {
             protocol::welcome(id, &conn.name, room, &users)
         } else {
@@ -382,11 +339,7 @@ impl Hub {
             }
             Command::Leave { room } => {
                 if !self.leave_locked(&mut st, id, &room) {
-                    self.command_error(
-                        &outbox,
-                        "not_member",
-                        &format!("you are not in room `{room}`"),
-                    );
+                    self.command_error(&outbox, "not_member", &format!("you are not in room `{room}`"));
                 }
             }
             Command::Ping { reference } => {
@@ -425,10 +378,7 @@ impl Hub {
         let mut st = self.lock();
         Stats::inc(&self.stats.host_broadcasts);
         let ts = now_ms();
-        let host = User {
-            id: 0,
-            name: &self.cfg.host_name,
-        };
+        let host = User { id: 0, name: &self.cfg.host_name };
         let seed = self.seed();
         let mut sent = 0;
         let mut one = |name: &str, r: &mut Room| {
@@ -462,14 +412,7 @@ impl Hub {
         let json = if self.seed() {
             protocol::seed_message(text, &self.cfg.host_name)
         } else {
-            protocol::whisper(
-                now_ms(),
-                User {
-                    id: 0,
-                    name: &self.cfg.host_name,
-                },
-                text,
-            )
+            protocol::whisper(now_ms(), User { id: 0, name: &self.cfg.host_name }, text)
         };
         match self.to_one(&conn.outbox, &json) {
             Push::Queued => {
@@ -505,10 +448,7 @@ impl Hub {
     /// Members of a room as (id, name), in join order as far as removals allow.
     pub fn members(&self, room: &str) -> Vec<(ConnId, Arc<str>)> {
         let st = self.lock();
-        st.rooms
-            .get(room)
-            .map(|r| Self::members_of(&st, r))
-            .unwrap_or_default()
+        st.rooms.get(room).map(|r| Self::members_of(&st, r)).unwrap_or_default()
     }
 }
 
@@ -523,14 +463,7 @@ mod tests {
         let mut c = Config::default();
         cfg(&mut c);
         let events = Arc::new(EventQueue::new(1024).unwrap());
-        (
-            Hub::new(
-                HubConfig::from(&c),
-                Arc::new(Stats::default()),
-                events.clone(),
-            ),
-            events,
-        )
+        (Hub::new(HubConfig::from(&c), Arc::new(Stats::default()), events.clone()), events)
     }
 
     fn drain(o: &Outbox) -> Vec<Value> {
@@ -545,9 +478,7 @@ mod tests {
     }
 
     fn kinds(events: &EventQueue) -> Vec<EventKind> {
-        std::iter::from_fn(|| events.pop(Some(Duration::ZERO)).unwrap())
-            .map(|e| e.kind)
-            .collect()
+        std::iter::from_fn(|| events.pop(Some(Duration::ZERO)).unwrap()).map(|e| e.kind).collect()
     }
 
     #[test]
@@ -570,23 +501,11 @@ mod tests {
     #[test]
     fn names_are_made_unique_ignoring_case() {
         let (h, _) = hub(|_| {});
-        assert_eq!(
-            &*h.connect(1, Some("Bob"), "lobby", Arc::new(Outbox::new())),
-            "Bob"
-        );
-        assert_eq!(
-            &*h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new())),
-            "bob-2"
-        );
-        assert_eq!(
-            &*h.connect(3, None, "lobby", Arc::new(Outbox::new())),
-            "guest-3"
-        );
+        assert_eq!(&*h.connect(1, Some("Bob"), "lobby", Arc::new(Outbox::new())), "Bob");
+        assert_eq!(&*h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new())), "bob-2");
+        assert_eq!(&*h.connect(3, None, "lobby", Arc::new(Outbox::new())), "guest-3");
         h.disconnect(1, 1000);
-        assert_eq!(
-            &*h.connect(4, Some("BOB"), "lobby", Arc::new(Outbox::new())),
-            "BOB"
-        );
+        assert_eq!(&*h.connect(4, Some("BOB"), "lobby", Arc::new(Outbox::new())), "BOB");
     }
 
     #[test]
@@ -601,28 +520,11 @@ mod tests {
         for o in [&a, &b, &c] {
             drain(o);
         }
-        h.command(
-            1,
-            Command::Message {
-                room: None,
-                text: "one".into(),
-            },
-        );
-        h.command(
-            2,
-            Command::Message {
-                room: None,
-                text: "two".into(),
-            },
-        );
+        h.command(1, Command::Message { room: None, text: "one".into() });
+        h.command(2, Command::Message { room: None, text: "two".into() });
         let got: Vec<(u64, String)> = drain(&a)
             .iter()
-            .map(|m| {
-                (
-                    m["id"].as_u64().unwrap(),
-                    m["text"].as_str().unwrap().into(),
-                )
-            })
+            .map(|m| (m["id"].as_u64().unwrap(), m["text"].as_str().unwrap().into()))
             .collect();
         assert_eq!(got, vec![(1, "one".into()), (2, "two".into())]);
         assert_eq!(drain(&b).len(), 2);
@@ -637,18 +539,9 @@ mod tests {
         let a = Arc::new(Outbox::new());
         h.connect(1, Some("ann"), "lobby", a.clone());
         drain(&a);
-        h.command(
-            1,
-            Command::Message {
-                room: None,
-                text: "hi".into(),
-            },
-        );
+        h.command(1, Command::Message { room: None, text: "hi".into() });
         assert!(drain(&a).is_empty());
-        assert_eq!(
-            kinds(&ev),
-            vec![EventKind::Connect, EventKind::Join, EventKind::Message]
-        );
+        assert_eq!(kinds(&ev), vec![EventKind::Connect, EventKind::Join, EventKind::Message]);
     }
 
     #[test]
@@ -657,13 +550,7 @@ mod tests {
         let a = Arc::new(Outbox::new());
         h.connect(1, Some("ann"), "lobby", a.clone());
         h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new()));
-        h.command(
-            2,
-            Command::Message {
-                room: None,
-                text: "hi".into(),
-            },
-        );
+        h.command(2, Command::Message { room: None, text: "hi".into() });
         let got = drain(&a);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0], serde_json::json!({"mess": "hi", "name": "bob"}));
@@ -679,26 +566,10 @@ mod tests {
         let msgs = drain(&a);
         assert_eq!(msgs[1]["type"], "presence");
         assert_eq!(msgs[2]["code"], "too_many_rooms");
-        h.command(
-            1,
-            Command::Message {
-                room: None,
-                text: "x".into(),
-            },
-        );
-        assert_eq!(
-            drain(&a)[0]["room"],
-            "dev",
-            "the last joined room is current"
-        );
+        h.command(1, Command::Message { room: None, text: "x".into() });
+        assert_eq!(drain(&a)[0]["room"], "dev", "the last joined room is current");
         h.command(1, Command::Leave { room: "dev".into() });
-        h.command(
-            1,
-            Command::Message {
-                room: Some("dev".into()),
-                text: "x".into(),
-            },
-        );
+        h.command(1, Command::Message { room: Some("dev".into()), text: "x".into() });
         assert_eq!(drain(&a)[0]["code"], "not_member");
         assert_eq!(h.room_count(), 1);
     }
@@ -713,17 +584,11 @@ mod tests {
         drain(&a);
         drain(&b);
         assert_eq!(h.broadcast(Some("dev"), "deploy"), Ok(1));
-        assert_eq!(
-            drain(&b)[0]["from"],
-            serde_json::json!({"id": 0, "name": "system"})
-        );
+        assert_eq!(drain(&b)[0]["from"], serde_json::json!({"id": 0, "name": "system"}));
         assert!(drain(&a).is_empty());
         assert_eq!(h.broadcast(None, "all"), Ok(2));
         assert_eq!(h.broadcast(Some("nobody-here"), "x"), Ok(0));
-        assert!(matches!(
-            h.broadcast(Some(""), "x"),
-            Err(HubError::BadRoom(_))
-        ));
+        assert!(matches!(h.broadcast(Some(""), "x"), Err(HubError::BadRoom(_))));
     }
 
     #[test]
@@ -742,12 +607,7 @@ mod tests {
         }
         assert!(slow.is_closing());
         assert!(!fast.is_closing());
-        assert_eq!(
-            h.stats
-                .slow_consumer_closes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        assert_eq!(h.stats.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -767,9 +627,6 @@ mod tests {
         h.disconnect(2, 1000);
         assert_eq!(drain(&a)[0]["type"], "leave");
         let k = kinds(&ev);
-        assert_eq!(
-            &k[k.len() - 2..],
-            &[EventKind::Leave, EventKind::Disconnect]
-        );
+        assert_eq!(&k[k.len() - 2..], &[EventKind::Leave, EventKind::Disconnect]);
     }
 }

@@ -22,6 +22,4 @@ mod session;
 mod stats;
 mod wsframe;
 
-pub use api::{
-    CallbackThread, Config, ConfigError, Engine, Error, Event, EventKind, Protocol, Relay, Stats,
-};
+pub use api::{CallbackThread, Config, ConfigError, Engine, Error, Event, EventKind, Protocol, Relay, Stats};

@@ -67,10 +67,7 @@ impl Outbox {
         let len = frame.len();
         if self.backlog.load(Ordering::Relaxed) + len > max_backlog {
             drop(q);
-            self.close_discarding(
-                wsframe::close::POLICY,
-                "slow consumer: backlog limit passed",
-            );
+            self.close_discarding(wsframe::close::POLICY, "slow consumer: backlog limit passed");
             return Push::Overflow;
         }
         self.backlog.fetch_add(len, Ordering::Relaxed);
@@ -144,9 +141,7 @@ impl Outbox {
         } else {
             into.extend(q.frames.drain(..));
         }
-        Batch {
-            close: q.close.take(),
-        }
+        Batch { close: q.close.take() }
     }
 
     /// The writer reports bytes it wrote or discarded.
@@ -192,11 +187,7 @@ mod tests {
         assert!(q.is_empty(), "queued data is dropped on close");
         let close = batch.close.unwrap();
         assert_eq!(&close[2..4], &1008u16.to_be_bytes());
-        assert_eq!(
-            o.backlog(),
-            close.len(),
-            "only the close frame is left to write"
-        );
+        assert_eq!(o.backlog(), close.len(), "only the close frame is left to write");
     }
 
     #[test]

@@ -28,10 +28,7 @@ pub struct ProtocolError {
 }
 
 fn perr(code: &'static str, message: impl Into<String>) -> ProtocolError {
-    ProtocolError {
-        code,
-        message: message.into(),
-    }
+    ProtocolError { code, message: message.into() }
 }
 
 /// Parses one client text message.
@@ -41,10 +38,7 @@ fn perr(code: &'static str, message: impl Into<String>) -> ProtocolError {
 /// With `plain_only` (seed protocol) every message is plain text.
 pub fn parse_client(text: &str, plain_only: bool) -> Result<Command, ProtocolError> {
     if plain_only || !text.trim_start().starts_with('{') {
-        return Ok(Command::Message {
-            room: None,
-            text: text.to_string(),
-        });
+        return Ok(Command::Message { room: None, text: text.to_string() });
     }
     let value: Value =
         serde_json::from_str(text).map_err(|e| perr("bad_json", format!("not valid JSON: {e}")))?;
@@ -57,23 +51,11 @@ pub fn parse_client(text: &str, plain_only: bool) -> Result<Command, ProtocolErr
         None => return Err(perr("bad_field", "missing `type`")),
     };
     match kind {
-        "message" => Ok(Command::Message {
-            room: opt_str(&obj, "room")?,
-            text: req_str(&obj, "text")?,
-        }),
-        "join" => Ok(Command::Join {
-            room: req_str(&obj, "room")?,
-        }),
-        "leave" => Ok(Command::Leave {
-            room: req_str(&obj, "room")?,
-        }),
-        "ping" => Ok(Command::Ping {
-            reference: obj.get("ref").cloned(),
-        }),
-        other => Err(perr(
-            "unknown_type",
-            format!("unknown message type `{}`", clip(other, 40)),
-        )),
+        "message" => Ok(Command::Message { room: opt_str(&obj, "room")?, text: req_str(&obj, "text")? }),
+        "join" => Ok(Command::Join { room: req_str(&obj, "room")? }),
+        "leave" => Ok(Command::Leave { room: req_str(&obj, "room")? }),
+        "ping" => Ok(Command::Ping { reference: obj.get("ref").cloned() }),
+        other => Err(perr("unknown_type", format!("unknown message type `{}`", clip(other, 40)))),
     }
 }
 
@@ -178,12 +160,7 @@ fn to_json(out: &Out<'_>) -> String {
 }
 
 pub fn welcome(id: u64, name: &str, room: &str, members: &[User<'_>]) -> String {
-    to_json(&Out::Welcome {
-        id,
-        name,
-        room,
-        members,
-    })
+    to_json(&Out::Welcome { id, name, room, members })
 }
 
 pub fn presence(room: &str, members: &[User<'_>]) -> String {
@@ -191,13 +168,7 @@ pub fn presence(room: &str, members: &[User<'_>]) -> String {
 }
 
 pub fn message(room: &str, id: u64, ts: u64, from: User<'_>, text: &str) -> String {
-    to_json(&Out::Message {
-        room,
-        id,
-        ts,
-        from,
-        text,
-    })
+    to_json(&Out::Message { room, id, ts, from, text })
 }
 
 pub fn join(room: &str, user: User<'_>) -> String {
@@ -228,11 +199,7 @@ pub fn seed_message(text: &str, sender: &str) -> String {
         mess: &'a str,
         name: &'a str,
     }
-    serde_json::to_string(&Seed {
-        mess: text,
-        name: sender,
-    })
-    .unwrap_or_default()
+    serde_json::to_string(&Seed { mess: text, name: sender }).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -243,10 +210,7 @@ mod tests {
     fn plain_text_is_a_message_to_the_current_room() {
         assert_eq!(
             parse_client("hello there", false).unwrap(),
-            Command::Message {
-                room: None,
-                text: "hello there".into()
-            }
+            Command::Message { room: None, text: "hello there".into() }
         );
     }
 
@@ -254,23 +218,14 @@ mod tests {
     fn seed_mode_treats_braces_as_text() {
         assert_eq!(
             parse_client("{not json", true).unwrap(),
-            Command::Message {
-                room: None,
-                text: "{not json".into()
-            }
+            Command::Message { room: None, text: "{not json".into() }
         );
     }
 
     #[test]
     fn json_message_with_room() {
         let c = parse_client(r#"{"type":"message","room":"dev","text":"hi"}"#, false).unwrap();
-        assert_eq!(
-            c,
-            Command::Message {
-                room: Some("dev".into()),
-                text: "hi".into()
-            }
-        );
+        assert_eq!(c, Command::Message { room: Some("dev".into()), text: "hi".into() });
     }
 
     #[test]
@@ -287,29 +242,11 @@ mod tests {
 
     #[test]
     fn unknown_type_and_wrong_field_types_are_errors() {
-        assert_eq!(
-            parse_client(r#"{"type":"dance"}"#, false).unwrap_err().code,
-            "unknown_type"
-        );
-        assert_eq!(
-            parse_client(r#"{"type":7}"#, false).unwrap_err().code,
-            "bad_field"
-        );
-        assert_eq!(
-            parse_client(r#"{"type":"message","text":12}"#, false)
-                .unwrap_err()
-                .code,
-            "bad_field"
-        );
-        assert_eq!(
-            parse_client(r#"{"type":"join"}"#, false).unwrap_err().code,
-            "bad_field"
-        );
-        assert_eq!(
-            parse_client(r#"[1,2]"#, false).map(|_| ()),
-            Ok(()),
-            "not an object: plain text"
-        );
+        assert_eq!(parse_client(r#"{"type":"dance"}"#, false).unwrap_err().code, "unknown_type");
+        assert_eq!(parse_client(r#"{"type":7}"#, false).unwrap_err().code, "bad_field");
+        assert_eq!(parse_client(r#"{"type":"message","text":12}"#, false).unwrap_err().code, "bad_field");
+        assert_eq!(parse_client(r#"{"type":"join"}"#, false).unwrap_err().code, "bad_field");
+        assert_eq!(parse_client(r#"[1,2]"#, false).map(|_| ()), Ok(()), "not an object: plain text");
     }
 
     #[test]
@@ -333,14 +270,8 @@ mod tests {
 
     #[test]
     fn message_encoding_has_every_field() {
-        let v: Value = serde_json::from_str(&message(
-            "lobby",
-            7,
-            123,
-            User { id: 3, name: "bob" },
-            "<b>hi",
-        ))
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(&message("lobby", 7, 123, User { id: 3, name: "bob" }, "<b>hi")).unwrap();
         assert_eq!(v["type"], "message");
         assert_eq!(v["room"], "lobby");
         assert_eq!(v["id"], 7);
@@ -352,9 +283,6 @@ mod tests {
 
     #[test]
     fn seed_message_is_exactly_mess_then_name() {
-        assert_eq!(
-            seed_message("hi \"you\"", "bob"),
-            r#"{"mess":"hi \"you\"","name":"bob"}"#
-        );
+        assert_eq!(seed_message("hi \"you\"", "bob"), r#"{"mess":"hi \"you\"","name":"bob"}"#);
     }
 }

@@ -98,30 +98,18 @@ impl Writer {
 }
 
 /// Runs the connection to its end, then removes it from the hub.
-pub async fn run(
-    ctx: Arc<Context>,
-    stream: TcpStream,
-    early: Bytes,
-    hello: Hello,
-    _guard: SessionGuard,
-) {
+pub async fn run(ctx: Arc<Context>, stream: TcpStream, early: Bytes, hello: Hello, _guard: SessionGuard) {
     let id = hello.id;
     let outbox = Arc::new(Outbox::new());
     if ctx.cfg.echo {
         ctx.hub.attach_silent(id, outbox.clone());
     } else {
-        ctx.hub
-            .connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
+        ctx.hub.connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
     }
-    let code = Connection {
-        ctx: &ctx,
-        id,
-        outbox: &outbox,
-        decoder: Decoder::new(),
-        state: State::default(),
-    }
-    .serve(&stream, early)
-    .await;
+    let code =
+        Connection { ctx: &ctx, id, outbox: &outbox, decoder: Decoder::new(), state: State::new(&ctx) }
+            .serve(&stream, early)
+            .await;
     if ctx.cfg.echo {
         ctx.hub.detach_silent(id);
     } else {
@@ -129,7 +117,6 @@ pub async fn run(
     }
 }
 
-#[derive(Default)]
 struct State {
     /// Stop decoding: the client sent close or broke the protocol.
     reading_done: bool,
@@ -137,6 +124,30 @@ struct State {
     eof: bool,
     /// Close code reported to the host (what the client sent, or what we closed with).
     code: Option<u16>,
+    /// When the client last sent anything, and whether we pinged it since.
+    last_rx: Instant,
+    ping_sent: Option<Instant>,
+    /// Message rate token bucket, and refusals in a row.
+    tokens: f64,
+    refilled: Instant,
+    strikes: u32,
+}
+
+impl State {
+    fn new(ctx: &Context) -> Self {
+        let now = Instant::now();
+        State {
+            reading_done: false,
+            peer_closed: false,
+            eof: false,
+            code: None,
+            last_rx: now,
+            ping_sent: None,
+            tokens: ctx.cfg.message_burst as f64,
+            refilled: now,
+            strikes: 0,
+        }
+    }
 }
 
 struct Connection<'a> {
@@ -159,6 +170,13 @@ impl Connection<'_> {
         // `early` is a view into hyper's whole read buffer (8 KiB or more): let it go now, not
         // when the connection ends.
         drop(early);
+        let ping_interval = Duration::from_millis(ctx.cfg.ping_interval_ms);
+        let pong_timeout = Duration::from_millis(ctx.cfg.pong_timeout_ms);
+        let pings = ctx.cfg.ping_interval_ms > 0 && !ctx.cfg.echo;
+        // One timer for the close deadline and the ping schedule, moved rather than re-created.
+        let timer = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(timer);
+        let mut timer_at = None;
         while let Ok(done) = writer.flush(stream, self.outbox, &ctx.stats) {
             let want_writable = !done;
             if writer.closing && deadline.is_none() {
@@ -170,6 +188,21 @@ impl Connection<'_> {
             }
             if self.state.eof && !writer.closing {
                 break; // the client vanished without a close frame
+            }
+            let idle_at = match self.state.ping_sent {
+                _ if !pings || writer.closing => None,
+                Some(sent) => Some(sent + pong_timeout),
+                None => Some(self.state.last_rx + ping_interval),
+            };
+            let next = match (deadline, idle_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if next != timer_at {
+                if let Some(at) = next {
+                    timer.as_mut().reset(at);
+                }
+                timer_at = next;
             }
             tokio::select! {
                 biased;
@@ -184,7 +217,21 @@ impl Connection<'_> {
                         break;
                     }
                 }
-                _ = sleep_until(deadline) => break,
+                _ = &mut timer, if next.is_some() => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        break;
+                    }
+                    if self.state.ping_sent.is_some() {
+                        Stats::inc(&ctx.stats.idle_timeouts);
+                        self.state.code.get_or_insert(close::GOING_AWAY);
+                        self.outbox.close(close::GOING_AWAY, "no answer to ping");
+                    } else {
+                        self.outbox.push_control(wsframe::encode(wsframe::OP_PING, b""));
+                        self.state.ping_sent = Some(now);
+                    }
+                    timer_at = None; // re-arm on the next turn
+                }
             }
         }
         self.state.code.or(self.outbox.close_code()).unwrap_or(1006)
@@ -201,6 +248,8 @@ impl Connection<'_> {
                 }
                 Ok(n) => {
                     Stats::add(&self.ctx.stats.bytes_in, n as u64);
+                    self.state.last_rx = Instant::now();
+                    self.state.ping_sent = None;
                     self.input(&buf[..n]);
                     Ok(())
                 }
@@ -215,9 +264,7 @@ impl Connection<'_> {
             return; // after a close or a violation, bytes are read only to see EOF
         }
         let mut msgs = Vec::new();
-        let res = self
-            .decoder
-            .feed(data, self.ctx.limits, &mut |m| msgs.push(m));
+        let res = self.decoder.feed(data, self.ctx.limits, &mut |m| msgs.push(m));
         for m in msgs {
             self.message(m);
         }
@@ -237,35 +284,59 @@ impl Connection<'_> {
         if ctx.cfg.echo {
             return self.echo(m);
         }
+        if matches!(m, Incoming::Text(_) | Incoming::Binary(_)) && !self.take_token() {
+            return;
+        }
         match m {
             Incoming::Text(text) => {
                 Stats::inc(&ctx.stats.messages_in);
-                match protocol::parse_client(
-                    &text,
-                    ctx.cfg.protocol == crate::config::Protocol::Seed,
-                ) {
+                match protocol::parse_client(&text, ctx.cfg.protocol == crate::config::Protocol::Seed) {
                     Ok(cmd) => ctx.hub.command(self.id, cmd),
                     Err(e) => ctx.hub.reply_error(self.id, e.code, &e.message),
                 }
             }
             Incoming::Binary(_) => {
                 Stats::inc(&ctx.stats.messages_in);
-                ctx.hub.reply_error(
-                    self.id,
-                    "binary",
-                    "binary messages are not supported; send text",
-                );
+                ctx.hub.reply_error(self.id, "binary", "binary messages are not supported; send text");
             }
             control => self.control(control),
         }
     }
 
+    /// The message rate limit: true if this message may pass. A refused message gets an
+    /// `error`; a whole burst of refusals in a row closes the connection with 1008.
+    fn take_token(&mut self) -> bool {
+        let cfg = &self.ctx.cfg;
+        if cfg.max_messages_per_second == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let st = &mut self.state;
+        let refill = (now - st.refilled).as_secs_f64() * cfg.max_messages_per_second as f64;
+        st.tokens = (st.tokens + refill).min(cfg.message_burst as f64);
+        st.refilled = now;
+        if st.tokens >= 1.0 {
+            st.tokens -= 1.0;
+            st.strikes = 0;
+            return true;
+        }
+        st.strikes += 1;
+        Stats::inc(&self.ctx.stats.rate_limited);
+        if st.strikes >= cfg.message_burst {
+            Stats::inc(&self.ctx.stats.rate_limit_closes);
+            st.code.get_or_insert(close::POLICY);
+            self.outbox.close(close::POLICY, "message rate limit exceeded");
+        } else {
+            let msg = format!("more than {} messages per second: slow down", cfg.max_messages_per_second);
+            self.ctx.hub.reply_error(self.id, "rate_limited", &msg);
+        }
+        false
+    }
+
     /// Pings, pongs and the client's close.
     fn control(&mut self, m: Incoming) {
         match m {
-            Incoming::Ping(payload) => self
-                .outbox
-                .push_control(wsframe::encode(wsframe::OP_PONG, &payload)),
+            Incoming::Ping(payload) => self.outbox.push_control(wsframe::encode(wsframe::OP_PONG, &payload)),
             Incoming::Close(code, _reason) => {
                 self.state.peer_closed = true;
                 self.state.reading_done = true;
@@ -287,16 +358,8 @@ impl Connection<'_> {
             control => return self.control(control),
         };
         Stats::inc(&self.ctx.stats.messages_in);
-        if self.outbox.push(frame, self.ctx.cfg.max_backlog_bytes) == crate::outbox::Push::Overflow
-        {
+        if self.outbox.push(frame, self.ctx.cfg.max_backlog_bytes) == crate::outbox::Push::Overflow {
             Stats::inc(&self.ctx.stats.slow_consumer_closes);
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

@@ -18,6 +18,11 @@ pub struct Stats {
     pub command_errors: AtomicU64,
     pub handshake_rejects: AtomicU64,
     pub kicks: AtomicU64,
+    pub origin_rejects: AtomicU64,
+    pub per_ip_rejects: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub rate_limit_closes: AtomicU64,
+    pub idle_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy, as returned by `chat_stats_json`.
@@ -36,6 +41,11 @@ pub struct Snapshot {
     pub command_errors: u64,
     pub handshake_rejects: u64,
     pub kicks: u64,
+    pub origin_rejects: u64,
+    pub per_ip_rejects: u64,
+    pub rate_limited: u64,
+    pub rate_limit_closes: u64,
+    pub idle_timeouts: u64,
     pub events_queued: u64,
     pub events_dropped: u64,
     pub running: bool,
@@ -50,13 +60,7 @@ impl Stats {
         c.fetch_add(1, Relaxed);
     }
 
-    pub fn snapshot(
-        &self,
-        rooms: u64,
-        events_queued: u64,
-        events_dropped: u64,
-        running: bool,
-    ) -> Snapshot {
+    pub fn snapshot(&self, rooms: u64, events_queued: u64, events_dropped: u64, running: bool) -> Snapshot {
         Snapshot {
             connections_total: self.connections_total.load(Relaxed),
             connections_open: self.connections_open.load(Relaxed),
@@ -71,6 +75,11 @@ impl Stats {
             command_errors: self.command_errors.load(Relaxed),
             handshake_rejects: self.handshake_rejects.load(Relaxed),
             kicks: self.kicks.load(Relaxed),
+            origin_rejects: self.origin_rejects.load(Relaxed),
+            per_ip_rejects: self.per_ip_rejects.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
+            rate_limit_closes: self.rate_limit_closes.load(Relaxed),
+            idle_timeouts: self.idle_timeouts.load(Relaxed),
             events_queued,
             events_dropped,
             running,

@@ -160,20 +160,13 @@ impl Decoder {
     }
 
     /// Decodes one frame: None if incomplete, else bytes used and the message it completed.
-    fn frame(
-        &mut self,
-        d: &[u8],
-        limits: Limits,
-    ) -> Result<Option<(usize, Option<Incoming>)>, Violation> {
+    fn frame(&mut self, d: &[u8], limits: Limits) -> Result<Option<(usize, Option<Incoming>)>, Violation> {
         if d.len() < 2 {
             return Ok(None);
         }
         let fin = d[0] & 0x80 != 0;
         if d[0] & 0x70 != 0 {
-            return Err(violation(
-                close::PROTOCOL,
-                "reserved bits set without an extension",
-            ));
+            return Err(violation(close::PROTOCOL, "reserved bits set without an extension"));
         }
         let op = d[0] & 0x0f;
         if d[1] & 0x80 == 0 {
@@ -192,10 +185,7 @@ impl Decoder {
                 }
                 let n = u64::from_be_bytes(d[2..10].try_into().unwrap_or([0; 8]));
                 if n >> 63 != 0 {
-                    return Err(violation(
-                        close::PROTOCOL,
-                        "frame length has its top bit set",
-                    ));
+                    return Err(violation(close::PROTOCOL, "frame length has its top bit set"));
                 }
                 (n, 10)
             }
@@ -208,26 +198,17 @@ impl Decoder {
                     return Err(violation(close::PROTOCOL, "fragmented control frame"));
                 }
                 if len > 125 {
-                    return Err(violation(
-                        close::PROTOCOL,
-                        "control frame longer than 125 bytes",
-                    ));
+                    return Err(violation(close::PROTOCOL, "control frame longer than 125 bytes"));
                 }
             }
             OP_CONT => {
                 if self.message_op.is_none() {
-                    return Err(violation(
-                        close::PROTOCOL,
-                        "continuation without a message to continue",
-                    ));
+                    return Err(violation(close::PROTOCOL, "continuation without a message to continue"));
                 }
             }
             OP_TEXT | OP_BINARY => {
                 if self.message_op.is_some() {
-                    return Err(violation(
-                        close::PROTOCOL,
-                        "new message before the last one finished",
-                    ));
+                    return Err(violation(close::PROTOCOL, "new message before the last one finished"));
                 }
             }
             _ => return Err(violation(close::PROTOCOL, "reserved opcode")),
@@ -237,10 +218,7 @@ impl Decoder {
                 return Err(violation(close::TOO_BIG, "message too big"));
             }
             if self.fragments + 1 > limits.max_fragments {
-                return Err(violation(
-                    close::TOO_BIG,
-                    "message split into too many frames",
-                ));
+                return Err(violation(close::TOO_BIG, "message split into too many frames"));
             }
         }
         let len = len as usize;
@@ -283,9 +261,7 @@ impl Decoder {
         self.utf8_checked = 0;
         let msg = if op == OP_TEXT {
             // check_utf8(fin = true) validated the whole message.
-            Incoming::Text(
-                String::from_utf8(body).map_err(|_| violation(close::BAD_DATA, "invalid UTF-8"))?,
-            )
+            Incoming::Text(String::from_utf8(body).map_err(|_| violation(close::BAD_DATA, "invalid UTF-8"))?)
         } else {
             Incoming::Binary(body)
         };
@@ -369,10 +345,7 @@ pub fn encode_client(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Ve
 mod tests {
     use super::*;
 
-    const LIM: Limits = Limits {
-        max_message: 1 << 20,
-        max_fragments: 100,
-    };
+    const LIM: Limits = Limits { max_message: 1 << 20, max_fragments: 100 };
     const MASK: [u8; 4] = [1, 2, 3, 4];
 
     fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Incoming>, Violation> {
@@ -397,8 +370,7 @@ mod tests {
         let mut d = Decoder::new();
         let mut got = Vec::new();
         for b in &frame {
-            d.feed(std::slice::from_ref(b), LIM, &mut |m| got.push(m))
-                .unwrap();
+            d.feed(std::slice::from_ref(b), LIM, &mut |m| got.push(m)).unwrap();
         }
         assert_eq!(got, vec![Incoming::Text("héllo wörld".into())]);
         assert_eq!(d.pending.len(), 0);
@@ -410,10 +382,7 @@ mod tests {
         bytes.extend(encode_client(OP_PING, true, b"p", MASK));
         bytes.extend(encode_client(OP_CONT, true, b"cd", MASK));
         let got = decode_all(&mut Decoder::new(), &bytes).unwrap();
-        assert_eq!(
-            got,
-            vec![Incoming::Ping(b"p".to_vec()), Incoming::Text("abcd".into())]
-        );
+        assert_eq!(got, vec![Incoming::Ping(b"p".to_vec()), Incoming::Text("abcd".into())]);
     }
 
     #[test]
@@ -436,26 +405,15 @@ mod tests {
     fn too_many_fragments_is_too_big() {
         let mut bytes = Vec::new();
         for _ in 0..101 {
-            bytes.extend(encode_client(
-                if bytes.is_empty() { OP_TEXT } else { OP_CONT },
-                false,
-                b"a",
-                MASK,
-            ));
+            bytes.extend(encode_client(if bytes.is_empty() { OP_TEXT } else { OP_CONT }, false, b"a", MASK));
         }
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &bytes).unwrap_err().code,
-            close::TOO_BIG
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &bytes).unwrap_err().code, close::TOO_BIG);
     }
 
     #[test]
     fn invalid_utf8_fails_fast_in_the_first_bad_fragment() {
         let bytes = encode_client(OP_TEXT, false, &[0xff, b'a'], MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &bytes).unwrap_err().code,
-            close::BAD_DATA
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &bytes).unwrap_err().code, close::BAD_DATA);
     }
 
     #[test]
@@ -463,26 +421,15 @@ mod tests {
         let s = "€".as_bytes();
         let mut bytes = encode_client(OP_TEXT, false, &s[..1], MASK);
         bytes.extend(encode_client(OP_CONT, true, &s[1..], MASK));
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &bytes).unwrap(),
-            vec![Incoming::Text("€".into())]
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &bytes).unwrap(), vec![Incoming::Text("€".into())]);
     }
 
     #[test]
     fn control_frame_rules() {
         let big_ping = encode_client(OP_PING, true, &[0; 126], MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &big_ping).unwrap_err().code,
-            close::PROTOCOL
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &big_ping).unwrap_err().code, close::PROTOCOL);
         let frag_ping = encode_client(OP_PING, false, b"", MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &frag_ping)
-                .unwrap_err()
-                .code,
-            close::PROTOCOL
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &frag_ping).unwrap_err().code, close::PROTOCOL);
     }
 
     #[test]
@@ -493,22 +440,13 @@ mod tests {
             vec![Incoming::Close(Some(1000), "bye".into())]
         );
         let bad = encode_client(OP_CLOSE, true, &1005u16.to_be_bytes(), MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &bad).unwrap_err().code,
-            close::PROTOCOL
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &bad).unwrap_err().code, close::PROTOCOL);
         let one = encode_client(OP_CLOSE, true, &[3], MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &one).unwrap_err().code,
-            close::PROTOCOL
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &one).unwrap_err().code, close::PROTOCOL);
         let mut bad_reason = 1000u16.to_be_bytes().to_vec();
         bad_reason.push(0xff);
         let f = encode_client(OP_CLOSE, true, &bad_reason, MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &f).unwrap_err().code,
-            close::BAD_DATA
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &f).unwrap_err().code, close::BAD_DATA);
     }
 
     #[test]
@@ -524,23 +462,12 @@ mod tests {
     #[test]
     fn continuation_without_start_and_reserved_bits_are_errors() {
         let cont = encode_client(OP_CONT, true, b"x", MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &cont).unwrap_err().code,
-            close::PROTOCOL
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &cont).unwrap_err().code, close::PROTOCOL);
         let mut rsv = encode_client(OP_TEXT, true, b"x", MASK);
         rsv[0] |= 0x40;
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &rsv).unwrap_err().code,
-            close::PROTOCOL
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &rsv).unwrap_err().code, close::PROTOCOL);
         let reserved_op = encode_client(0x3, true, b"x", MASK);
-        assert_eq!(
-            decode_all(&mut Decoder::new(), &reserved_op)
-                .unwrap_err()
-                .code,
-            close::PROTOCOL
-        );
+        assert_eq!(decode_all(&mut Decoder::new(), &reserved_op).unwrap_err().code, close::PROTOCOL);
     }
 
     #[test]

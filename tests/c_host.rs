@@ -12,14 +12,7 @@ use common::*;
 fn gcc(src: &str, out: &Path) {
     let lib = lib_dir();
     let status = Command::new("gcc")
-        .args([
-            "-std=c11",
-            "-D_POSIX_C_SOURCE=200809L",
-            "-g",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-        ])
+        .args(["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-g", "-Wall", "-Wextra", "-Werror"])
         .arg("-I")
         .arg(root().join("include"))
         .arg(root().join(src))
@@ -30,10 +23,7 @@ fn gcc(src: &str, out: &Path) {
         .arg(out)
         .status()
         .expect("gcc runs");
-    assert!(
-        status.success(),
-        "gcc -Wall -Wextra -Werror failed for {src}"
-    );
+    assert!(status.success(), "gcc -Wall -Wextra -Werror failed for {src}");
 }
 
 #[test]
@@ -58,21 +48,14 @@ fn c_contract_and_start_stop_loop_are_clean_under_valgrind() {
     };
     let mut child = cmd.arg("20").spawn().unwrap();
     let status = wait_with_timeout(&mut child, Duration::from_secs(300));
-    assert!(
-        status.success(),
-        "C contract test failed or leaked: {status}"
-    );
+    assert!(status.success(), "C contract test failed or leaked: {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_host_answers_time_and_stops_cleanly_on_sigint() {
     let bin = lib_dir().join("c_host_example");
     gcc("examples/c/host.c", &bin);
-    let mut child = Command::new(&bin)
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(&bin).arg("127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
@@ -88,10 +71,7 @@ async fn c_host_answers_time_and_stops_cleanly_on_sigint() {
     recv_type(&mut ws, "welcome").await;
     send(&mut ws, "/time").await;
     let reply = recv_type(&mut ws, "whisper").await;
-    assert!(
-        reply["text"].as_str().unwrap().starts_with("server time: "),
-        "{reply}"
-    );
+    assert!(reply["text"].as_str().unwrap().starts_with("server time: "), "{reply}");
 
     // SAFETY: kill(2) with a pid we own.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -99,10 +79,6 @@ async fn c_host_answers_time_and_stops_cleanly_on_sigint() {
     let status = wait_with_timeout(&mut child, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     let rest: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
-    assert!(
-        rest.iter()
-            .any(|l| l.contains("\"kind\":\"message\"") && l.contains("/time")),
-        "{rest:?}"
-    );
+    assert!(rest.iter().any(|l| l.contains("\"kind\":\"message\"") && l.contains("/time")), "{rest:?}");
     assert!(rest.last().unwrap().starts_with("stopped (ok)"), "{rest:?}");
 }

@@ -22,10 +22,7 @@ async fn two_clients_chat_and_the_sender_gets_its_own_message() {
     let w = recv(&mut bob).await;
     assert_eq!(w["members"].as_array().unwrap().len(), 2);
     let joined = recv(&mut ann).await;
-    assert_eq!(
-        (joined["type"].as_str(), joined["user"]["name"].as_str()),
-        (Some("join"), Some("bob"))
-    );
+    assert_eq!((joined["type"].as_str(), joined["user"]["name"].as_str()), (Some("join"), Some("bob")));
 
     send(&mut bob, "hello ann").await;
     for ws in [&mut ann, &mut bob] {
@@ -67,15 +64,8 @@ async fn seed_mode_wire_format_is_exact() {
     let mut b = connect(&e, "name=bob").await;
     send(&mut b, "{ hi \"there\" </script>").await;
     use futures_util::StreamExt;
-    let raw = tokio::time::timeout(WAIT, a.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        raw.into_text().unwrap().as_str(),
-        r#"{"mess":"{ hi \"there\" </script>","name":"bob"}"#
-    );
+    let raw = tokio::time::timeout(WAIT, a.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(raw.into_text().unwrap().as_str(), r#"{"mess":"{ hi \"there\" </script>","name":"bob"}"#);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,13 +104,7 @@ async fn events_arrive_in_order_with_names() {
     let kinds: Vec<_> = got.iter().map(|g| g.0).collect();
     assert_eq!(
         kinds,
-        [
-            EventKind::Connect,
-            EventKind::Join,
-            EventKind::Message,
-            EventKind::Leave,
-            EventKind::Disconnect
-        ]
+        [EventKind::Connect, EventKind::Join, EventKind::Message, EventKind::Leave, EventKind::Disconnect]
     );
     let seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
@@ -139,10 +123,7 @@ async fn relay_host_mode_sends_messages_only_to_the_host() {
     assert_eq!(ev.msg_id, 0, "not broadcast");
     e.broadcast(Some("lobby"), "approved: moderate me").unwrap();
     let m = recv(&mut a).await;
-    assert_eq!(
-        m["text"], "approved: moderate me",
-        "the client's own text never came back by itself"
-    );
+    assert_eq!(m["text"], "approved: moderate me", "the client's own text never came back by itself");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,14 +159,8 @@ async fn kick_closes_with_4000_and_the_reason() {
             other => panic!("expected close, got {other:?}"),
         }
     }
-    assert!(matches!(
-        e.kick(id, "again"),
-        Err(Error::UnknownConnection(_)) | Ok(())
-    ));
-    assert!(matches!(
-        e.send(999_999, "x"),
-        Err(Error::UnknownConnection(999_999))
-    ));
+    assert!(matches!(e.kick(id, "again"), Err(Error::UnknownConnection(_)) | Ok(())));
+    assert!(matches!(e.send(999_999, "x"), Err(Error::UnknownConnection(999_999))));
 }
 
 #[test]
@@ -201,22 +176,13 @@ fn busy_port_is_reported_with_the_address() {
 #[test]
 fn bad_config_names_the_key() {
     for (cfg, key) in [
-        (
-            r#"{"listen":"127.0.0.1:0","max_backlog_bytes":-1}"#,
-            "max_backlog_bytes",
-        ),
+        (r#"{"listen":"127.0.0.1:0","max_backlog_bytes":-1}"#, "max_backlog_bytes"),
         (r#"{"listen":"127.0.0.1:0","relay":"maybe"}"#, "relay"),
         (r#"{"listen":"127.0.0.1:0","wat":1}"#, "wat"),
-        (
-            r#"{"listen":"127.0.0.1:0","default_room":""}"#,
-            "default_room",
-        ),
+        (r#"{"listen":"127.0.0.1:0","default_room":""}"#, "default_room"),
     ] {
         let err = Engine::start_json(cfg).err().expect("refused");
-        assert!(
-            err.to_string().contains(&format!("`{key}`")),
-            "{cfg} → {err}"
-        );
+        assert!(err.to_string().contains(&format!("`{key}`")), "{cfg} → {err}");
     }
 }
 
@@ -250,11 +216,7 @@ fn raw_client(e: &Engine) -> std::net::TcpStream {
         s.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
 }
 
@@ -292,15 +254,11 @@ async fn bad_frames_close_only_that_connection_with_the_right_code() {
     assert_eq!(read_close_code(&mut unmasked), 1002);
 
     let mut too_big = raw_client(&e);
-    too_big
-        .write_all(&[0x81, 0x80 | 126, 0x10, 0x00, 1, 2, 3, 4])
-        .unwrap();
+    too_big.write_all(&[0x81, 0x80 | 126, 0x10, 0x00, 1, 2, 3, 4]).unwrap();
     assert_eq!(read_close_code(&mut too_big), 1009);
 
     let mut bad_utf8 = raw_client(&e);
-    bad_utf8
-        .write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
-        .unwrap();
+    bad_utf8.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]).unwrap();
     assert_eq!(read_close_code(&mut bad_utf8), 1007);
 
     send(&mut good, "still fine").await;
@@ -317,19 +275,12 @@ async fn bad_commands_get_error_replies_not_silence() {
         ("{broken", "bad_json"),
         (r#"{"type":"fly"}"#, "unknown_type"),
         (r#"{"type":"message","text":5}"#, "bad_field"),
-        (
-            r#"{"type":"message","room":"elsewhere","text":"x"}"#,
-            "not_member",
-        ),
+        (r#"{"type":"message","room":"elsewhere","text":"x"}"#, "not_member"),
         (r#"{"type":"join","room":""}"#, "bad_room"),
     ] {
         send(&mut a, cmd).await;
         let r = recv(&mut a).await;
-        assert_eq!(
-            (r["type"].as_str(), r["code"].as_str()),
-            (Some("error"), Some(code)),
-            "{cmd}"
-        );
+        assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some(code)), "{cmd}");
     }
     send(&mut a, r#"{"type":"ping","ref":7}"#).await;
     assert_eq!(recv(&mut a).await, json!({"type": "pong", "ref": 7}));
@@ -359,18 +310,9 @@ async fn a_client_that_never_reads_is_closed_and_the_others_get_everything() {
     // Paced to the healthy reader (at most 8 messages, 32 KB, ahead): only the sleeper falls behind.
     for i in 0..n {
         e.broadcast(Some("lobby"), &text).unwrap();
-        tokio::time::timeout(WAIT, seen.wait_for(|got| *got + 8 > i))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(WAIT, seen.wait_for(|got| *got + 8 > i)).await.unwrap().unwrap();
     }
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(20), reading)
-            .await
-            .unwrap()
-            .unwrap(),
-        n
-    );
+    assert_eq!(tokio::time::timeout(Duration::from_secs(20), reading).await.unwrap().unwrap(), n);
     drop(sleeper);
     assert_eq!(e.stats().slow_consumer_closes, 1);
 }
@@ -379,15 +321,11 @@ async fn a_client_that_never_reads_is_closed_and_the_others_get_everything() {
 async fn page_and_health_are_served_on_the_same_port() {
     let e = engine(json!({}));
     let get = |path: &'static str, port: u16| async move {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out

@@ -17,9 +17,7 @@ fn start(cfg: &str) -> *mut chat_engine {
 
 fn last_error() -> String {
     // SAFETY: chat_last_error never returns NULL and the text lives until the next failure.
-    unsafe { CStr::from_ptr(chat_last_error()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { CStr::from_ptr(chat_last_error()) }.to_string_lossy().into_owned()
 }
 
 const ERR_NULL: i32 = chat_result::CHAT_ERR_NULL as i32;
@@ -51,11 +49,7 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
     assert!(last_error().contains("`text`"), "{}", last_error());
     assert_eq!(chat_send(e, 1, null()), ERR_NULL);
     assert_eq!(chat_poll_event(e, 0, null_mut()), ERR_NULL);
-    assert_eq!(
-        chat_broadcast(e, null(), text.as_ptr()),
-        0,
-        "room NULL = every room (none yet)"
-    );
+    assert_eq!(chat_broadcast(e, null(), text.as_ptr()), 0, "room NULL = every room (none yet)");
     chat_free(e);
 }
 
@@ -76,11 +70,7 @@ fn invalid_utf8_is_refused_and_named() {
 #[test]
 fn bad_config_returns_null_and_names_the_key() {
     assert!(chat_start(c"{\"listen\":\"127.0.0.1:0\",\"worker_threads\":0}".as_ptr()).is_null());
-    assert!(
-        last_error().contains("`worker_threads`"),
-        "{}",
-        last_error()
-    );
+    assert!(last_error().contains("`worker_threads`"), "{}", last_error());
     assert!(chat_start(c"not json".as_ptr()).is_null());
     assert!(last_error().starts_with("config"), "{}", last_error());
 }
@@ -103,10 +93,7 @@ fn calls_after_stop_return_stopped_and_double_stop_says_so() {
     assert_eq!(chat_port(e), 0);
     let stats = chat_stats_json(e);
     // SAFETY: a string from chat_stats_json, freed once below.
-    let text = unsafe { CStr::from_ptr(stats) }
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let text = unsafe { CStr::from_ptr(stats) }.to_str().unwrap().to_owned();
     chat_string_free(stats);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["running"], false, "final stats stay readable");
@@ -117,14 +104,10 @@ fn calls_after_stop_return_stopped_and_double_stop_says_so() {
 fn result_codes_have_text() {
     for code in 0..=10 {
         // SAFETY: static strings.
-        let s = unsafe { CStr::from_ptr(chat_result_str(-code)) }
-            .to_str()
-            .unwrap();
+        let s = unsafe { CStr::from_ptr(chat_result_str(-code)) }.to_str().unwrap();
         assert!(!s.is_empty() && s != "unknown result code", "{code}");
     }
-    let s = unsafe { CStr::from_ptr(chat_result_str(-999)) }
-        .to_str()
-        .unwrap();
+    let s = unsafe { CStr::from_ptr(chat_result_str(-999)) }.to_str().unwrap();
     assert_eq!(s, "unknown result code");
     assert_eq!(chat_abi_version(), CHAT_ABI_VERSION);
     let v = unsafe { CStr::from_ptr(chat_version()) }.to_str().unwrap();
@@ -174,15 +157,8 @@ extern "C" fn reentrant(userdata: *mut c_void, ev: *const chat_event) {
 fn callback_runs_on_the_dispatching_thread_and_may_call_back_in() {
     let e = start(r#"{"listen":"127.0.0.1:0"}"#);
     assert_eq!(chat_dispatch(e, 0), ERR_INVALID, "no callback yet");
-    let ctx = Box::new(Ctx {
-        engine: e,
-        seen: AtomicUsize::new(0),
-        broadcasts: AtomicUsize::new(0),
-    });
-    assert_eq!(
-        chat_set_callback(e, Some(reentrant), &*ctx as *const Ctx as *mut c_void),
-        0
-    );
+    let ctx = Box::new(Ctx { engine: e, seen: AtomicUsize::new(0), broadcasts: AtomicUsize::new(0) });
+    assert_eq!(chat_set_callback(e, Some(reentrant), &*ctx as *const Ctx as *mut c_void), 0);
     let _c = connect_client(e, "ann");
     let mut total = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -219,13 +195,7 @@ fn poll_event_hands_out_owned_events_with_all_fields() {
         }
         chat_event_free(ev);
     }
-    assert_eq!(
-        kinds,
-        [
-            chat_event_kind::CHAT_EVENT_CONNECT,
-            chat_event_kind::CHAT_EVENT_JOIN
-        ]
-    );
+    assert_eq!(kinds, [chat_event_kind::CHAT_EVENT_CONNECT, chat_event_kind::CHAT_EVENT_JOIN]);
     let mut ev = null_mut();
     assert_eq!(chat_poll_event(e, 0, &mut ev), 0, "nothing left: timeout");
     chat_free(e);
@@ -249,21 +219,14 @@ static ENGINE_THREAD_EVENTS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn count_on_engine_thread(_u: *mut c_void, _ev: *const chat_event) {
     let name = std::thread::current().name().map(String::from);
-    assert_eq!(
-        name.as_deref(),
-        Some("embedchat-events"),
-        "never a network thread"
-    );
+    assert_eq!(name.as_deref(), Some("embedchat-events"), "never a network thread");
     ENGINE_THREAD_EVENTS.fetch_add(1, Ordering::SeqCst);
 }
 
 #[test]
 fn engine_thread_mode_calls_back_on_its_own_thread() {
     let e = start(r#"{"listen":"127.0.0.1:0","callback_thread":"engine"}"#);
-    assert_eq!(
-        chat_set_callback(e, Some(count_on_engine_thread), null_mut()),
-        0
-    );
+    assert_eq!(chat_set_callback(e, Some(count_on_engine_thread), null_mut()), 0);
     assert_eq!(chat_dispatch(e, 0), ERR_INVALID);
     let _c = connect_client(e, "bo");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -281,11 +244,7 @@ fn event_fd_is_readable_while_events_wait() {
     let fd = chat_event_fd(e);
     assert!(fd >= 0);
     let readable = |ms| {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, ms) == 1 }
     };
@@ -318,10 +277,7 @@ fn stop_from_inside_a_dispatch_callback_ends_dispatch_cleanly() {
             break;
         }
     }
-    assert!(
-        n >= 1,
-        "the callback ran and the dispatch returned its count: {n}"
-    );
+    assert!(n >= 1, "the callback ran and the dispatch returned its count: {n}");
     assert_eq!(chat_dispatch(e, 0), ERR_STOPPED);
     chat_free(e);
 }
@@ -333,10 +289,7 @@ fn stop_from_inside_an_engine_thread_callback_does_not_deadlock() {
     let _c = connect_client(e, "a");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while chat_broadcast(e, null(), c"x".as_ptr()) != ERR_STOPPED {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the callback never stopped the engine"
-        );
+        assert!(std::time::Instant::now() < deadline, "the callback never stopped the engine");
         std::thread::sleep(Duration::from_millis(10));
     }
     chat_free(e); // joins the event thread, which has returned from its callback

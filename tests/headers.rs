@@ -15,29 +15,17 @@ fn check(generated: &str, committed_path: &str) {
 
 #[test]
 fn c_header_is_up_to_date() {
-    check(
-        include_str!(concat!(env!("OUT_DIR"), "/embedchat.h")),
-        "include/embedchat.h",
-    );
+    check(include_str!(concat!(env!("OUT_DIR"), "/embedchat.h")), "include/embedchat.h");
 }
 
 #[test]
 fn php_header_is_up_to_date() {
-    check(
-        include_str!(concat!(env!("OUT_DIR"), "/embedchat_php.h")),
-        "bindings/php/embedchat.h",
-    );
+    check(include_str!(concat!(env!("OUT_DIR"), "/embedchat_php.h")), "bindings/php/embedchat.h");
 }
 
 #[test]
 fn php_header_has_no_preprocessor_lines() {
     let php = include_str!("../bindings/php/embedchat.h");
-    assert!(
-        !php.lines().any(|l| l.trim_start().starts_with('#')),
-        "FFI::cdef cannot parse # lines"
-    );
-    assert!(
-        !php.contains("extern \"C\""),
-        "FFI::cdef cannot parse extern \"C\""
-    );
+    assert!(!php.lines().any(|l| l.trim_start().starts_with('#')), "FFI::cdef cannot parse # lines");
+    assert!(!php.contains("extern \"C\""), "FFI::cdef cannot parse extern \"C\"");
 }

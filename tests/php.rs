@@ -24,18 +24,11 @@ fn php(script: &str, args: &[&str]) -> std::process::Child {
 async fn php_takes_10000_messages_through_dispatch_while_running_php_code() {
     const CLIENTS: usize = 10;
     const EACH: usize = 1000;
-    let mut child = php(
-        "tests/php/receive_all.php",
-        &[&(CLIENTS * EACH).to_string()],
-    );
+    let mut child = php("tests/php/receive_all.php", &[&(CLIENTS * EACH).to_string()]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .expect(&line);
+    let port: u16 = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect(&line);
 
     let mut senders = Vec::new();
     for c in 0..CLIENTS {
@@ -53,18 +46,13 @@ async fn php_takes_10000_messages_through_dispatch_while_running_php_code() {
     for s in senders {
         clients.push(s.await.unwrap());
     }
-    let status = tokio::task::spawn_blocking(move || {
-        wait_with_timeout(&mut child, Duration::from_secs(150))
-    })
-    .await
-    .unwrap();
+    let status = tokio::task::spawn_blocking(move || wait_with_timeout(&mut child, Duration::from_secs(150)))
+        .await
+        .unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert!(status.success(), "PHP failed: {status} {rest}");
-    assert!(
-        rest.starts_with(&format!("received {}", CLIENTS * EACH)),
-        "{rest}"
-    );
+    assert!(rest.starts_with(&format!("received {}", CLIENTS * EACH)), "{rest}");
     drop(clients);
 }
 
@@ -80,9 +68,7 @@ async fn php_daemon_answers_time_and_stops_cleanly_on_sigint() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line: {first}"));
     let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?name=php-user"))
-            .await
-            .unwrap();
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?name=php-user")).await.unwrap();
     recv_type(&mut ws, "welcome").await;
     send(&mut ws, "/time").await;
     let reply = recv_type(&mut ws, "whisper").await;
@@ -93,12 +79,6 @@ async fn php_daemon_answers_time_and_stops_cleanly_on_sigint() {
     let status = wait_with_timeout(&mut child, Duration::from_secs(20));
     let lines: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
     assert!(status.success(), "{status} {lines:?}");
-    assert!(
-        lines.iter().any(|l| l.contains("\"text\":\"/time\"")),
-        "{lines:?}"
-    );
-    assert!(
-        lines.last().unwrap().starts_with("stopped (ok)"),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.contains("\"text\":\"/time\"")), "{lines:?}");
+    assert!(lines.last().unwrap().starts_with("stopped (ok)"), "{lines:?}");
 }

@@ -53,8 +53,7 @@ fn current(slot: &Slot) -> Option<Callback> {
 fn engine_ref(e: *const chat_engine) -> Result<Arc<Inner>, c_int> {
     // SAFETY: the C caller passes NULL or a pointer from chat_start not yet given to chat_free;
     // all mutation inside goes through locks and atomics, so a shared reference is sound.
-    let handle =
-        unsafe { e.as_ref() }.ok_or_else(|| fail(CHAT_ERR_NULL, "argument `engine` is NULL"))?;
+    let handle = unsafe { e.as_ref() }.ok_or_else(|| fail(CHAT_ERR_NULL, "argument `engine` is NULL"))?;
     Ok(handle.inner.clone())
 }
 
@@ -98,10 +97,7 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
         };
         match Engine::start(cfg) {
             Ok(engine) => Box::into_raw(Box::new(chat_engine {
-                inner: Arc::new(Inner {
-                    engine,
-                    callback: Slot::default(),
-                }),
+                inner: Arc::new(Inner { engine, callback: Slot::default() }),
             })),
             Err(e) => {
                 set_last_error(e.to_string());
@@ -132,11 +128,7 @@ pub extern "C" fn chat_port(e: *const chat_engine) -> u16 {
 /// CHAT_ERR_NULL (e or text NULL), CHAT_ERR_UTF8, CHAT_ERR_INVALID (bad room name, text longer
 /// than max_message_bytes), CHAT_ERR_STOPPED. Any thread, including inside the callback.
 #[no_mangle]
-pub extern "C" fn chat_broadcast(
-    e: *mut chat_engine,
-    room: *const c_char,
-    text: *const c_char,
-) -> c_int {
+pub extern "C" fn chat_broadcast(e: *mut chat_engine, room: *const c_char, text: *const c_char) -> c_int {
     guard(CHAT_ERR_PANIC as c_int, || {
         let run = || -> Result<c_int, c_int> {
             let h = engine_ref(e)?;
@@ -187,21 +179,14 @@ pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_
 /// thread that calls it for every event (events that arrive while no callback is set are
 /// discarded there). Returns CHAT_OK, CHAT_ERR_NULL (e) or CHAT_ERR_STOPPED. Any thread.
 #[no_mangle]
-pub extern "C" fn chat_set_callback(
-    e: *mut chat_engine,
-    cb: chat_event_cb,
-    userdata: *mut c_void,
-) -> c_int {
+pub extern "C" fn chat_set_callback(e: *mut chat_engine, cb: chat_event_cb, userdata: *mut c_void) -> c_int {
     guard(CHAT_ERR_PANIC as c_int, || {
         let run = || -> Result<(), c_int> {
             let h = engine_ref(e)?;
             if h.engine.is_stopped() {
                 return Err(code_of(Error::Stopped));
             }
-            let new = cb.map(|cb| Callback {
-                cb,
-                userdata: userdata as usize,
-            });
+            let new = cb.map(|cb| Callback { cb, userdata: userdata as usize });
             let first = {
                 let mut slot = h.callback.lock().unwrap_or_else(|p| p.into_inner());
                 let first = slot.is_none() && new.is_some();
@@ -246,10 +231,7 @@ pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int
                 ));
             }
             if current(&h.callback).is_none() {
-                return Err(fail(
-                    CHAT_ERR_INVALID,
-                    "no callback set: call chat_set_callback first",
-                ));
+                return Err(fail(CHAT_ERR_INVALID, "no callback set: call chat_set_callback first"));
             }
             let n = h
                 .engine
@@ -285,11 +267,7 @@ pub extern "C" fn chat_poll_event(
         write_out(out, std::ptr::null_mut());
         let run = || -> Result<c_int, c_int> {
             let h = engine_ref(e)?;
-            match h
-                .engine
-                .poll_event(timeout_of(timeout_ms))
-                .map_err(code_of)?
-            {
+            match h.engine.poll_event(timeout_of(timeout_ms)).map_err(code_of)? {
                 Some(ev) => {
                     write_out(out, OwnedEvent::new(&ev).into_raw());
                     Ok(1)
@@ -320,9 +298,7 @@ pub extern "C" fn chat_event_fd(e: *const chat_engine) -> c_int {
 #[no_mangle]
 pub extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
     guard(std::ptr::null_mut(), || match engine_ref(e) {
-        Ok(h) => {
-            super::strings::owned(serde_json::to_string(&h.engine.stats()).unwrap_or_default())
-        }
+        Ok(h) => super::strings::owned(serde_json::to_string(&h.engine.stats()).unwrap_or_default()),
         Err(_) => std::ptr::null_mut(),
     })
 }
@@ -341,10 +317,7 @@ pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
             // The callback's userdata may be freed by the host after stop: forget it first.
             *h.callback.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let r = h.engine.stop();
-            r.map_or_else(
-                |_| fail(CHAT_ERR_STOPPED, "the engine is already stopped"),
-                |_| CHAT_OK as c_int,
-            )
+            r.map_or_else(|_| fail(CHAT_ERR_STOPPED, "the engine is already stopped"), |_| CHAT_OK as c_int)
         }
         Err(c) => c,
     })

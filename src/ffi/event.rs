@@ -94,20 +94,12 @@ impl OwnedEvent {
             code: ev.code,
             room: ptr(&room),
             name: ptr(&name),
-            text: text
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t.as_ptr() as *const c_char),
+            text: text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr() as *const c_char),
             text_len: text.as_ref().map_or(0, |t| t.len() - 1),
             json: json.as_ptr(),
         };
         // Moving CString/Vec values does not move their heap buffers, so the pointers stay valid.
-        Box::new(OwnedEvent {
-            raw,
-            room,
-            name,
-            text,
-            json,
-        })
+        Box::new(OwnedEvent { raw, room, name, text, json })
     }
 
     pub(crate) fn as_raw(&self) -> *const chat_event {

@@ -64,29 +64,20 @@ pub(crate) fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
 /// naming the argument.
 pub(crate) fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, std::ffi::c_int> {
     if p.is_null() {
-        return Err(fail(
-            chat_result::CHAT_ERR_NULL,
-            format!("argument `{name}` is NULL"),
-        ));
+        return Err(fail(chat_result::CHAT_ERR_NULL, format!("argument `{name}` is NULL")));
     }
     // SAFETY: not NULL; the C caller promises a NUL-terminated string that outlives the call.
     let c = unsafe { CStr::from_ptr(p) };
     c.to_str().map_err(|e| {
         fail(
             chat_result::CHAT_ERR_UTF8,
-            format!(
-                "argument `{name}` is not valid UTF-8 (bad byte at offset {})",
-                e.valid_up_to()
-            ),
+            format!("argument `{name}` is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
         )
     })
 }
 
 /// An optional string argument: NULL is None.
-pub(crate) fn opt_str_arg<'a>(
-    p: *const c_char,
-    name: &str,
-) -> Result<Option<&'a str>, std::ffi::c_int> {
+pub(crate) fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>, std::ffi::c_int> {
     if p.is_null() {
         Ok(None)
     } else {

@@ -71,10 +71,6 @@ impl chat_result {
 /// and positive counts get "unknown result code". Any thread; never NULL.
 #[no_mangle]
 pub extern "C" fn chat_result_str(code: c_int) -> *const c_char {
-    let text = ALL
-        .iter()
-        .find(|r| **r as i32 == code)
-        .map(|r| r.text())
-        .unwrap_or("unknown result code\0");
+    let text = ALL.iter().find(|r| **r as i32 == code).map(|r| r.text()).unwrap_or("unknown result code\0");
     text.as_ptr() as *const c_char
 }

@@ -43,9 +43,7 @@ pub const CHAT_ABI_VERSION: u32 = 1;
 pub(crate) fn owned(s: String) -> *mut c_char {
     let mut bytes = s.into_bytes();
     bytes.retain(|b| *b != 0);
-    CString::new(bytes)
-        .map(CString::into_raw)
-        .unwrap_or(std::ptr::null_mut())
+    CString::new(bytes).map(CString::into_raw).unwrap_or(std::ptr::null_mut())
 }
 
 fn take_cstring(s: *mut c_char) -> CString {

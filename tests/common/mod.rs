@@ -70,10 +70,7 @@ pub async fn send(ws: &mut Client, text: &str) {
 /// Reads until the server closes; returns the close code.
 pub async fn close_code(ws: &mut Client) -> Option<CloseCode> {
     loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("close in time")
-        {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("close in time") {
             Some(Ok(Message::Close(f))) => return f.map(|f| f.code),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
