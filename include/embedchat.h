@@ -58,6 +58,9 @@ typedef enum chat_event_kind {
   CHAT_EVENT_DISCONNECT = 5,
   // The event queue was full: `code` events were lost before this one.
   CHAT_EVENT_DROPPED = 6,
+  // A slow client is losing messages to its room's drop policy: `code` = dropped so far for
+  // this connection (reported at 1, 10, 100… and once more at disconnect).
+  CHAT_EVENT_LAGGING = 7,
 } chat_event_kind;
 
 // Result codes. `CHAT_OK` (0) is success; errors are negative. Functions that count something
@@ -108,7 +111,8 @@ typedef struct chat_event {
   uint64_t msg_id;
   // When it happened, in milliseconds since the Unix epoch.
   uint64_t ts_ms;
-  // Disconnect: the close code. Dropped: how many events were lost. Otherwise 0.
+  // Disconnect: the close code. Dropped: how many events were lost. Lagging: how many
+  // messages this connection lost. Otherwise 0.
   uint64_t code;
   // The room, or NULL.
   const char *room;

@@ -29,6 +29,26 @@ pub enum Protocol {
     Seed,
 }
 
+/// What happens when a connection's unsent backlog would pass `max_backlog_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumer {
+    /// Close it with 1008 (it is not reading; it can reconnect and resume).
+    #[default]
+    Close,
+    /// Keep it, dropping its oldest queued messages to make room (tickers, presence).
+    DropOldest,
+    /// Keep it, dropping the new message.
+    DropNewest,
+}
+
+/// Settings for one room, overriding the engine's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    pub slow_consumer: Option<SlowConsumer>,
+}
+
 /// On which thread the C callback set with `chat_set_callback` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +125,10 @@ pub struct Config {
     pub max_header_count: usize,
     /// Most bytes of request line and headers; more → HTTP 431.
     pub max_header_bytes: usize,
+    /// Policy for connections that fall `max_backlog_bytes` behind.
+    pub slow_consumer: SlowConsumer,
+    /// Per-room overrides, by room name: `{"ticker": {"slow_consumer": "drop_oldest"}}`.
+    pub rooms: std::collections::BTreeMap<String, RoomConfig>,
 }
 
 impl Default for Config {
@@ -139,6 +163,8 @@ impl Default for Config {
             pong_timeout_ms: 10_000,
             max_header_count: 64,
             max_header_bytes: 16 * 1024,
+            slow_consumer: SlowConsumer::Close,
+            rooms: Default::default(),
         }
     }
 }
@@ -324,6 +350,16 @@ mod tests {
         let e = Config::from_json(r#"{"allowed_origins":["example.com"]}"#).unwrap_err();
         assert_eq!(e.key, "allowed_origins[0]");
         assert!(Config::from_json(r#"{"trusted_proxies":["10.0.0.0/8","127.0.0.1"]}"#).is_ok());
+    }
+
+    #[test]
+    fn room_overrides_are_checked_too() {
+        let c = Config::from_json(r#"{"rooms":{"ticker":{"slow_consumer":"drop_oldest"}}}"#).unwrap();
+        assert_eq!(c.rooms["ticker"].slow_consumer, Some(SlowConsumer::DropOldest));
+        let e = Config::from_json(r#"{"rooms":{"ticker":{"slow_consumer":"ignore"}}}"#).unwrap_err();
+        assert_eq!(e.key, "rooms.ticker.slow_consumer");
+        let e = Config::from_json(r#"{"rooms":{"ticker":{"colour":1}}}"#).unwrap_err();
+        assert_eq!(e.key, "rooms.ticker.colour");
     }
 
     #[test]

@@ -22,8 +22,11 @@ pub enum EventKind {
     Message,
     Leave,
     Disconnect,
-    /// Events were lost because the queue was full; `dropped` says how many.
+    /// Events were lost because the queue was full; `code` says how many.
     Dropped,
+    /// A slow connection is losing messages to its drop policy; `code` is how many so far
+    /// (reported at 1, 10, 100… and at disconnect).
+    Lagging,
 }
 
 /// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`

@@ -264,8 +264,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let mut cfg = crate::config::Config::default();
-        cfg.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let cfg = crate::config::Config { trusted_proxies: vec!["10.0.0.0/8".into()], ..Default::default() };
         let ctx = Context::new(cfg, Arc::new(crate::events::EventQueue::new(16).unwrap()));
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();

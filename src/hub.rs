@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::config::{Config, Protocol, Relay};
+use crate::config::{Config, Protocol, Relay, SlowConsumer};
 use crate::events::{Event, EventKind, EventQueue};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, Command, User};
@@ -55,6 +55,15 @@ pub struct HubConfig {
     pub max_rooms_per_connection: usize,
     pub max_room_chars: usize,
     pub host_name: Arc<str>,
+    pub slow_consumer: SlowConsumer,
+    /// Rooms whose slow-consumer policy differs from the engine's.
+    pub room_policies: HashMap<String, SlowConsumer>,
+}
+
+impl HubConfig {
+    fn policy_for(&self, room: &str) -> SlowConsumer {
+        self.room_policies.get(room).copied().unwrap_or(self.slow_consumer)
+    }
 }
 
 impl From<&Config> for HubConfig {
@@ -66,6 +75,12 @@ impl From<&Config> for HubConfig {
             max_rooms_per_connection: c.max_rooms_per_connection,
             max_room_chars: c.max_room_chars,
             host_name: c.host_name.as_str().into(),
+            slow_consumer: c.slow_consumer,
+            room_policies: c
+                .rooms
+                .iter()
+                .filter_map(|(name, r)| r.slow_consumer.map(|p| (name.clone(), p)))
+                .collect(),
         }
     }
 }
@@ -82,15 +97,19 @@ struct Member {
     outbox: Arc<Outbox>,
 }
 
-#[derive(Default)]
 struct Room {
     /// Dense list so fan-out is a straight walk; `index` finds a member for removal.
     members: Vec<Member>,
     index: HashMap<ConnId, usize>,
     seq: u64,
+    policy: SlowConsumer,
 }
 
 impl Room {
+    fn new(policy: SlowConsumer) -> Self {
+        Room { members: Vec::new(), index: HashMap::new(), seq: 0, policy }
+    }
+
     fn add(&mut self, id: ConnId, outbox: Arc<Outbox>) {
         self.index.insert(id, self.members.len());
         self.members.push(Member { id, outbox });
@@ -138,25 +157,44 @@ impl Hub {
     fn fan_out(&self, room: &Room, frame: &Bytes, except: Option<ConnId>) -> usize {
         let mut sent = 0;
         for m in &room.members {
-            if Some(m.id) == except {
-                continue;
-            }
-            match m.outbox.push(frame.clone(), self.cfg.max_backlog) {
-                Push::Queued => sent += 1,
-                Push::Overflow => Stats::inc(&self.stats.slow_consumer_closes),
-                Push::Closed => {}
+            if Some(m.id) != except {
+                sent += usize::from(
+                    self.account(m.id, m.outbox.push(frame.clone(), self.cfg.max_backlog, room.policy)),
+                );
             }
         }
         Stats::add(&self.stats.messages_out, sent as u64);
         sent
     }
 
-    fn to_one(&self, outbox: &Outbox, json: &str) -> Push {
-        let r = outbox.push(wsframe::text(json), self.cfg.max_backlog);
-        if r == Push::Overflow {
-            Stats::inc(&self.stats.slow_consumer_closes);
-        }
+    fn to_one(&self, id: ConnId, outbox: &Outbox, json: &str) -> Push {
+        let r = outbox.push(wsframe::text(json), self.cfg.max_backlog, self.cfg.slow_consumer);
+        self.account(id, r);
         r
+    }
+
+    /// Counts what a push did; tells the host when a connection starts or keeps lagging (at 1,
+    /// 10, 100… dropped messages, so a lagging client cannot flood the event queue). Returns
+    /// whether the frame was queued.
+    fn account(&self, id: ConnId, push: Push) -> bool {
+        match push {
+            Push::Queued => true,
+            Push::Overflow => {
+                Stats::inc(&self.stats.slow_consumer_closes);
+                false
+            }
+            Push::Closed => false,
+            Push::Lagging { queued, dropped, total } => {
+                Stats::add(&self.stats.messages_dropped, u64::from(dropped));
+                let before = total - u64::from(dropped);
+                if before == 0 || before.ilog10() != total.ilog10() {
+                    let mut ev = Event::new(EventKind::Lagging, id);
+                    ev.code = total;
+                    self.events.push(ev);
+                }
+                queued
+            }
+        }
     }
 
     fn emit(&self, kind: EventKind, id: ConnId, room: Option<&Arc<str>>, name: &Arc<str>) {
@@ -214,7 +252,7 @@ impl Hub {
             if conn.rooms.len() >= self.cfg.max_rooms_per_connection {
                 let msg = format!("at most {} rooms per connection", self.cfg.max_rooms_per_connection);
                 let outbox = conn.outbox.clone();
-                self.command_error(&outbox, "too_many_rooms", &msg);
+                self.command_error(id, &outbox, "too_many_rooms", &msg);
                 return;
             }
             let key: Arc<str> =
@@ -222,7 +260,8 @@ impl Hub {
             conn.rooms.push(key.clone());
             let name = conn.name.clone();
             let outbox = conn.outbox.clone();
-            let r = st.rooms.entry(key.clone()).or_default();
+            let policy = self.cfg.policy_for(&key);
+            let r = st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy));
             r.add(id, outbox);
             if !self.seed() {
                 let frame = wsframe::text(&protocol::join(&key, User { id, name: &name }));
@@ -244,7 +283,7 @@ impl Hub {
         } else {
             protocol::presence(room, &users)
         };
-        self.to_one(&conn.outbox, &json);
+        self.to_one(id, &conn.outbox, &json);
     }
 
     fn leave_locked(&self, st: &mut State, id: ConnId, room: &str) -> bool {
@@ -269,10 +308,10 @@ impl Hub {
         true
     }
 
-    fn command_error(&self, outbox: &Outbox, code: &str, message: &str) {
+    fn command_error(&self, id: ConnId, outbox: &Outbox, code: &str, message: &str) {
         Stats::inc(&self.stats.command_errors);
         if !self.seed() {
-            self.to_one(outbox, &protocol::error(code, message));
+            self.to_one(id, outbox, &protocol::error(code, message));
         }
     }
 
@@ -280,7 +319,7 @@ impl Hub {
     pub fn reply_error(&self, id: ConnId, code: &str, message: &str) {
         let outbox = self.lock().conns.get(&id).map(|c| c.outbox.clone());
         if let Some(o) = outbox {
-            self.command_error(&o, code, message);
+            self.command_error(id, &o, code, message);
         }
     }
 
@@ -298,6 +337,7 @@ impl Hub {
                         Some(k) => k.clone(),
                         None => {
                             return self.command_error(
+                                id,
                                 &outbox,
                                 "not_member",
                                 &format!("you are not in room `{r}`"),
@@ -306,11 +346,11 @@ impl Hub {
                     },
                     None => match conn.rooms.last() {
                         Some(k) => k.clone(),
-                        None => return self.command_error(&outbox, "no_room", "join a room first"),
+                        None => return self.command_error(id, &outbox, "no_room", "join a room first"),
                     },
                 };
                 if text.is_empty() {
-                    return self.command_error(&outbox, "empty", "empty message");
+                    return self.command_error(id, &outbox, "empty", "empty message");
                 }
                 let name = conn.name.clone();
                 let mut ev = Event::new(EventKind::Message, id);
@@ -333,18 +373,18 @@ impl Hub {
             }
             Command::Join { room } => {
                 if let Err(m) = protocol::validate_room(&room, self.cfg.max_room_chars) {
-                    return self.command_error(&outbox, "bad_room", &m);
+                    return self.command_error(id, &outbox, "bad_room", &m);
                 }
                 self.join_locked(&mut st, id, &room, false);
             }
             Command::Leave { room } => {
                 if !self.leave_locked(&mut st, id, &room) {
-                    self.command_error(&outbox, "not_member", &format!("you are not in room `{room}`"));
+                    self.command_error(id, &outbox, "not_member", &format!("you are not in room `{room}`"));
                 }
             }
             Command::Ping { reference } => {
                 if !self.seed() {
-                    self.to_one(&outbox, &protocol::pong(reference.as_ref()));
+                    self.to_one(id, &outbox, &protocol::pong(reference.as_ref()));
                 }
             }
         }
@@ -362,6 +402,14 @@ impl Hub {
         }
         if let Some(conn) = st.conns.remove(&id) {
             st.names.remove(&conn.name.to_lowercase());
+            let dropped = conn.outbox.dropped();
+            if dropped > 0 {
+                // The final count, whatever the last power of ten reported was.
+                let mut ev = Event::new(EventKind::Lagging, id);
+                ev.name = Some(conn.name.clone());
+                ev.code = dropped;
+                self.events.push(ev);
+            }
             let mut ev = Event::new(EventKind::Disconnect, id);
             ev.name = Some(conn.name);
             ev.code = code as u64;
@@ -414,12 +462,14 @@ impl Hub {
         } else {
             protocol::whisper(now_ms(), User { id: 0, name: &self.cfg.host_name }, text)
         };
-        match self.to_one(&conn.outbox, &json) {
-            Push::Queued => {
+        match self.to_one(id, &conn.outbox, &json) {
+            Push::Queued | Push::Lagging { queued: true, .. } => {
                 Stats::inc(&self.stats.messages_out);
                 Ok(())
             }
-            Push::Overflow | Push::Closed => Err(HubError::QueueFull(id)),
+            Push::Overflow | Push::Closed | Push::Lagging { queued: false, .. } => {
+                Err(HubError::QueueFull(id))
+            }
         }
     }
 
@@ -608,6 +658,39 @@ mod tests {
         assert!(slow.is_closing());
         assert!(!fast.is_closing());
         assert_eq!(h.stats.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_drop_policy_room_keeps_slow_members_and_reports_them() {
+        let (h, ev) = hub(|c| {
+            c.max_backlog_bytes = 2048;
+            c.rooms.insert(
+                "ticker".into(),
+                crate::config::RoomConfig { slow_consumer: Some(SlowConsumer::DropOldest) },
+            );
+        });
+        let slow = Arc::new(Outbox::new());
+        let fast = Arc::new(Outbox::new());
+        h.connect(1, Some("slow"), "ticker", slow.clone());
+        h.connect(2, Some("fast"), "ticker", fast.clone());
+        let mut q = VecDeque::new();
+        for i in 0..100 {
+            h.broadcast(Some("ticker"), &format!("price {i}")).unwrap();
+            fast.take(&mut q);
+            let n: usize = q.drain(..).map(|f| f.len()).sum();
+            fast.written(n);
+        }
+        assert!(!slow.is_closing(), "kept, not closed");
+        let dropped = slow.dropped();
+        assert!(dropped > 50, "{dropped}");
+        let last: Vec<Value> = drain(&slow);
+        assert_eq!(last.last().unwrap()["text"], "price 99", "the newest messages are the ones kept");
+        h.disconnect(1, 1000);
+        let lagging: Vec<u64> = std::iter::from_fn(|| ev.pop(Some(Duration::ZERO)).unwrap())
+            .filter(|e| e.kind == EventKind::Lagging)
+            .map(|e| e.code)
+            .collect();
+        assert_eq!(lagging, vec![1, 10, dropped], "first drop, each power of ten, and the total at the end");
     }
 
     #[test]

@@ -3,21 +3,29 @@
 //! The hub pushes a reference to the same frame into every member's outbox (no copy, no
 //! per-member JSON); the connection's task takes everything queued and writes it with one
 //! vectored write. The queue is bounded in bytes: a consumer that falls behind past the limit is
-//! closed (1008), not allowed to grow the engine's memory.
+//! closed (1008) or has messages dropped, per policy; it never grows the engine's memory.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::config::SlowConsumer;
 use crate::wsframe;
 
 /// Result of offering a frame to an outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
     Queued,
+    /// The backlog limit was reached and the policy drops messages: `dropped` were dropped now
+    /// (the oldest queued, or this one when `queued` is false); `total` for this connection.
+    Lagging {
+        queued: bool,
+        dropped: u32,
+        total: u64,
+    },
     /// The backlog limit would be passed; the frame was not queued and the outbox is now closing.
     Overflow,
     /// The connection is already closing; the frame was discarded.
@@ -45,6 +53,8 @@ pub struct Outbox {
     queue: Mutex<Queue>,
     /// Bytes queued or taken but not yet written to the socket.
     backlog: AtomicUsize,
+    /// Messages dropped by a drop policy, over the connection's life.
+    dropped: AtomicU64,
     notify: Notify,
 }
 
@@ -58,17 +68,38 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame unless the backlog would pass `max_backlog` (then closes with 1008).
-    pub fn push(&self, frame: Bytes, max_backlog: usize) -> Push {
+    /// Queues a frame. If the backlog would pass `max_backlog`, the policy decides: close with
+    /// 1008 (dropping what is queued), drop the oldest queued frames, or drop this one.
+    pub fn push(&self, frame: Bytes, max_backlog: usize, policy: SlowConsumer) -> Push {
         let mut q = self.lock();
         if q.closing {
             return Push::Closed;
         }
         let len = frame.len();
+        let mut dropped = 0u32;
         if self.backlog.load(Ordering::Relaxed) + len > max_backlog {
-            drop(q);
-            self.close_discarding(wsframe::close::POLICY, "slow consumer: backlog limit passed");
-            return Push::Overflow;
+            match policy {
+                SlowConsumer::Close => {
+                    drop(q);
+                    self.close_discarding(wsframe::close::POLICY, "slow consumer: backlog limit passed");
+                    return Push::Overflow;
+                }
+                SlowConsumer::DropOldest => {
+                    // Frames the writer already took cannot be recalled; only queued ones go.
+                    while self.backlog.load(Ordering::Relaxed) + len > max_backlog {
+                        let Some(old) = q.frames.pop_front() else { break };
+                        self.backlog.fetch_sub(old.len(), Ordering::Relaxed);
+                        dropped += 1;
+                    }
+                }
+                SlowConsumer::DropNewest => {}
+            }
+            if self.backlog.load(Ordering::Relaxed) + len > max_backlog {
+                let total = self.dropped.fetch_add(u64::from(dropped) + 1, Ordering::Relaxed)
+                    + u64::from(dropped)
+                    + 1;
+                return Push::Lagging { queued: false, dropped: dropped + 1, total };
+            }
         }
         self.backlog.fetch_add(len, Ordering::Relaxed);
         let was_empty = q.frames.is_empty();
@@ -77,7 +108,16 @@ impl Outbox {
         if was_empty {
             self.notify.notify_one();
         }
+        if dropped > 0 {
+            let total = self.dropped.fetch_add(u64::from(dropped), Ordering::Relaxed) + u64::from(dropped);
+            return Push::Lagging { queued: true, dropped, total };
+        }
         Push::Queued
+    }
+
+    /// Messages dropped by a drop policy so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Queues a control reply (pong) without the backlog limit; control frames are tiny and a
@@ -169,8 +209,8 @@ mod tests {
         let a = Outbox::new();
         let b = Outbox::new();
         let f = wsframe::text("hello");
-        a.push(f.clone(), 1000);
-        b.push(f.clone(), 1000);
+        a.push(f.clone(), 1000, SlowConsumer::Close);
+        b.push(f.clone(), 1000, SlowConsumer::Close);
         let mut qa = VecDeque::new();
         a.take(&mut qa);
         assert_eq!(qa[0].as_ptr(), f.as_ptr());
@@ -179,9 +219,9 @@ mod tests {
     #[test]
     fn backlog_limit_closes_with_1008() {
         let o = Outbox::new();
-        assert_eq!(o.push(Bytes::from(vec![0; 600]), 1000), Push::Queued);
-        assert_eq!(o.push(Bytes::from(vec![0; 600]), 1000), Push::Overflow);
-        assert_eq!(o.push(Bytes::from(vec![0; 1]), 1000), Push::Closed);
+        assert_eq!(o.push(Bytes::from(vec![0; 600]), 1000, SlowConsumer::Close), Push::Queued);
+        assert_eq!(o.push(Bytes::from(vec![0; 600]), 1000, SlowConsumer::Close), Push::Overflow);
+        assert_eq!(o.push(Bytes::from(vec![0; 1]), 1000, SlowConsumer::Close), Push::Closed);
         let mut q = VecDeque::new();
         let batch = o.take(&mut q);
         assert!(q.is_empty(), "queued data is dropped on close");
@@ -193,25 +233,52 @@ mod tests {
     #[test]
     fn backlog_counts_until_written() {
         let o = Outbox::new();
-        o.push(Bytes::from(vec![0; 700]), 1000);
+        o.push(Bytes::from(vec![0; 700]), 1000, SlowConsumer::Close);
         let mut q = VecDeque::new();
         o.take(&mut q);
         assert_eq!(
-            o.push(Bytes::from(vec![0; 700]), 1000),
+            o.push(Bytes::from(vec![0; 700]), 1000, SlowConsumer::Close),
             Push::Overflow,
             "taken but unwritten still counts"
         );
         let o = Outbox::new();
-        o.push(Bytes::from(vec![0; 700]), 1000);
+        o.push(Bytes::from(vec![0; 700]), 1000, SlowConsumer::Close);
         o.take(&mut q);
         o.written(700);
-        assert_eq!(o.push(Bytes::from(vec![0; 700]), 1000), Push::Queued);
+        assert_eq!(o.push(Bytes::from(vec![0; 700]), 1000, SlowConsumer::Close), Push::Queued);
+    }
+
+    #[test]
+    fn drop_oldest_makes_room_and_counts() {
+        let o = Outbox::new();
+        let frame = || Bytes::from(vec![0; 400]);
+        assert_eq!(o.push(frame(), 1000, SlowConsumer::DropOldest), Push::Queued);
+        assert_eq!(o.push(frame(), 1000, SlowConsumer::DropOldest), Push::Queued);
+        let third = o.push(frame(), 1000, SlowConsumer::DropOldest);
+        assert_eq!(third, Push::Lagging { queued: true, dropped: 1, total: 1 }, "the first made room");
+        assert_eq!(o.dropped(), 1);
+        let mut q = VecDeque::new();
+        o.take(&mut q);
+        assert_eq!(q.len(), 2);
+        assert!(!o.is_closing());
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_queue_and_refuses_the_new_frame() {
+        let o = Outbox::new();
+        o.push(Bytes::from(vec![1; 600]), 1000, SlowConsumer::DropNewest);
+        let r = o.push(Bytes::from(vec![2; 600]), 1000, SlowConsumer::DropNewest);
+        assert_eq!(r, Push::Lagging { queued: false, dropped: 1, total: 1 });
+        let mut q = VecDeque::new();
+        o.take(&mut q);
+        assert_eq!(q[0][0], 1);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]
     fn a_graceful_close_sends_what_is_queued_first() {
         let o = Outbox::new();
-        o.push(wsframe::text("last words"), 1000);
+        o.push(wsframe::text("last words"), 1000, SlowConsumer::Close);
         o.close(1001, "bye");
         let mut q = VecDeque::new();
         let batch = o.take(&mut q);

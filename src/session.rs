@@ -358,7 +358,9 @@ impl Connection<'_> {
             control => return self.control(control),
         };
         Stats::inc(&self.ctx.stats.messages_in);
-        if self.outbox.push(frame, self.ctx.cfg.max_backlog_bytes) == crate::outbox::Push::Overflow {
+        if self.outbox.push(frame, self.ctx.cfg.max_backlog_bytes, crate::config::SlowConsumer::Close)
+            == crate::outbox::Push::Overflow
+        {
             Stats::inc(&self.ctx.stats.slow_consumer_closes);
         }
     }

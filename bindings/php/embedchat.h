@@ -10,6 +10,7 @@ typedef enum chat_event_kind {
   CHAT_EVENT_LEAVE = 4,
   CHAT_EVENT_DISCONNECT = 5,
   CHAT_EVENT_DROPPED = 6,
+  CHAT_EVENT_LAGGING = 7,
 } chat_event_kind;
 
 typedef enum chat_result {

@@ -20,6 +20,9 @@ pub enum chat_event_kind {
     CHAT_EVENT_DISCONNECT = 5,
     /// The event queue was full: `code` events were lost before this one.
     CHAT_EVENT_DROPPED = 6,
+    /// A slow client is losing messages to its room's drop policy: `code` = dropped so far for
+    /// this connection (reported at 1, 10, 100… and once more at disconnect).
+    CHAT_EVENT_LAGGING = 7,
 }
 
 /// One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
@@ -36,7 +39,8 @@ pub struct chat_event {
     pub msg_id: u64,
     /// When it happened, in milliseconds since the Unix epoch.
     pub ts_ms: u64,
-    /// Disconnect: the close code. Dropped: how many events were lost. Otherwise 0.
+    /// Disconnect: the close code. Dropped: how many events were lost. Lagging: how many
+    /// messages this connection lost. Otherwise 0.
     pub code: u64,
     /// The room, or NULL.
     pub room: *const c_char,
@@ -74,6 +78,7 @@ impl OwnedEvent {
             EventKind::Leave => chat_event_kind::CHAT_EVENT_LEAVE,
             EventKind::Disconnect => chat_event_kind::CHAT_EVENT_DISCONNECT,
             EventKind::Dropped => chat_event_kind::CHAT_EVENT_DROPPED,
+            EventKind::Lagging => chat_event_kind::CHAT_EVENT_LAGGING,
         };
         let room = ev.room.as_deref().map(cstring);
         let name = ev.name.as_deref().map(cstring);
