@@ -15,12 +15,12 @@ use tokio_tungstenite::tungstenite::Message;
 fn upgrade(port: u16, path: &str, extra: &str) -> (u16, TcpStream) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
+    // A refused request may be cut off mid-write; the answer is still read below.
+    let _ = write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-    .unwrap();
+    );
     let mut head = Vec::new();
     let mut b = [0u8];
     while !head.ends_with(b"\r\n\r\n") {
@@ -156,9 +156,14 @@ fn cross_site_origins_are_refused_with_403() {
 fn too_many_or_too_large_headers_get_431() {
     let e = engine(json!({"max_header_count": 16, "max_header_bytes": 8192}));
     let many: String = (0..40).map(|i| format!("X-H{i}: v\r\n")).collect();
-    assert_eq!(upgrade(e.port(), "/ws", &many).0, 431);
     let big = format!("X-Big: {}\r\n", "a".repeat(20_000));
-    assert_eq!(upgrade(e.port(), "/ws", &big).0, 431);
+    for extra in [many, big] {
+        // The server answers 431 and closes with request bytes still unread, so the kernel may
+        // reset the connection before the answer is read: never an upgrade, mostly a 431.
+        let codes: Vec<u16> = (0..5).map(|_| upgrade(e.port(), "/ws", &extra).0).collect();
+        assert!(codes.iter().all(|c| *c == 431 || *c == 0), "{codes:?}");
+        assert!(codes.contains(&431), "{codes:?}");
+    }
     assert_eq!(upgrade(e.port(), "/ws", "X-Fine: yes\r\n").0, 101);
 }
 
