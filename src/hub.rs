@@ -131,6 +131,10 @@ struct State {
     rooms: HashMap<Arc<str>, Room>,
     /// Lower-cased names in use, so "Bob" and "bob" cannot both appear.
     names: HashMap<String, ConnId>,
+    /// Highest message id of any room removed so far. A room that empties is removed (so
+    /// abandoned names cost nothing) and, if it comes back, continues above this, so message
+    /// ids in a room never go back and a returning client is never shown an old id again.
+    retired_seq: u64,
 }
 
 pub struct Hub {
@@ -261,7 +265,8 @@ impl Hub {
             let name = conn.name.clone();
             let outbox = conn.outbox.clone();
             let policy = self.cfg.policy_for(&key);
-            let r = st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy));
+            let retired = st.retired_seq;
+            let r = st.rooms.entry(key.clone()).or_insert_with(|| Room { seq: retired, ..Room::new(policy) });
             r.add(id, outbox);
             if !self.seed() {
                 let frame = wsframe::text(&protocol::join(&key, User { id, name: &name }));
@@ -298,6 +303,8 @@ impl Hub {
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
             if r.members.is_empty() {
+                let seq = r.seq;
+                st.retired_seq = st.retired_seq.max(seq);
                 st.rooms.remove(&key);
             } else if !self.seed() {
                 let frame = wsframe::text(&protocol::leave(&key, User { id, name: &name }));
@@ -711,5 +718,96 @@ mod tests {
         assert_eq!(drain(&a)[0]["type"], "leave");
         let k = kinds(&ev);
         assert_eq!(&k[k.len() - 2..], &[EventKind::Leave, EventKind::Disconnect]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Connect(u8, u8),
+        Join(u8, u8),
+        Leave(u8, u8),
+        Say(u8),
+        Disconnect(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..8, 0u8..4).prop_map(|(c, r)| Op::Connect(c, r)),
+            (0u8..8, 0u8..4).prop_map(|(c, r)| Op::Join(c, r)),
+            (0u8..8, 0u8..4).prop_map(|(c, r)| Op::Leave(c, r)),
+            (0u8..8).prop_map(Op::Say),
+            (0u8..8).prop_map(Op::Disconnect),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn membership_names_and_ids_stay_consistent(ops in prop::collection::vec(op(), 1..80)) {
+            let mut cfg = Config::default();
+            cfg.max_rooms_per_connection = 3;
+            let events = Arc::new(EventQueue::new(1 << 16).unwrap());
+            let h = Hub::new(HubConfig::from(&cfg), Arc::new(Stats::default()), events);
+            let mut outboxes: HashMap<u64, Arc<Outbox>> = HashMap::new();
+            let mut last_id: HashMap<String, u64> = HashMap::new();
+            let room = |r: u8| format!("room{r}");
+            for op in ops {
+                match op {
+                    Op::Connect(c, r) if !outboxes.contains_key(&(c as u64)) => {
+                        let o = Arc::new(Outbox::new());
+                        h.connect(c as u64, Some("same"), &room(r), o.clone());
+                        outboxes.insert(c as u64, o);
+                    }
+                    Op::Join(c, r) => h.command(c as u64, Command::Join { room: room(r) }),
+                    Op::Leave(c, r) => h.command(c as u64, Command::Leave { room: room(r) }),
+                    Op::Say(c) => h.command(c as u64, Command::Message { room: None, text: "x".into() }),
+                    Op::Disconnect(c) => {
+                        h.disconnect(c as u64, 1000);
+                        outboxes.remove(&(c as u64));
+                    }
+                    _ => {}
+                }
+                let st = h.lock();
+                for (name, r) in &st.rooms {
+                    prop_assert!(!r.members.is_empty(), "empty room {} kept", name);
+                    prop_assert_eq!(r.members.len(), r.index.len());
+                    for (i, m) in r.members.iter().enumerate() {
+                        prop_assert_eq!(r.index[&m.id], i);
+                        let conn = st.conns.get(&m.id);
+                        prop_assert!(conn.is_some_and(|c| c.rooms.iter().any(|x| x == name)));
+                    }
+                }
+                for (id, c) in &st.conns {
+                    prop_assert!(c.rooms.len() <= 3);
+                    for r in &c.rooms {
+                        prop_assert!(st.rooms.get(r).is_some_and(|room| room.index.contains_key(id)));
+                    }
+                    prop_assert_eq!(st.names.get(&c.name.to_lowercase()), Some(id));
+                }
+                prop_assert_eq!(st.names.len(), st.conns.len());
+            }
+            // Every member saw that room's message ids without gaps or repeats while it was in it.
+            for o in outboxes.values() {
+                let mut q = VecDeque::new();
+                o.take(&mut q);
+                for f in q {
+                    let start = if f[1] == 126 { 4 } else { 2 };
+                    let v: serde_json::Value = serde_json::from_slice(&f[start..]).unwrap();
+                    if v["type"] == "message" {
+                        let r = v["room"].as_str().unwrap().to_string();
+                        let id = v["id"].as_u64().unwrap();
+                        let prev = last_id.insert(r.clone() + &format!("{:p}", Arc::as_ptr(o)), id);
+                        prop_assert!(prev.is_none_or(|p| p < id), "ids went back in {}", r);
+                    }
+                }
+            }
+        }
     }
 }

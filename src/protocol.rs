@@ -286,3 +286,84 @@ mod tests {
         assert_eq!(seed_message("hi \"you\"", "bob"), r#"{"mess":"hi \"you\"","name":"bob"}"#);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CODES: [&str; 4] = ["bad_json", "bad_field", "unknown_type", "bad_room"];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+            ".{0,20}".prop_map(Value::from),
+            prop_oneof![
+                Just("message"),
+                Just("join"),
+                Just("leave"),
+                Just("ping"),
+                Just("type"),
+                Just("text")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("type".to_string()),
+                        Just("text".to_string()),
+                        Just("room".to_string()),
+                        ".{0,6}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_text_parses_or_gets_a_known_error_code(text in ".{0,200}") {
+            if let Err(e) = parse_client(&text, false) {
+                prop_assert!(CODES.contains(&e.code), "{:?}", e);
+            }
+        }
+
+        #[test]
+        fn any_json_document_parses_or_gets_a_known_error_code(v in json_value()) {
+            let text = format!("{{\"type\":\"message\",\"text\":\"hi\",\"x\":{v}}}");
+            prop_assert!(parse_client(&text, false).is_ok());
+            if let Err(e) = parse_client(&v.to_string(), false) {
+                prop_assert!(CODES.contains(&e.code), "{:?}", e);
+            }
+        }
+
+        #[test]
+        fn any_chat_text_round_trips_through_the_server_encoding(text in any::<String>(), name in ".{1,32}") {
+            let v: Value = serde_json::from_str(&message("r", 1, 2, User { id: 3, name: &name }, &text)).unwrap();
+            prop_assert_eq!(v["text"].as_str(), Some(text.as_str()));
+            let v: Value = serde_json::from_str(&seed_message(&text, &name)).unwrap();
+            prop_assert_eq!(v["mess"].as_str(), Some(text.as_str()));
+        }
+
+        #[test]
+        fn cleaned_names_are_short_trimmed_and_printable(raw in any::<String>(), max in 1usize..40) {
+            if let Some(n) = clean_name(&raw, max) {
+                prop_assert!(n.chars().count() <= max);
+                prop_assert_eq!(n.trim(), n.as_str());
+                prop_assert!(!n.chars().any(char::is_control));
+            }
+        }
+    }
+}

@@ -477,3 +477,83 @@ mod tests {
         assert!(std::str::from_utf8(&f[4..]).is_ok());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A client message and how it is cut into frames.
+    fn message() -> impl Strategy<Value = (bool, Vec<u8>, Vec<usize>)> {
+        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..600), prop::collection::vec(1usize..200, 0..6))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_fragmentation_and_any_chunking_decode_to_the_same_messages(
+            msgs in prop::collection::vec(message(), 1..6),
+            chunk in 1usize..97,
+            mask in any::<[u8; 4]>(),
+        ) {
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for (is_text, body, cuts) in &msgs {
+                let body: Vec<u8> = if *is_text {
+                    String::from_utf8_lossy(body).into_owned().into_bytes()
+                } else {
+                    body.clone()
+                };
+                let mut pieces = Vec::new();
+                let mut rest = &body[..];
+                for c in cuts {
+                    let at = (*c).min(rest.len());
+                    pieces.push(&rest[..at]);
+                    rest = &rest[at..];
+                }
+                pieces.push(rest);
+                for (i, p) in pieces.iter().enumerate() {
+                    let op = if i > 0 { OP_CONT } else if *is_text { OP_TEXT } else { OP_BINARY };
+                    wire.extend(encode_client(op, i + 1 == pieces.len(), p, mask));
+                    if i == 0 {
+                        wire.extend(encode_client(OP_PING, true, b"x", mask)); // control frames may interleave
+                    }
+                }
+                let single = pieces.len() == 1;
+                let whole = if *is_text {
+                    Incoming::Text(String::from_utf8(body.clone()).unwrap())
+                } else {
+                    Incoming::Binary(body.clone())
+                };
+                // The ping follows the first frame: after the message if that frame completed it.
+                if single {
+                    expected.push(whole);
+                    expected.push(Incoming::Ping(b"x".to_vec()));
+                } else {
+                    expected.push(Incoming::Ping(b"x".to_vec()));
+                    expected.push(whole);
+                }
+            }
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            let limits = Limits { max_message: 1 << 20, max_fragments: 1000 };
+            for c in wire.chunks(chunk) {
+                d.feed(c, limits, &mut |m| got.push(m)).unwrap();
+            }
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2000), chunk in 1usize..300) {
+            let mut d = Decoder::new();
+            let limits = Limits { max_message: 4096, max_fragments: 16 };
+            for c in bytes.chunks(chunk) {
+                if let Err(v) = d.feed(c, limits, &mut |_| {}) {
+                    prop_assert!(matches!(v.code, close::PROTOCOL | close::BAD_DATA | close::TOO_BIG));
+                    break;
+                }
+            }
+        }
+    }
+}
