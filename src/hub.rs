@@ -751,8 +751,7 @@ mod properties {
 
         #[test]
         fn membership_names_and_ids_stay_consistent(ops in prop::collection::vec(op(), 1..80)) {
-            let mut cfg = Config::default();
-            cfg.max_rooms_per_connection = 3;
+            let cfg = Config { max_rooms_per_connection: 3, ..Config::default() };
             let events = Arc::new(EventQueue::new(1 << 16).unwrap());
             let h = Hub::new(HubConfig::from(&cfg), Arc::new(Stats::default()), events);
             let mut outboxes: HashMap<u64, Arc<Outbox>> = HashMap::new();
