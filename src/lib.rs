@@ -22,4 +22,28 @@ mod session;
 mod stats;
 mod wsframe;
 
+/// Entry points for the fuzz targets in `fuzz/`: the two parsers that see untrusted bytes.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Feeds bytes, cut at `split`, to a frame decoder; returns what it decoded.
+    pub fn frames(data: &[u8], split: usize) -> usize {
+        let mut d = crate::wsframe::Decoder::new();
+        let limits = crate::wsframe::Limits { max_message: 1 << 16, max_fragments: 64 };
+        let mut n = 0;
+        let (a, b) = data.split_at(split.min(data.len()));
+        for part in [a, b] {
+            if d.feed(part, limits, &mut |_| n += 1).is_err() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Parses one client text message as a command.
+    pub fn command(text: &str) -> bool {
+        crate::protocol::parse_client(text, false).is_ok()
+    }
+}
+
 pub use api::{CallbackThread, Config, ConfigError, Engine, Error, Event, EventKind, Protocol, Relay, Stats};
