@@ -490,11 +490,12 @@ impl Hub {
         Ok(())
     }
 
-    /// Starts closing every connection with `code` (used by stop: 1001).
+    /// Closes every connection with `code` at once, dropping undelivered backlog (used by stop:
+    /// 1001; delivering megabytes of backlog first would make stop unbounded).
     pub fn close_all(&self, code: u16, reason: &str) {
         let st = self.lock();
         for c in st.conns.values() {
-            c.outbox.close(code, reason);
+            c.outbox.close_discarding(code, reason);
         }
     }
 

@@ -38,6 +38,8 @@ struct Queue {
     /// Close frame to send once, after which nothing else is accepted.
     close: Option<Bytes>,
     closing: bool,
+    /// The close discards what is queued (slow consumer, stop) instead of sending it first.
+    discard: bool,
     /// The code of the close frame, once closing.
     code: Option<u16>,
 }
@@ -46,6 +48,8 @@ struct Queue {
 pub struct Batch {
     /// The close frame, when the connection is being closed: to be sent after the frames taken.
     pub close: Option<Bytes>,
+    /// Frames the writer took earlier are to be dropped too (except one it has half written).
+    pub discard: bool,
 }
 
 #[derive(Default)]
@@ -139,7 +143,8 @@ impl Outbox {
         self.start_close(code, reason, false)
     }
 
-    /// Like `close`, but queued data is dropped: the peer is not reading it anyway.
+    /// Like `close`, but queued data is dropped and the close frame goes out at once: the peer
+    /// is not reading (slow consumer), or there is no time left to deliver it (stop).
     pub fn close_discarding(&self, code: u16, reason: &str) -> bool {
         self.start_close(code, reason, true)
     }
@@ -150,6 +155,7 @@ impl Outbox {
             return false;
         }
         q.closing = true;
+        q.discard = discard;
         if discard {
             let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
             self.backlog.fetch_sub(dropped, Ordering::Relaxed);
@@ -181,7 +187,7 @@ impl Outbox {
         } else {
             into.extend(q.frames.drain(..));
         }
-        Batch { close: q.close.take() }
+        Batch { close: q.close.take(), discard: q.discard }
     }
 
     /// The writer reports bytes it wrote or discarded.

@@ -52,8 +52,15 @@ impl Writer {
     /// Writes what the socket takes. Ok(true): everything written; Ok(false): socket full.
     fn flush(&mut self, stream: &TcpStream, outbox: &Outbox, stats: &Stats) -> io::Result<bool> {
         if !self.closing {
-            if let Some(close_frame) = outbox.take(&mut self.pending).close {
-                // The close goes out after everything taken so far; nothing is queued after it.
+            let batch = outbox.take(&mut self.pending);
+            if let Some(close_frame) = batch.close {
+                if batch.discard {
+                    // Keep a half-written frame (the stream must stay well-formed), drop the rest.
+                    let keep = usize::from(self.offset > 0).min(self.pending.len());
+                    let dropped: usize = self.pending.drain(keep..).map(|f| f.len()).sum();
+                    outbox.written(dropped);
+                }
+                // The close goes out after what is left; nothing is queued after it.
                 self.pending.push_back(close_frame);
                 self.closing = true;
             }
