@@ -19,7 +19,7 @@ fn gcc(src: &str, out: &Path) {
         .arg("-L")
         .arg(&lib)
         .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-lembedchat", "-o"])
+        .args(["-lembedchat", "-pthread", "-o"])
         .arg(out)
         .status()
         .expect("gcc runs");
@@ -27,7 +27,7 @@ fn gcc(src: &str, out: &Path) {
 }
 
 #[test]
-fn c_contract_and_start_stop_loop_are_clean_under_valgrind() {
+fn c_contract_misuse_and_50_start_stop_loops_are_clean_under_valgrind() {
     let bin = lib_dir().join("c_contract");
     gcc("tests/c/contract.c", &bin);
     let valgrind = Command::new("valgrind").arg("--version").output().is_ok();
@@ -46,7 +46,7 @@ fn c_contract_and_start_stop_loop_are_clean_under_valgrind() {
         eprintln!("valgrind not found: running without it (scripts/test installs it)");
         Command::new(&bin)
     };
-    let mut child = cmd.arg("20").spawn().unwrap();
+    let mut child = cmd.arg("50").spawn().unwrap();
     let status = wait_with_timeout(&mut child, Duration::from_secs(300));
     assert!(status.success(), "C contract test failed or leaked: {status}");
 }

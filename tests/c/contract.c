@@ -4,10 +4,13 @@
  * Exit 0 = every check held; each failed check prints the line.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "embedchat.h"
@@ -79,6 +82,98 @@ static void contract(void) {
     chat_free(e);
 }
 
+static void sleep_ms(long ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Entries in a /proc/self folder: open descriptors, or threads. */
+static int count_entries(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void host_misuse(void) {
+    chat_engine *e = chat_start("{\"listen\": \"127.0.0.1:0\", \"max_message_bytes\": 64}");
+    CHECK(e != NULL);
+    if (!e) return;
+    char big[200];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    CHECK(chat_broadcast(e, NULL, big) == CHAT_ERR_INVALID);
+    CHECK(chat_send(e, 1, big) == CHAT_ERR_INVALID);
+    CHECK(chat_broadcast(e, "", "x") == CHAT_ERR_INVALID);
+    CHECK(chat_kick(e, 99999, "bye") == CHAT_ERR_UNKNOWN_CONN);
+    CHECK(chat_result_str(CHAT_ERR_INVALID)[0] != 0);
+    chat_free(e);
+}
+
+struct dispatcher {
+    chat_engine *e;
+    int last;
+    int calls;
+};
+
+static void slow_callback(void *userdata, const chat_event *ev) {
+    (void)ev;
+    struct dispatcher *d = userdata;
+    d->calls++;
+    sleep_ms(20); /* the stop arrives while we are in here */
+}
+
+static void *dispatch_until_stopped(void *arg) {
+    struct dispatcher *d = arg;
+    for (int i = 0; i < 500; i++) {
+        d->last = chat_dispatch(d->e, 50);
+        if (d->last < 0) break;
+    }
+    return NULL;
+}
+
+static void *poll_forever(void *arg) {
+    chat_event *ev = NULL;
+    long rc = chat_poll_event((chat_engine *)arg, -1, &ev);
+    return (void *)rc;
+}
+
+static int ws_connect_and_say(uint16_t port, const char *text);
+
+/* chat_stop on one thread while another is inside a dispatch callback; chat_free while another
+   thread waits in chat_poll_event. Both waiting threads must return CHAT_ERR_STOPPED. */
+static void cross_thread_stop(void) {
+    chat_engine *e = chat_start("{\"listen\": \"127.0.0.1:0\", \"close_timeout_ms\": 100}");
+    CHECK(e != NULL);
+    if (!e) return;
+    struct dispatcher d = {.e = e, .last = 0, .calls = 0};
+    CHECK(chat_set_callback(e, slow_callback, &d) == CHAT_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, dispatch_until_stopped, &d);
+    int fds[5];
+    for (int i = 0; i < 5; i++) fds[i] = ws_connect_and_say(chat_port(e), "hi");
+    sleep_ms(100);
+    CHECK(chat_stop(e) == CHAT_OK);
+    pthread_join(t, NULL);
+    CHECK(d.calls > 0);
+    CHECK(d.last == CHAT_ERR_STOPPED);
+    for (int i = 0; i < 5; i++) if (fds[i] >= 0) close(fds[i]);
+    chat_free(e);
+
+    e = chat_start("{\"listen\": \"127.0.0.1:0\"}");
+    CHECK(e != NULL);
+    if (!e) return;
+    pthread_create(&t, NULL, poll_forever, e);
+    sleep_ms(50);
+    chat_free(e); /* the waiting poll keeps what it uses alive and returns */
+    void *rc = NULL;
+    pthread_join(t, &rc);
+    CHECK((long)rc == CHAT_ERR_STOPPED);
+}
+
 /* Start, one client says something, the host takes every event, stop, free. */
 static void round_trip(int i) {
     chat_engine *e = chat_start("{\"listen\": \"127.0.0.1:0\", \"close_timeout_ms\": 200}");
@@ -109,9 +204,20 @@ static void round_trip(int i) {
 }
 
 int main(int argc, char **argv) {
-    int loops = argc > 1 ? atoi(argv[1]) : 20;
+    int loops = argc > 1 ? atoi(argv[1]) : 50;
     contract();
+    host_misuse();
+    cross_thread_stop();
+    /* Warm up once so one-time allocations (thread-local error text) are not counted. */
+    round_trip(1);
+    int fds_before = count_entries("/proc/self/fd");
+    int threads_before = count_entries("/proc/self/task");
     for (int i = 0; i < loops; i++) round_trip(i);
+    int fds_after = count_entries("/proc/self/fd");
+    int threads_after = count_entries("/proc/self/task");
+    printf("%d loops: fds %d -> %d, threads %d -> %d\n", loops, fds_before, fds_after, threads_before, threads_after);
+    CHECK(fds_after == fds_before);
+    CHECK(threads_after == threads_before);
     printf("%d checks failed\n", failures);
     return failures == 0 ? 0 : 1;
 }
