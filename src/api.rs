@@ -216,12 +216,9 @@ impl Engine {
 
     /// Counters and gauges; also available after stop (the final numbers).
     pub fn stats(&self) -> Stats {
-        self.ctx.stats.snapshot(
-            self.ctx.hub.room_count() as u64,
-            self.ctx.events.len() as u64,
-            self.ctx.events.dropped_total(),
-            !self.stopped.load(Ordering::SeqCst),
-        )
+        let mut s = self.ctx.snapshot();
+        s.running = !self.stopped.load(Ordering::SeqCst);
+        s
     }
 
     /// Members of a room as (connection id, name).

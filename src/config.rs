@@ -93,6 +93,8 @@ pub struct Config {
     pub host_name: String,
     /// Serve the bundled chat page at `GET /`.
     pub page: bool,
+    /// Serve counters in Prometheus text format at `GET /metrics`.
+    pub metrics: bool,
     /// Time a client has to send its HTTP request headers.
     pub handshake_timeout_ms: u64,
     /// How long a closing connection may take to flush its close frame and hear the reply.
@@ -150,6 +152,7 @@ impl Default for Config {
             max_connections: 100_000,
             host_name: "system".into(),
             page: true,
+            metrics: true,
             handshake_timeout_ms: 10_000,
             close_timeout_ms: 2_000,
             stop_timeout_ms: 5_000,

@@ -50,6 +50,18 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Every counter and gauge, as `chat_stats_json` and `/metrics` report them.
+    pub fn snapshot(&self) -> crate::stats::Snapshot {
+        self.stats.snapshot(
+            self.hub.room_count() as u64,
+            self.events.len() as u64,
+            self.events.dropped_total(),
+            !self.stopping.load(Ordering::SeqCst),
+        )
+    }
+}
+
 /// Counts live WebSocket sessions so stop can wait until every client has been closed.
 #[derive(Default)]
 pub struct SessionCount {

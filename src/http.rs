@@ -98,6 +98,9 @@ async fn handle(
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/") if ctx.cfg.page => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") if ctx.cfg.metrics => {
+            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", ctx.snapshot().prometheus())
+        }
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
 }

@@ -89,3 +89,52 @@ impl Stats {
         }
     }
 }
+
+/// Gauges (values that go up and down); every other field is a counter.
+const GAUGES: [&str; 4] = ["connections_open", "rooms", "events_queued", "running"];
+
+impl Snapshot {
+    /// The Prometheus text exposition format (`GET /metrics`).
+    pub fn prometheus(&self) -> String {
+        let serde_json::Value::Object(fields) = serde_json::to_value(self).unwrap_or_default() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for (field, value) in fields {
+            let v = match value {
+                serde_json::Value::Bool(b) => u64::from(b),
+                v => v.as_u64().unwrap_or(0),
+            };
+            let (name, kind) = if GAUGES.contains(&field.as_str()) {
+                (format!("embedchat_{field}"), "gauge")
+            } else if field.ends_with("_total") {
+                (format!("embedchat_{field}"), "counter")
+            } else {
+                (format!("embedchat_{field}_total"), "counter")
+            };
+            out.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_a_type_line_and_a_value_for_every_field() {
+        let s = Stats::default();
+        Stats::add(&s.messages_in, 7);
+        let text = s.snapshot(2, 0, 0, true).prometheus();
+        assert!(
+            text.contains("# TYPE embedchat_messages_in_total counter\nembedchat_messages_in_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE embedchat_rooms gauge\nembedchat_rooms 2\n"));
+        assert!(text.contains("embedchat_connections_total 0\n"));
+        assert!(text.contains("embedchat_running 1\n"));
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples, text.lines().filter(|l| l.starts_with("# TYPE")).count());
+    }
+}

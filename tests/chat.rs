@@ -335,6 +335,10 @@ async fn page_and_health_are_served_on_the_same_port() {
     assert!(page.contains("text/html"));
     assert!(get("/healthz", e.port()).await.starts_with("HTTP/1.1 200"));
     assert!(get("/nope", e.port()).await.starts_with("HTTP/1.1 404"));
+    let metrics = get("/metrics", e.port()).await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("\nembedchat_connections_open 0\n"), "{metrics}");
+    assert!(metrics.contains("# TYPE embedchat_slow_consumer_closes_total counter"), "{metrics}");
 }
 
 #[test]

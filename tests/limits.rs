@@ -181,6 +181,17 @@ fn slow_headers_are_cut_off_by_the_handshake_timeout() {
 }
 
 #[test]
+fn a_connection_that_sends_nothing_is_closed_by_the_handshake_timeout() {
+    let e = engine(json!({"handshake_timeout_ms": 300}));
+    let mut s = TcpStream::connect(("127.0.0.1", e.port())).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed, nothing sent");
+    assert!(start.elapsed() < Duration::from_secs(3), "closed after {:?}", start.elapsed());
+}
+
+#[test]
 fn a_silent_client_is_pinged_then_closed_with_1001() {
     let e = engine(json!({"ping_interval_ms": 200, "pong_timeout_ms": 200}));
     let (code, mut s) = upgrade(e.port(), "/ws", "");
