@@ -56,7 +56,14 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
         .max_headers(ctx.cfg.max_header_count)
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades();
-    let _ = conn.await;
+    if let Err(e) = conn.await {
+        // hyper answered (431) or hung up (timeout) by itself; count it like every other refusal.
+        if e.is_parse_too_large() {
+            Stats::inc(&ctx.stats.header_rejects);
+        } else if e.is_timeout() {
+            Stats::inc(&ctx.stats.handshake_timeouts);
+        }
+    }
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

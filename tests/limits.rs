@@ -165,6 +165,7 @@ fn too_many_or_too_large_headers_get_431() {
         assert!(codes.contains(&431), "{codes:?}");
     }
     assert_eq!(upgrade(e.port(), "/ws", "X-Fine: yes\r\n").0, 101);
+    assert!(e.stats().header_rejects >= 2, "{:?}", e.stats());
 }
 
 #[test]
@@ -189,6 +190,8 @@ fn a_connection_that_sends_nothing_is_closed_by_the_handshake_timeout() {
     let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed, nothing sent");
     assert!(start.elapsed() < Duration::from_secs(3), "closed after {:?}", start.elapsed());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(e.stats().handshake_timeouts, 1);
 }
 
 #[test]
