@@ -41,11 +41,13 @@ fn main() {
 
 fn generate(dir: &std::path::Path, config: cbindgen::Config) -> String {
     let mut buf = Vec::new();
-    let mut builder = cbindgen::Builder::new().with_config(config);
-    // Only the C surface: the rest of the crate is Rust-only and must not leak into the header.
-    for file in ["mod.rs", "engine.rs", "event.rs", "result.rs", "strings.rs"] {
-        builder = builder.with_src(dir.join("src/ffi").join(file));
-    }
-    builder.generate().expect("cbindgen could not generate the header").write(&mut buf);
+    // Only the C surface (cbindgen follows the `mod` lines of src/ffi/mod.rs): the rest of the
+    // crate is Rust-only and must not leak into the header.
+    cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(dir.join("src/ffi/mod.rs"))
+        .generate()
+        .expect("cbindgen could not generate the header")
+        .write(&mut buf);
     String::from_utf8(buf).unwrap()
 }

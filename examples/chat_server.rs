@@ -66,6 +66,9 @@ fn main() {
             let _ = engine.send(ev.conn_id, &format!("server time: {secs} (Unix seconds)"));
         }
     }
-    let _ = engine.stop();
-    println!("stopped: {}", serde_json::to_string(&engine.stats()).unwrap_or_default());
+    let result = match engine.stop() {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    println!("stopped ({result}): {}", serde_json::to_string(&engine.stats()).unwrap_or_default());
 }

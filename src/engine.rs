@@ -52,6 +52,22 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// A write to a socket whose client has gone raises SIGPIPE, whose default action kills the
+/// whole process: a C host that never thought about it would die when a browser tab closes (Rust
+/// programs and the PHP CLI ignore it; plain C does not). The engine's threads block it, so such
+/// a write only fails with EPIPE; the host's own signal handling is left as it is.
+fn block_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes the
+    // calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Validates the config, binds, and returns once connections are accepted.
 pub fn start(cfg: Config) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
@@ -62,6 +78,7 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
         .thread_name("embedchat-io")
+        .on_thread_start(block_sigpipe)
         .enable_all()
         .build()
         .map_err(StartError::Io)?;

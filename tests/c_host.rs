@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -55,30 +54,6 @@ fn c_contract_misuse_and_50_start_stop_loops_are_clean_under_valgrind() {
 async fn c_host_answers_time_and_stops_cleanly_on_sigint() {
     let bin = lib_dir().join("c_host_example");
     gcc("examples/c/host.c", &bin);
-    let mut child = Command::new(&bin).arg("127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let port: u16 = first
-        .trim()
-        .strip_prefix("listening on http://127.0.0.1:")
-        .and_then(|r| r.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-
-    let url = format!("ws://127.0.0.1:{port}/ws?name=tester");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    recv_type(&mut ws, "welcome").await;
-    send(&mut ws, "/time").await;
-    let reply = recv_type(&mut ws, "whisper").await;
-    assert!(reply["text"].as_str().unwrap().starts_with("server time: "), "{reply}");
-
-    // SAFETY: kill(2) with a pid we own.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(close_code(&mut ws).await.map(u16::from), Some(1001));
-    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "{status}");
-    let rest: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
-    assert!(rest.iter().any(|l| l.contains("\"kind\":\"message\"") && l.contains("/time")), "{rest:?}");
-    assert!(rest.last().unwrap().starts_with("stopped (ok)"), "{rest:?}");
+    let child = Command::new(&bin).arg("127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
+    time_bot_scenario(child, "server time: ").await;
 }

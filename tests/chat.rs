@@ -357,3 +357,13 @@ fn bad_room_in_the_url_is_refused_before_the_upgrade() {
     assert_eq!(&buf, b"HTTP/1.1 400");
     assert_eq!(e.stats().handshake_rejects, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_example_answers_time_and_stops_cleanly_on_sigint() {
+    let child = std::process::Command::new(lib_dir().join("examples/chat_server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("target/debug/examples/chat_server (cargo test builds it)");
+    time_bot_scenario(child, "server time: ").await;
+}

@@ -201,15 +201,21 @@ fn poll_event_hands_out_owned_events_with_all_fields() {
     chat_free(e);
 }
 
-#[test]
-fn stop_from_another_thread_wakes_a_waiting_poll() {
-    let e = start(r#"{"listen":"127.0.0.1:0"}"#);
+/// A thread waiting in chat_poll_event with no timeout; joins with its result.
+fn waiting_poll(e: *mut chat_engine) -> std::thread::JoinHandle<i32> {
     let addr = e as usize;
     let waiter = std::thread::spawn(move || {
         let mut ev = null_mut();
         chat_poll_event(addr as *mut chat_engine, -1, &mut ev)
     });
     std::thread::sleep(Duration::from_millis(100));
+    waiter
+}
+
+#[test]
+fn stop_from_another_thread_wakes_a_waiting_poll() {
+    let e = start(r#"{"listen":"127.0.0.1:0"}"#);
+    let waiter = waiting_poll(e);
     assert_eq!(chat_stop(e), 0);
     assert_eq!(waiter.join().unwrap(), ERR_STOPPED);
     chat_free(e);
@@ -298,12 +304,7 @@ fn stop_from_inside_an_engine_thread_callback_does_not_deadlock() {
 #[test]
 fn free_while_a_poll_waits_on_another_thread_is_safe() {
     let e = start(r#"{"listen":"127.0.0.1:0"}"#);
-    let addr = e as usize;
-    let waiter = std::thread::spawn(move || {
-        let mut ev = null_mut();
-        chat_poll_event(addr as *mut chat_engine, -1, &mut ev)
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    let waiter = waiting_poll(e);
     chat_free(e);
     assert_eq!(waiter.join().unwrap(), ERR_STOPPED);
 }

@@ -58,27 +58,5 @@ async fn php_takes_10000_messages_through_dispatch_while_running_php_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_daemon_answers_time_and_stops_cleanly_on_sigint() {
-    let mut child = php("examples/php/daemon.php", &["127.0.0.1:0"]);
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let port: u16 = first
-        .trim()
-        .strip_prefix("listening on http://127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?name=php-user")).await.unwrap();
-    recv_type(&mut ws, "welcome").await;
-    send(&mut ws, "/time").await;
-    let reply = recv_type(&mut ws, "whisper").await;
-    assert!(reply["text"].as_str().unwrap().contains("PHP"), "{reply}");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(close_code(&mut ws).await.map(u16::from), Some(1001));
-    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
-    let lines: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
-    assert!(status.success(), "{status} {lines:?}");
-    assert!(lines.iter().any(|l| l.contains("\"text\":\"/time\"")), "{lines:?}");
-    assert!(lines.last().unwrap().starts_with("stopped (ok)"), "{lines:?}");
+    time_bot_scenario(php("examples/php/daemon.php", &["127.0.0.1:0"]), "PHP").await;
 }

@@ -80,39 +80,3 @@ void chat_string_free(char *s);
 const char *chat_version(void);
 
 uint32_t chat_abi_version(void);
-
-struct chat_engine *chat_start(const char *config_json);
-
-uint16_t chat_port(const struct chat_engine *e);
-
-int chat_broadcast(struct chat_engine *e, const char *room, const char *text);
-
-int chat_send(struct chat_engine *e, uint64_t conn_id, const char *text);
-
-int chat_kick(struct chat_engine *e, uint64_t conn_id, const char *reason);
-
-int chat_set_callback(struct chat_engine *e, chat_event_cb cb, void *userdata);
-
-int chat_dispatch(struct chat_engine *e, int timeout_ms);
-
-int chat_poll_event(struct chat_engine *e, int timeout_ms, struct chat_event **out);
-
-int chat_event_fd(const struct chat_engine *e);
-
-char *chat_stats_json(const struct chat_engine *e);
-
-int chat_stop(struct chat_engine *e);
-
-void chat_free(struct chat_engine *e);
-
-void chat_event_free(struct chat_event *ev);
-
-const char *chat_result_str(int code);
-
-const char *chat_last_error(void);
-
-void chat_string_free(char *s);
-
-const char *chat_version(void);
-
-uint32_t chat_abi_version(void);

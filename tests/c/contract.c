@@ -174,6 +174,34 @@ static void cross_thread_stop(void) {
     CHECK((long)rc == CHAT_ERR_STOPPED);
 }
 
+/* Clients that reset their connections while the engine writes to them: the engine's write
+   then fails with EPIPE/ECONNRESET. That must never raise SIGPIPE in the host (its default action
+   would kill this process). */
+static void clients_vanish_mid_write(void) {
+    chat_engine *e = chat_start("{\"listen\": \"127.0.0.1:0\", \"max_connections_per_ip\": 0, "
+                                "\"max_message_bytes\": 65536, \"max_backlog_bytes\": 16777216}");
+    CHECK(e != NULL);
+    if (!e) return;
+    static char text[60001];
+    memset(text, 'x', 60000);
+    text[60000] = 0;
+    for (int round = 0; round < 10; round++) {
+        int fds[20];
+        for (int i = 0; i < 20; i++) fds[i] = ws_connect_and_say(chat_port(e), "hi");
+        sleep_ms(20);
+        /* Megabytes queued for clients that never read and then close (FIN): the engine's
+           writes keep going after the peer is gone and end in EPIPE. */
+        for (int k = 0; k < 60; k++) chat_broadcast(e, NULL, text);
+        for (int i = 0; i < 20; i++) {
+            if (fds[i] >= 0) close(fds[i]);
+        }
+        for (int k = 0; k < 60; k++) chat_broadcast(e, NULL, text);
+        sleep_ms(30);
+    }
+    CHECK(chat_stop(e) == CHAT_OK);
+    chat_free(e);
+}
+
 /* Start, one client says something, the host takes every event, stop, free. */
 static void round_trip(int i) {
     chat_engine *e = chat_start("{\"listen\": \"127.0.0.1:0\", \"close_timeout_ms\": 200}");
@@ -206,6 +234,7 @@ static void round_trip(int i) {
 int main(int argc, char **argv) {
     int loops = argc > 1 ? atoi(argv[1]) : 50;
     contract();
+    clients_vanish_mid_write();
     host_misuse();
     cross_thread_stop();
     /* Warm up once so one-time allocations (thread-local error text) are not counted. */

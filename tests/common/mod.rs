@@ -133,3 +133,36 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// The "echo bot in the lobby" scenario every host example implements: the host prints
+/// `listening on http://127.0.0.1:PORT`, answers `/time` privately with a text containing
+/// `reply_has`, logs the message event, and on SIGINT closes clients with 1001, prints
+/// `stopped (ok): {stats}` last and exits 0.
+pub async fn time_bot_scenario(child: Child, reply_has: &str) {
+    use std::io::BufRead;
+    let mut child = KillOnDrop(child);
+    let mut out = std::io::BufReader::new(child.0.stdout.take().expect("stdout piped"));
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .trim()
+        .strip_prefix("listening on http://127.0.0.1:")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    let url = format!("ws://127.0.0.1:{port}/ws?name=tester");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    recv_type(&mut ws, "welcome").await;
+    send(&mut ws, "/time").await;
+    let reply = recv_type(&mut ws, "whisper").await;
+    assert!(reply["text"].as_str().unwrap().contains(reply_has), "{reply}");
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
+    assert_eq!(close_code(&mut ws).await.map(u16::from), Some(1001));
+    let status = wait_with_timeout(&mut child.0, Duration::from_secs(20));
+    let lines: Vec<String> = out.lines().map_while(Result::ok).collect();
+    assert!(status.success(), "{status} {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("\"kind\":\"message\"") && l.contains("/time")), "{lines:?}");
+    assert!(lines.last().is_some_and(|l| l.starts_with("stopped (ok): {")), "{lines:?}");
+}
