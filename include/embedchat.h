@@ -243,8 +243,9 @@ void chat_string_free(char *s);
 // The library version, e.g. "0.1.0". Static, owned by the library, never NULL. Any thread.
 const char *chat_version(void);
 
-// The ABI version of this header. It changes whenever a function, struct or enum in the header
-// changes incompatibly; bindings compare it with the value they were written for at load time.
+// The ABI version of the loaded library. It changes whenever a function, struct or enum in the
+// header changes incompatibly; bindings compare it with the value they were written for
+// (`CHAT_ABI_VERSION` in C) at load time. Takes nothing, owns nothing, any thread, never fails.
 uint32_t chat_abi_version(void);
 
 #ifdef __cplusplus

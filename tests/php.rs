@@ -60,3 +60,13 @@ async fn php_takes_10000_messages_through_dispatch_while_running_php_code() {
 async fn php_daemon_answers_time_and_stops_cleanly_on_sigint() {
     time_bot_scenario(php("examples/php/daemon.php", &["127.0.0.1:0"]), "PHP").await;
 }
+
+#[test]
+fn php_host_misuse_gets_error_codes_and_never_crashes() {
+    let mut child = php("tests/php/misuse.php", &[]);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{status}: {out}");
+    assert_eq!(out.trim(), "0 checks failed");
+}

@@ -29,8 +29,9 @@ pub extern "C" fn chat_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
 }
 
-/// The ABI version of this header. It changes whenever a function, struct or enum in the header
-/// changes incompatibly; bindings compare it with the value they were written for at load time.
+/// The ABI version of the loaded library. It changes whenever a function, struct or enum in the
+/// header changes incompatibly; bindings compare it with the value they were written for
+/// (`CHAT_ABI_VERSION` in C) at load time. Takes nothing, owns nothing, any thread, never fails.
 #[no_mangle]
 pub extern "C" fn chat_abi_version() -> u32 {
     CHAT_ABI_VERSION
