@@ -61,6 +61,10 @@ typedef enum chat_event_kind {
   // A slow client is losing messages to its room's drop policy: `code` = dropped so far for
   // this connection (reported at 1, 10, 100… and once more at disconnect).
   CHAT_EVENT_LAGGING = 7,
+  // A private message (name = sender, text, code = the receiving connection's id).
+  CHAT_EVENT_WHISPER = 8,
+  // A client renamed itself (name = the new name, text = the old one).
+  CHAT_EVENT_NICK = 9,
 } chat_event_kind;
 
 // Result codes. `CHAT_OK` (0) is success; errors are negative. Functions that count something
@@ -112,7 +116,7 @@ typedef struct chat_event {
   // When it happened, in milliseconds since the Unix epoch.
   uint64_t ts_ms;
   // Disconnect: the close code. Dropped: how many events were lost. Lagging: how many
-  // messages this connection lost. Otherwise 0.
+  // messages this connection lost. Whisper: the receiving connection. Otherwise 0.
   uint64_t code;
   // The room, or NULL.
   const char *room;

@@ -129,6 +129,10 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Policy for connections that fall `max_backlog_bytes` behind.
     pub slow_consumer: SlowConsumer,
+    /// Messages each room keeps for history, resume and late joiners (0 = none).
+    pub history_size: usize,
+    /// Empty rooms kept for their history; past this the one empty longest is forgotten.
+    pub max_idle_rooms: usize,
     /// Per-room overrides, by room name: `{"ticker": {"slow_consumer": "drop_oldest"}}`.
     pub rooms: std::collections::BTreeMap<String, RoomConfig>,
 }
@@ -167,6 +171,8 @@ impl Default for Config {
             max_header_count: 64,
             max_header_bytes: 16 * 1024,
             slow_consumer: SlowConsumer::Close,
+            history_size: 100,
+            max_idle_rooms: 10_000,
             rooms: Default::default(),
         }
     }
@@ -239,6 +245,8 @@ impl Config {
         range("pong_timeout_ms", self.pong_timeout_ms as usize, 10, 600_000)?;
         range("max_header_count", self.max_header_count, 8, 1000)?;
         range("max_header_bytes", self.max_header_bytes, 8192, 1 << 20)?;
+        range("history_size", self.history_size, 0, 100_000)?;
+        range("max_idle_rooms", self.max_idle_rooms, 0, 10_000_000)?;
         for (i, o) in self.allowed_origins.iter().enumerate() {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
                 return Err(err(

@@ -27,6 +27,10 @@ pub enum EventKind {
     /// A slow connection is losing messages to its drop policy; `code` is how many so far
     /// (reported at 1, 10, 100… and at disconnect).
     Lagging,
+    /// A private message: `name` sent `text` to connection `code`.
+    Whisper,
+    /// A rename: `name` is the new name, `text` the old one.
+    Nick,
 }
 
 /// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`

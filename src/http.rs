@@ -189,10 +189,12 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
 
     let mut name = None;
     let mut room = None;
+    let mut since = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match &*k {
             "name" => name = protocol::clean_name(&v, ctx.cfg.max_name_chars),
             "room" if !v.is_empty() => room = Some(v.into_owned()),
+            "since" => since = v.parse::<u64>().ok(),
             _ => {}
         }
     }
@@ -231,7 +233,7 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
         Stats::inc(&ctx.stats.connections_total);
         Stats::inc(&ctx.stats.connections_open);
         let stream = parts.io.into_inner();
-        session::run(ctx.clone(), stream, parts.read_buf, Hello { id, name, room }, guard).await;
+        session::run(ctx.clone(), stream, parts.read_buf, Hello { id, name, room, since }, guard).await;
         drop(ip_slot);
         ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     });

@@ -5,7 +5,7 @@
 //! into every member's bounded outbox; a member past its backlog limit is closed there (1008)
 //! and counted, and the others are not slowed down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,9 +14,10 @@ use bytes::Bytes;
 use crate::config::{Config, Protocol, Relay, SlowConsumer};
 use crate::events::{Event, EventKind, EventQueue};
 use crate::outbox::{Outbox, Push};
-use crate::protocol::{self, Command, User};
+use crate::protocol::{self, Command, Request, Target, User};
 use crate::stats::Stats;
 use crate::wsframe;
+use serde_json::Value;
 
 pub type ConnId = u64;
 
@@ -56,6 +57,11 @@ pub struct HubConfig {
     pub max_room_chars: usize,
     pub host_name: Arc<str>,
     pub slow_consumer: SlowConsumer,
+    pub max_name_chars: usize,
+    /// Messages each room remembers for `history`, resume and late joiners.
+    pub history_size: usize,
+    /// Empty rooms kept for their history; past this the longest-empty one is forgotten.
+    pub max_idle_rooms: usize,
     /// Rooms whose slow-consumer policy differs from the engine's.
     pub room_policies: HashMap<String, SlowConsumer>,
 }
@@ -76,6 +82,9 @@ impl From<&Config> for HubConfig {
             max_room_chars: c.max_room_chars,
             host_name: c.host_name.as_str().into(),
             slow_consumer: c.slow_consumer,
+            max_name_chars: c.max_name_chars,
+            history_size: c.history_size,
+            max_idle_rooms: c.max_idle_rooms,
             room_policies: c
                 .rooms
                 .iter()
@@ -103,11 +112,35 @@ struct Room {
     index: HashMap<ConnId, usize>,
     seq: u64,
     policy: SlowConsumer,
+    /// The last messages as (id, JSON object), oldest first.
+    history: VecDeque<(u64, Arc<str>)>,
 }
 
 impl Room {
-    fn new(policy: SlowConsumer) -> Self {
-        Room { members: Vec::new(), index: HashMap::new(), seq: 0, policy }
+    fn new(policy: SlowConsumer, seq: u64) -> Self {
+        Room { members: Vec::new(), index: HashMap::new(), seq, policy, history: VecDeque::new() }
+    }
+
+    fn remember(&mut self, id: u64, json: &str, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        if self.history.len() == keep {
+            self.history.pop_front();
+        }
+        self.history.push_back((id, json.into()));
+    }
+
+    /// What a client that last saw `since` (None: a newcomer) should get: the messages and
+    /// whether some it missed are no longer kept.
+    fn catch_up(&self, since: Option<u64>) -> (Vec<&str>, bool) {
+        let Some(since) = since else {
+            return (self.history.iter().map(|(_, m)| &**m).collect(), false);
+        };
+        let oldest = self.history.front().map_or(self.seq + 1, |(id, _)| *id);
+        let gap = since < self.seq && since + 1 < oldest;
+        let from = if gap { 0 } else { since };
+        (self.history.iter().filter(|(id, _)| *id > from).map(|(_, m)| &**m).collect(), gap)
     }
 
     fn add(&mut self, id: ConnId, outbox: Arc<Outbox>) {
@@ -131,6 +164,8 @@ struct State {
     rooms: HashMap<Arc<str>, Room>,
     /// Lower-cased names in use, so "Bob" and "bob" cannot both appear.
     names: HashMap<String, ConnId>,
+    /// Empty rooms kept for their history, longest-empty first (may hold rooms in use again).
+    idle: VecDeque<Arc<str>>,
     /// Highest message id of any room removed so far. A room that empties is removed (so
     /// abandoned names cost nothing) and, if it comes back, continues above this, so message
     /// ids in a room never go back and a returning client is never shown an old id again.
@@ -214,7 +249,14 @@ impl Hub {
 
     /// Registers a new connection under a unique version of `requested` and joins `room`.
     /// Returns the name it got.
-    pub fn connect(&self, id: ConnId, requested: Option<&str>, room: &str, outbox: Arc<Outbox>) -> Arc<str> {
+    pub fn connect(
+        &self,
+        id: ConnId,
+        requested: Option<&str>,
+        room: &str,
+        since: Option<u64>,
+        outbox: Arc<Outbox>,
+    ) -> Arc<str> {
         let mut st = self.lock();
         let base = requested.map(str::to_string).unwrap_or_else(|| format!("guest-{id}"));
         let mut name = base.clone();
@@ -227,7 +269,7 @@ impl Hub {
         st.names.insert(name.to_lowercase(), id);
         st.conns.insert(id, Conn { name: name.clone(), outbox: outbox.clone(), rooms: Vec::new() });
         self.emit(EventKind::Connect, id, None, &name);
-        self.join_locked(&mut st, id, room, true);
+        self.join_locked(&mut st, id, room, true, since);
         name
     }
 
@@ -244,7 +286,7 @@ impl Hub {
 
     /// Adds `id` to `room` (making it current); sends welcome or presence to the joiner and
     /// `join` to the others.
-    fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool) {
+    fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool, since: Option<u64>) {
         let Some(conn) = st.conns.get_mut(&id) else {
             return;
         };
@@ -264,9 +306,7 @@ impl Hub {
             conn.rooms.push(key.clone());
             let name = conn.name.clone();
             let outbox = conn.outbox.clone();
-            let policy = self.cfg.policy_for(&key);
-            let retired = st.retired_seq;
-            let r = st.rooms.entry(key.clone()).or_insert_with(|| Room { seq: retired, ..Room::new(policy) });
+            let r = self.room_entry(st, &key);
             r.add(id, outbox);
             if !self.seed() {
                 let frame = wsframe::text(&protocol::join(&key, User { id, name: &name }));
@@ -289,6 +329,40 @@ impl Hub {
             protocol::presence(room, &users)
         };
         self.to_one(id, &conn.outbox, &json);
+        let (messages, gap) = r.catch_up(since);
+        let more = !gap && since.is_none() && r.history.front().is_some_and(|(first, _)| *first > 1);
+        let json = protocol::history(room, messages.into_iter(), gap, more);
+        self.to_one(id, &conn.outbox, &json);
+    }
+
+    /// The room called `key`, created (continuing above every retired id) if need be.
+    fn room_entry<'s>(&self, st: &'s mut State, key: &Arc<str>) -> &'s mut Room {
+        let policy = self.cfg.policy_for(key);
+        let retired = st.retired_seq;
+        st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy, retired))
+    }
+
+    /// A room nobody is in: forgotten at once if it has no history, else kept, up to
+    /// `max_idle_rooms` of them.
+    fn room_emptied(&self, st: &mut State, key: Arc<str>) {
+        let keep = st.rooms.get(&key).is_some_and(|r| !r.history.is_empty());
+        if keep {
+            st.idle.push_back(key);
+            while st.idle.len() > self.cfg.max_idle_rooms {
+                let Some(old) = st.idle.pop_front() else { break };
+                if st.rooms.get(&old).is_some_and(|r| r.members.is_empty()) {
+                    self.retire(st, &old);
+                }
+            }
+        } else {
+            self.retire(st, &key);
+        }
+    }
+
+    fn retire(&self, st: &mut State, key: &str) {
+        if let Some(r) = st.rooms.remove(key) {
+            st.retired_seq = st.retired_seq.max(r.seq);
+        }
     }
 
     fn leave_locked(&self, st: &mut State, id: ConnId, room: &str) -> bool {
@@ -303,9 +377,7 @@ impl Hub {
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
             if r.members.is_empty() {
-                let seq = r.seq;
-                st.retired_seq = st.retired_seq.max(seq);
-                st.rooms.remove(&key);
+                self.room_emptied(st, key.clone());
             } else if !self.seed() {
                 let frame = wsframe::text(&protocol::leave(&key, User { id, name: &name }));
                 self.fan_out(&st.rooms[&key], &frame, None);
@@ -316,61 +388,60 @@ impl Hub {
     }
 
     fn command_error(&self, id: ConnId, outbox: &Outbox, code: &str, message: &str) {
+        self.refuse(id, outbox, code, message, None);
+    }
+
+    fn refuse(&self, id: ConnId, outbox: &Outbox, code: &str, message: &str, reference: Option<&Value>) {
         Stats::inc(&self.stats.command_errors);
         if !self.seed() {
-            self.to_one(id, outbox, &protocol::error(code, message));
+            self.to_one(id, outbox, &protocol::error(code, message, reference));
         }
     }
 
-    /// Tells a connection its message was refused.
-    pub fn reply_error(&self, id: ConnId, code: &str, message: &str) {
+    /// Tells a connection its message was refused (echoing the command's `ref`, if any).
+    pub fn reply_error(&self, id: ConnId, code: &str, message: &str, reference: Option<&Value>) {
         let outbox = self.lock().conns.get(&id).map(|c| c.outbox.clone());
         if let Some(o) = outbox {
-            self.command_error(id, &o, code, message);
+            self.refuse(id, &o, code, message, reference);
         }
     }
 
-    /// Carries out one command from a client.
-    pub fn command(&self, id: ConnId, cmd: Command) {
+    /// Carries out one command from a client; a refusal gets an `error` carrying its `ref`.
+    pub fn command(&self, id: ConnId, req: Request) {
         let mut st = self.lock();
         let Some(conn) = st.conns.get(&id) else {
             return;
         };
         let outbox = conn.outbox.clone();
-        match cmd {
+        let reference = req.reference.as_ref();
+        let refuse = |code: &str, message: &str| self.refuse(id, &outbox, code, message, reference);
+        match req.cmd {
             Command::Message { room, text } => {
                 let room = match room {
                     Some(r) => match conn.rooms.iter().find(|x| ***x == *r) {
                         Some(k) => k.clone(),
-                        None => {
-                            return self.command_error(
-                                id,
-                                &outbox,
-                                "not_member",
-                                &format!("you are not in room `{r}`"),
-                            )
-                        }
+                        None => return refuse("not_member", &format!("you are not in room `{r}`")),
                     },
                     None => match conn.rooms.last() {
                         Some(k) => k.clone(),
-                        None => return self.command_error(id, &outbox, "no_room", "join a room first"),
+                        None => return refuse("no_room", "join a room first"),
                     },
                 };
                 if text.is_empty() {
-                    return self.command_error(id, &outbox, "empty", "empty message");
+                    return refuse("empty", "empty message");
                 }
                 let name = conn.name.clone();
                 let mut ev = Event::new(EventKind::Message, id);
                 if self.cfg.relay == Relay::Auto {
+                    let seed = self.seed();
+                    let keep = self.cfg.history_size;
                     if let Some(r) = st.rooms.get_mut(&room) {
                         r.seq += 1;
                         ev.msg_id = r.seq;
-                        let json = if self.seed() {
-                            protocol::seed_message(&text, &name)
-                        } else {
-                            protocol::message(&room, r.seq, ev.ts, User { id, name: &name }, &text)
-                        };
-                        self.fan_out(&st.rooms[&room], &wsframe::text(&json), None);
+                        let json = protocol::message(&room, r.seq, ev.ts, User { id, name: &name }, &text);
+                        r.remember(r.seq, &json, keep);
+                        let wire = if seed { protocol::seed_message(&text, &name) } else { json };
+                        self.fan_out(&st.rooms[&room], &wsframe::text(&wire), None);
                     }
                 }
                 ev.room = Some(room);
@@ -378,20 +449,92 @@ impl Hub {
                 ev.text = Some(text);
                 self.events.push(ev);
             }
-            Command::Join { room } => {
+            Command::Join { room, since } => {
                 if let Err(m) = protocol::validate_room(&room, self.cfg.max_room_chars) {
-                    return self.command_error(id, &outbox, "bad_room", &m);
+                    return refuse("bad_room", &m);
                 }
-                self.join_locked(&mut st, id, &room, false);
+                self.join_locked(&mut st, id, &room, false, since);
             }
             Command::Leave { room } => {
                 if !self.leave_locked(&mut st, id, &room) {
-                    self.command_error(id, &outbox, "not_member", &format!("you are not in room `{room}`"));
+                    refuse("not_member", &format!("you are not in room `{room}`"));
                 }
             }
-            Command::Ping { reference } => {
+            Command::History { room, before, limit } => {
+                if !conn.rooms.iter().any(|r| **r == *room) {
+                    return refuse("not_member", &format!("you are not in room `{room}`"));
+                }
+                let Some(r) = st.rooms.get(room.as_str()) else { return };
+                let limit = limit.unwrap_or(50).clamp(1, self.cfg.history_size.max(1) as u64) as usize;
+                let older: Vec<&str> = r
+                    .history
+                    .iter()
+                    .filter(|(mid, _)| before.is_none_or(|b| *mid < b))
+                    .map(|(_, m)| &**m)
+                    .collect();
+                let start = older.len().saturating_sub(limit);
+                let first_id =
+                    r.history.iter().find(|(mid, _)| before.is_none_or(|b| *mid < b)).map(|(m, _)| *m);
+                let more = start > 0 || first_id.is_some_and(|f| f > 1);
+                let json = protocol::history(&room, older[start..].iter().copied(), false, more);
+                self.to_one(id, &outbox, &json);
+            }
+            Command::Whisper { to, text } => {
+                if text.is_empty() {
+                    return refuse("empty", "empty message");
+                }
+                let target = match &to {
+                    Target::Id(n) => st.conns.get(n).map(|_| *n),
+                    Target::Name(n) => st.names.get(&n.to_lowercase()).copied(),
+                };
+                let Some(target) = target else {
+                    return refuse("unknown_user", "nobody by that name or id is here");
+                };
+                let from = User { id, name: &conn.name };
+                let Some(dest) = st.conns.get(&target) else { return };
+                let json = protocol::whisper(now_ms(), from, User { id: target, name: &dest.name }, &text);
+                self.to_one(target, &dest.outbox, &json);
+                if target != id {
+                    self.to_one(id, &outbox, &json);
+                }
+                let mut ev = Event::new(EventKind::Whisper, id);
+                ev.name = Some(conn.name.clone());
+                ev.text = Some(text);
+                ev.code = target;
+                self.events.push(ev);
+            }
+            Command::Nick { name } => {
+                let Some(new) = protocol::clean_name(&name, self.cfg.max_name_chars) else {
+                    return refuse("bad_name", "a name needs at least one visible character");
+                };
+                let key = new.to_lowercase();
+                if st.names.get(&key).is_some_and(|owner| *owner != id) {
+                    return refuse("name_taken", &format!("`{new}` is taken"));
+                }
+                let old = conn.name.clone();
+                let rooms = conn.rooms.clone();
+                let new: Arc<str> = new.into();
+                st.names.remove(&old.to_lowercase());
+                st.names.insert(key, id);
+                if let Some(c) = st.conns.get_mut(&id) {
+                    c.name = new.clone();
+                }
                 if !self.seed() {
-                    self.to_one(id, &outbox, &protocol::pong(reference.as_ref()));
+                    for room in &rooms {
+                        if let Some(r) = st.rooms.get(room) {
+                            let json = protocol::nick(room, User { id, name: &new }, &old);
+                            self.fan_out(r, &wsframe::text(&json), None);
+                        }
+                    }
+                }
+                let mut ev = Event::new(EventKind::Nick, id);
+                ev.name = Some(new);
+                ev.text = Some(old.to_string());
+                self.events.push(ev);
+            }
+            Command::Ping => {
+                if !self.seed() {
+                    self.to_one(id, &outbox, &protocol::pong(reference));
                 }
             }
         }
@@ -436,19 +579,23 @@ impl Hub {
         let host = User { id: 0, name: &self.cfg.host_name };
         let seed = self.seed();
         let mut sent = 0;
+        let keep = self.cfg.history_size;
         let mut one = |name: &str, r: &mut Room| {
             r.seq += 1;
-            let json = if seed {
-                protocol::seed_message(text, host.name)
-            } else {
-                protocol::message(name, r.seq, ts, host, text)
-            };
-            sent += self.fan_out(r, &wsframe::text(&json), None);
+            let json = protocol::message(name, r.seq, ts, host, text);
+            r.remember(r.seq, &json, keep);
+            let wire = if seed { protocol::seed_message(text, host.name) } else { json };
+            sent += self.fan_out(r, &wsframe::text(&wire), None);
         };
         match room {
             Some(name) => {
-                if let Some(r) = st.rooms.get_mut(name) {
-                    one(name, r);
+                // Nobody there yet: the room is kept for its history, so later arrivals see it.
+                let key: Arc<str> =
+                    st.rooms.get_key_value(name).map(|(k, _)| k.clone()).unwrap_or_else(|| name.into());
+                let new = !st.rooms.contains_key(&key);
+                one(name, self.room_entry(&mut st, &key));
+                if new {
+                    self.room_emptied(&mut st, key);
                 }
             }
             None => {
@@ -467,7 +614,12 @@ impl Hub {
         let json = if self.seed() {
             protocol::seed_message(text, &self.cfg.host_name)
         } else {
-            protocol::whisper(now_ms(), User { id: 0, name: &self.cfg.host_name }, text)
+            protocol::whisper(
+                now_ms(),
+                User { id: 0, name: &self.cfg.host_name },
+                User { id, name: &conn.name },
+                text,
+            )
         };
         match self.to_one(id, &conn.outbox, &json) {
             Push::Queued | Push::Lagging { queued: true, .. } => {
@@ -499,8 +651,9 @@ impl Hub {
         }
     }
 
+    /// Rooms with someone in them (empty rooms kept for their history are not counted).
     pub fn room_count(&self) -> usize {
-        self.lock().rooms.len()
+        self.lock().rooms.values().filter(|r| !r.members.is_empty()).count()
     }
 
     /// Members of a room as (id, name), in join order as far as removals allow.
@@ -516,6 +669,10 @@ mod tests {
     use serde_json::Value;
     use std::collections::VecDeque;
     use std::time::Duration;
+
+    fn req(cmd: Command) -> Request {
+        Request { cmd, reference: None }
+    }
 
     fn hub(cfg: impl FnOnce(&mut Config)) -> (Hub, Arc<EventQueue>) {
         let mut c = Config::default();
@@ -544,9 +701,9 @@ mod tests {
         let (h, _) = hub(|_| {});
         let a = Arc::new(Outbox::new());
         let b = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", a.clone());
+        h.connect(1, Some("ann"), "lobby", None, a.clone());
         drain(&a);
-        h.connect(2, Some("bob"), "lobby", b.clone());
+        h.connect(2, Some("bob"), "lobby", None, b.clone());
         let wb = drain(&b);
         assert_eq!(wb[0]["type"], "welcome");
         assert_eq!(wb[0]["name"], "bob");
@@ -559,11 +716,11 @@ mod tests {
     #[test]
     fn names_are_made_unique_ignoring_case() {
         let (h, _) = hub(|_| {});
-        assert_eq!(&*h.connect(1, Some("Bob"), "lobby", Arc::new(Outbox::new())), "Bob");
-        assert_eq!(&*h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new())), "bob-2");
-        assert_eq!(&*h.connect(3, None, "lobby", Arc::new(Outbox::new())), "guest-3");
+        assert_eq!(&*h.connect(1, Some("Bob"), "lobby", None, Arc::new(Outbox::new())), "Bob");
+        assert_eq!(&*h.connect(2, Some("bob"), "lobby", None, Arc::new(Outbox::new())), "bob-2");
+        assert_eq!(&*h.connect(3, None, "lobby", None, Arc::new(Outbox::new())), "guest-3");
         h.disconnect(1, 1000);
-        assert_eq!(&*h.connect(4, Some("BOB"), "lobby", Arc::new(Outbox::new())), "BOB");
+        assert_eq!(&*h.connect(4, Some("BOB"), "lobby", None, Arc::new(Outbox::new())), "BOB");
     }
 
     #[test]
@@ -572,14 +729,14 @@ mod tests {
         let a = Arc::new(Outbox::new());
         let b = Arc::new(Outbox::new());
         let c = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", a.clone());
-        h.connect(2, Some("bob"), "lobby", b.clone());
-        h.connect(3, Some("cy"), "other", c.clone());
+        h.connect(1, Some("ann"), "lobby", None, a.clone());
+        h.connect(2, Some("bob"), "lobby", None, b.clone());
+        h.connect(3, Some("cy"), "other", None, c.clone());
         for o in [&a, &b, &c] {
             drain(o);
         }
-        h.command(1, Command::Message { room: None, text: "one".into() });
-        h.command(2, Command::Message { room: None, text: "two".into() });
+        h.command(1, req(Command::Message { room: None, text: "one".into() }));
+        h.command(2, req(Command::Message { room: None, text: "two".into() }));
         let got: Vec<(u64, String)> = drain(&a)
             .iter()
             .map(|m| (m["id"].as_u64().unwrap(), m["text"].as_str().unwrap().into()))
@@ -595,9 +752,9 @@ mod tests {
     fn host_relay_sends_nothing_to_the_room() {
         let (h, ev) = hub(|c| c.relay = Relay::Host);
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", a.clone());
+        h.connect(1, Some("ann"), "lobby", None, a.clone());
         drain(&a);
-        h.command(1, Command::Message { room: None, text: "hi".into() });
+        h.command(1, req(Command::Message { room: None, text: "hi".into() }));
         assert!(drain(&a).is_empty());
         assert_eq!(kinds(&ev), vec![EventKind::Connect, EventKind::Join, EventKind::Message]);
     }
@@ -606,9 +763,9 @@ mod tests {
     fn seed_protocol_sends_only_mess_and_name() {
         let (h, _) = hub(|c| c.protocol = Protocol::Seed);
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", a.clone());
-        h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new()));
-        h.command(2, Command::Message { room: None, text: "hi".into() });
+        h.connect(1, Some("ann"), "lobby", None, a.clone());
+        h.connect(2, Some("bob"), "lobby", None, Arc::new(Outbox::new()));
+        h.command(2, req(Command::Message { room: None, text: "hi".into() }));
         let got = drain(&a);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0], serde_json::json!({"mess": "hi", "name": "bob"}));
@@ -618,16 +775,18 @@ mod tests {
     fn joining_several_rooms_and_leaving() {
         let (h, _) = hub(|c| c.max_rooms_per_connection = 2);
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", a.clone());
-        h.command(1, Command::Join { room: "dev".into() });
-        h.command(1, Command::Join { room: "ops".into() });
-        let msgs = drain(&a);
-        assert_eq!(msgs[1]["type"], "presence");
-        assert_eq!(msgs[2]["code"], "too_many_rooms");
-        h.command(1, Command::Message { room: None, text: "x".into() });
+        h.connect(1, Some("ann"), "lobby", None, a.clone());
+        h.command(1, req(Command::Join { room: "dev".into(), since: None }));
+        h.command(1, req(Command::Join { room: "ops".into(), since: None }));
+        let types: Vec<String> = drain(&a)
+            .iter()
+            .map(|m| format!("{}{}", m["type"].as_str().unwrap(), m["code"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(types, ["welcome", "history", "presence", "history", "errortoo_many_rooms"]);
+        h.command(1, req(Command::Message { room: None, text: "x".into() }));
         assert_eq!(drain(&a)[0]["room"], "dev", "the last joined room is current");
-        h.command(1, Command::Leave { room: "dev".into() });
-        h.command(1, Command::Message { room: Some("dev".into()), text: "x".into() });
+        h.command(1, req(Command::Leave { room: "dev".into() }));
+        h.command(1, req(Command::Message { room: Some("dev".into()), text: "x".into() }));
         assert_eq!(drain(&a)[0]["code"], "not_member");
         assert_eq!(h.room_count(), 1);
     }
@@ -637,8 +796,8 @@ mod tests {
         let (h, _) = hub(|_| {});
         let a = Arc::new(Outbox::new());
         let b = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", a.clone());
-        h.connect(2, Some("bob"), "dev", b.clone());
+        h.connect(1, Some("ann"), "lobby", None, a.clone());
+        h.connect(2, Some("bob"), "dev", None, b.clone());
         drain(&a);
         drain(&b);
         assert_eq!(h.broadcast(Some("dev"), "deploy"), Ok(1));
@@ -654,8 +813,8 @@ mod tests {
         let (h, _) = hub(|c| c.max_backlog_bytes = 2048);
         let slow = Arc::new(Outbox::new());
         let fast = Arc::new(Outbox::new());
-        h.connect(1, Some("slow"), "lobby", slow.clone());
-        h.connect(2, Some("fast"), "lobby", fast.clone());
+        h.connect(1, Some("slow"), "lobby", None, slow.clone());
+        h.connect(2, Some("fast"), "lobby", None, fast.clone());
         let mut q = VecDeque::new();
         for i in 0..100 {
             h.broadcast(Some("lobby"), &format!("message {i}")).unwrap();
@@ -679,8 +838,8 @@ mod tests {
         });
         let slow = Arc::new(Outbox::new());
         let fast = Arc::new(Outbox::new());
-        h.connect(1, Some("slow"), "ticker", slow.clone());
-        h.connect(2, Some("fast"), "ticker", fast.clone());
+        h.connect(1, Some("slow"), "ticker", None, slow.clone());
+        h.connect(2, Some("fast"), "ticker", None, fast.clone());
         let mut q = VecDeque::new();
         for i in 0..100 {
             h.broadcast(Some("ticker"), &format!("price {i}")).unwrap();
@@ -712,8 +871,8 @@ mod tests {
     fn disconnect_tells_the_room_and_the_host() {
         let (h, ev) = hub(|_| {});
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", a.clone());
-        h.connect(2, Some("bob"), "lobby", Arc::new(Outbox::new()));
+        h.connect(1, Some("ann"), "lobby", None, a.clone());
+        h.connect(2, Some("bob"), "lobby", None, Arc::new(Outbox::new()));
         drain(&a);
         h.disconnect(2, 1000);
         assert_eq!(drain(&a)[0]["type"], "leave");
@@ -726,7 +885,10 @@ mod tests {
 mod properties {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::VecDeque;
+
+    fn req(cmd: Command) -> Request {
+        Request { cmd, reference: None }
+    }
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -762,12 +924,12 @@ mod properties {
                 match op {
                     Op::Connect(c, r) if !outboxes.contains_key(&(c as u64)) => {
                         let o = Arc::new(Outbox::new());
-                        h.connect(c as u64, Some("same"), &room(r), o.clone());
+                        h.connect(c as u64, Some("same"), &room(r), None, o.clone());
                         outboxes.insert(c as u64, o);
                     }
-                    Op::Join(c, r) => h.command(c as u64, Command::Join { room: room(r) }),
-                    Op::Leave(c, r) => h.command(c as u64, Command::Leave { room: room(r) }),
-                    Op::Say(c) => h.command(c as u64, Command::Message { room: None, text: "x".into() }),
+                    Op::Join(c, r) => h.command(c as u64, req(Command::Join { room: room(r), since: None })),
+                    Op::Leave(c, r) => h.command(c as u64, req(Command::Leave { room: room(r) })),
+                    Op::Say(c) => h.command(c as u64, req(Command::Message { room: None, text: "x".into() })),
                     Op::Disconnect(c) => {
                         h.disconnect(c as u64, 1000);
                         outboxes.remove(&(c as u64));
@@ -776,7 +938,8 @@ mod properties {
                 }
                 let st = h.lock();
                 for (name, r) in &st.rooms {
-                    prop_assert!(!r.members.is_empty(), "empty room {} kept", name);
+                    prop_assert!(!r.members.is_empty() || !r.history.is_empty(), "empty room {} kept", name);
+                    prop_assert!(r.history.iter().zip(r.history.iter().skip(1)).all(|(a, b)| a.0 < b.0));
                     prop_assert_eq!(r.members.len(), r.index.len());
                     for (i, m) in r.members.iter().enumerate() {
                         prop_assert_eq!(r.index[&m.id], i);

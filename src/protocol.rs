@@ -11,12 +11,32 @@ use serde_json::{Map, Value};
 pub enum Command {
     /// Chat text for `room` (None = the connection's current room).
     Message { room: Option<String>, text: String },
-    /// Join a room (and make it current).
-    Join { room: String },
+    /// Join a room (and make it current); `since` = the last message id seen there (resume).
+    Join { room: String, since: Option<u64> },
     /// Leave a room.
     Leave { room: String },
-    /// Application-level ping; answered with `pong` carrying the same `ref`.
-    Ping { reference: Option<Value> },
+    /// Older messages of a room: up to `limit` with ids below `before` (None = the newest).
+    History { room: String, before: Option<u64>, limit: Option<u64> },
+    /// A private message to a user (by name, every tab) or one connection (by id).
+    Whisper { to: Target, text: String },
+    /// A new display name.
+    Nick { name: String },
+    /// Application-level ping; answered with `pong`.
+    Ping,
+}
+
+/// Who a whisper is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Id(u64),
+    Name(String),
+}
+
+/// A parsed command and the client's `ref` (any JSON), echoed in the reply or error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub cmd: Command,
+    pub reference: Option<Value>,
 }
 
 /// Why a client message was refused; sent back as an `error` message.
@@ -25,10 +45,12 @@ pub struct ProtocolError {
     /// Stable machine-readable code (`bad_json`, `unknown_type`, `bad_field`, …).
     pub code: &'static str,
     pub message: String,
+    /// The command's `ref`, when the command was readable enough to have one.
+    pub reference: Option<Value>,
 }
 
 fn perr(code: &'static str, message: impl Into<String>) -> ProtocolError {
-    ProtocolError { code, message: message.into() }
+    ProtocolError { code, message: message.into(), reference: None }
 }
 
 /// Parses one client text message.
@@ -36,26 +58,58 @@ fn perr(code: &'static str, message: impl Into<String>) -> ProtocolError {
 /// Text whose first non-blank character is `{` must be a JSON command object with a string
 /// `type`; anything else is plain chat text for the current room (what the seed page sends).
 /// With `plain_only` (seed protocol) every message is plain text.
-pub fn parse_client(text: &str, plain_only: bool) -> Result<Command, ProtocolError> {
+pub fn parse_client(text: &str, plain_only: bool) -> Result<Request, ProtocolError> {
     if plain_only || !text.trim_start().starts_with('{') {
-        return Ok(Command::Message { room: None, text: text.to_string() });
+        return Ok(Request { cmd: Command::Message { room: None, text: text.to_string() }, reference: None });
     }
     let value: Value =
         serde_json::from_str(text).map_err(|e| perr("bad_json", format!("not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return Err(perr("bad_json", "a command must be a JSON object"));
     };
+    let reference = obj.get("ref").cloned();
+    command(&obj)
+        .map(|cmd| Request { cmd, reference: reference.clone() })
+        .map_err(|e| ProtocolError { reference, ..e })
+}
+
+fn command(obj: &Map<String, Value>) -> Result<Command, ProtocolError> {
     let kind = match obj.get("type") {
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(perr("bad_field", "`type` must be a string")),
         None => return Err(perr("bad_field", "missing `type`")),
     };
     match kind {
-        "message" => Ok(Command::Message { room: opt_str(&obj, "room")?, text: req_str(&obj, "text")? }),
-        "join" => Ok(Command::Join { room: req_str(&obj, "room")? }),
-        "leave" => Ok(Command::Leave { room: req_str(&obj, "room")? }),
-        "ping" => Ok(Command::Ping { reference: obj.get("ref").cloned() }),
+        "message" => Ok(Command::Message { room: opt_str(obj, "room")?, text: req_str(obj, "text")? }),
+        "join" => Ok(Command::Join { room: req_str(obj, "room")?, since: opt_u64(obj, "since")? }),
+        "leave" => Ok(Command::Leave { room: req_str(obj, "room")? }),
+        "history" => Ok(Command::History {
+            room: req_str(obj, "room")?,
+            before: opt_u64(obj, "before")?,
+            limit: opt_u64(obj, "limit")?,
+        }),
+        "whisper" => {
+            let to = match obj.get("to") {
+                Some(Value::String(s)) => Target::Name(s.clone()),
+                Some(Value::Number(n)) => Target::Id(
+                    n.as_u64().ok_or_else(|| perr("bad_field", "`to` must be a name or a connection id"))?,
+                ),
+                _ => return Err(perr("bad_field", "`to` must be a name or a connection id")),
+            };
+            Ok(Command::Whisper { to, text: req_str(obj, "text")? })
+        }
+        "nick" => Ok(Command::Nick { name: req_str(obj, "name")? }),
+        "ping" => Ok(Command::Ping),
         other => Err(perr("unknown_type", format!("unknown message type `{}`", clip(other, 40)))),
+    }
+}
+
+fn opt_u64(obj: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, ProtocolError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            v.as_u64().map(Some).ok_or_else(|| perr("bad_field", format!("`{key}` must be a whole number")))
+        }
     }
 }
 
@@ -142,7 +196,13 @@ enum Out<'a> {
     Whisper {
         ts: u64,
         from: User<'a>,
+        to: User<'a>,
         text: &'a str,
+    },
+    Nick {
+        room: &'a str,
+        user: User<'a>,
+        old: &'a str,
     },
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -151,6 +211,8 @@ enum Out<'a> {
     Error {
         code: &'a str,
         message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
     },
 }
 
@@ -179,16 +241,37 @@ pub fn leave(room: &str, user: User<'_>) -> String {
     to_json(&Out::Leave { room, user })
 }
 
-pub fn whisper(ts: u64, from: User<'_>, text: &str) -> String {
-    to_json(&Out::Whisper { ts, from, text })
+pub fn whisper(ts: u64, from: User<'_>, to: User<'_>, text: &str) -> String {
+    to_json(&Out::Whisper { ts, from, to, text })
+}
+
+pub fn nick(room: &str, user: User<'_>, old: &str) -> String {
+    to_json(&Out::Nick { room, user, old })
+}
+
+/// A `history` message from stored message objects (each already JSON), oldest first. `gap`:
+/// the client asked to resume from a message older than the window, so some are missing.
+pub fn history<'a>(room: &str, messages: impl Iterator<Item = &'a str>, gap: bool, more: bool) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"{"type":"history","room":"#);
+    out.push_str(&serde_json::to_string(room).unwrap_or_default());
+    out.push_str(&format!(r#","gap":{gap},"more":{more},"messages":["#));
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(m);
+    }
+    out.push_str("]}");
+    out
 }
 
 pub fn pong(reference: Option<&Value>) -> String {
     to_json(&Out::Pong { reference })
 }
 
-pub fn error(code: &str, message: &str) -> String {
-    to_json(&Out::Error { code, message })
+pub fn error(code: &str, message: &str, reference: Option<&Value>) -> String {
+    to_json(&Out::Error { code, message, reference })
 }
 
 /// The seed tutorial's chat message, byte for byte what its `json_encode` produced
@@ -209,7 +292,7 @@ mod tests {
     #[test]
     fn plain_text_is_a_message_to_the_current_room() {
         assert_eq!(
-            parse_client("hello there", false).unwrap(),
+            parse_client("hello there", false).unwrap().cmd,
             Command::Message { room: None, text: "hello there".into() }
         );
     }
@@ -217,15 +300,62 @@ mod tests {
     #[test]
     fn seed_mode_treats_braces_as_text() {
         assert_eq!(
-            parse_client("{not json", true).unwrap(),
+            parse_client("{not json", true).unwrap().cmd,
             Command::Message { room: None, text: "{not json".into() }
         );
     }
 
     #[test]
     fn json_message_with_room() {
-        let c = parse_client(r#"{"type":"message","room":"dev","text":"hi"}"#, false).unwrap();
-        assert_eq!(c, Command::Message { room: Some("dev".into()), text: "hi".into() });
+        let c = parse_client(r#"{"type":"message","room":"dev","text":"hi","ref":3}"#, false).unwrap();
+        assert_eq!(c.cmd, Command::Message { room: Some("dev".into()), text: "hi".into() });
+        assert_eq!(c.reference, Some(Value::from(3)));
+    }
+
+    #[test]
+    fn new_commands_parse_with_their_fields() {
+        let p = |t: &str| parse_client(t, false).map(|r| r.cmd);
+        assert_eq!(
+            p(r#"{"type":"join","room":"a","since":41}"#),
+            Ok(Command::Join { room: "a".into(), since: Some(41) })
+        );
+        assert_eq!(
+            p(r#"{"type":"history","room":"a","before":10,"limit":5}"#),
+            Ok(Command::History { room: "a".into(), before: Some(10), limit: Some(5) })
+        );
+        assert_eq!(
+            p(r#"{"type":"whisper","to":"bob","text":"psst"}"#),
+            Ok(Command::Whisper { to: Target::Name("bob".into()), text: "psst".into() })
+        );
+        assert_eq!(
+            p(r#"{"type":"whisper","to":7,"text":"x"}"#).unwrap(),
+            Command::Whisper { to: Target::Id(7), text: "x".into() }
+        );
+        assert_eq!(p(r#"{"type":"nick","name":"zed"}"#), Ok(Command::Nick { name: "zed".into() }));
+        assert_eq!(p(r#"{"type":"join","room":"a","since":-1}"#).unwrap_err().code, "bad_field");
+        assert_eq!(p(r#"{"type":"whisper","to":[1],"text":"x"}"#).unwrap_err().code, "bad_field");
+    }
+
+    #[test]
+    fn errors_carry_the_ref_of_a_readable_command() {
+        let e = parse_client(r#"{"type":"fly","ref":"r1"}"#, false).unwrap_err();
+        assert_eq!((e.code, e.reference), ("unknown_type", Some(Value::from("r1"))));
+        let v: Value = serde_json::from_str(&error("x", "y", Some(&Value::from(9)))).unwrap();
+        assert_eq!(v["ref"], 9);
+    }
+
+    #[test]
+    fn history_is_a_json_array_of_the_stored_messages() {
+        let m1 = message("r", 1, 5, User { id: 1, name: "a" }, "one");
+        let m2 = message("r", 2, 6, User { id: 1, name: "a" }, "two");
+        let v: Value =
+            serde_json::from_str(&history("r\"oom", [m1.as_str(), m2.as_str()].into_iter(), true, false))
+                .unwrap();
+        assert_eq!(v["room"], "r\"oom");
+        assert_eq!(v["gap"], true);
+        assert_eq!(v["messages"][1]["text"], "two");
+        let empty: Value = serde_json::from_str(&history("r", std::iter::empty(), false, false)).unwrap();
+        assert_eq!(empty["messages"], serde_json::json!([]));
     }
 
     #[test]

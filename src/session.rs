@@ -35,6 +35,8 @@ pub struct Hello {
     pub id: ConnId,
     pub name: Option<String>,
     pub room: String,
+    /// Last message id the client saw in `room` (resume after a reconnect).
+    pub since: Option<u64>,
 }
 
 /// Frames taken from the outbox and not yet fully written.
@@ -111,7 +113,7 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, early: Bytes, hello: Hell
     if ctx.cfg.echo {
         ctx.hub.attach_silent(id, outbox.clone());
     } else {
-        ctx.hub.connect(id, hello.name.as_deref(), &hello.room, outbox.clone());
+        ctx.hub.connect(id, hello.name.as_deref(), &hello.room, hello.since, outbox.clone());
     }
     let code =
         Connection { ctx: &ctx, id, outbox: &outbox, decoder: Decoder::new(), state: State::new(&ctx) }
@@ -298,13 +300,13 @@ impl Connection<'_> {
             Incoming::Text(text) => {
                 Stats::inc(&ctx.stats.messages_in);
                 match protocol::parse_client(&text, ctx.cfg.protocol == crate::config::Protocol::Seed) {
-                    Ok(cmd) => ctx.hub.command(self.id, cmd),
-                    Err(e) => ctx.hub.reply_error(self.id, e.code, &e.message),
+                    Ok(req) => ctx.hub.command(self.id, req),
+                    Err(e) => ctx.hub.reply_error(self.id, e.code, &e.message, e.reference.as_ref()),
                 }
             }
             Incoming::Binary(_) => {
                 Stats::inc(&ctx.stats.messages_in);
-                ctx.hub.reply_error(self.id, "binary", "binary messages are not supported; send text");
+                ctx.hub.reply_error(self.id, "binary", "binary messages are not supported; send text", None);
             }
             control => self.control(control),
         }
@@ -335,7 +337,7 @@ impl Connection<'_> {
             self.outbox.close(close::POLICY, "message rate limit exceeded");
         } else {
             let msg = format!("more than {} messages per second: slow down", cfg.max_messages_per_second);
-            self.ctx.hub.reply_error(self.id, "rate_limited", &msg);
+            self.ctx.hub.reply_error(self.id, "rate_limited", &msg, None);
         }
         false
     }

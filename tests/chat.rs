@@ -14,12 +14,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 async fn two_clients_chat_and_the_sender_gets_its_own_message() {
     let e = engine(json!({}));
     let mut ann = connect(&e, "name=ann").await;
-    let welcome = recv(&mut ann).await;
+    let welcome = welcomed(&mut ann).await;
     assert_eq!(welcome["type"], "welcome");
     assert_eq!(welcome["name"], "ann");
     assert_eq!(welcome["room"], "lobby");
     let mut bob = connect(&e, "name=bob").await;
-    let w = recv(&mut bob).await;
+    let w = welcomed(&mut bob).await;
     assert_eq!(w["members"].as_array().unwrap().len(), 2);
     let joined = recv(&mut ann).await;
     assert_eq!((joined["type"].as_str(), joined["user"]["name"].as_str()), (Some("join"), Some("bob")));
@@ -42,8 +42,8 @@ async fn rooms_isolate() {
     let e = engine(json!({}));
     let mut a = connect(&e, "name=a&room=red").await;
     let mut b = connect(&e, "name=b&room=blue").await;
-    recv(&mut a).await;
-    recv(&mut b).await;
+    welcomed(&mut a).await;
+    welcomed(&mut b).await;
     send(&mut a, "only red").await;
     assert_eq!(recv_type(&mut a, "message").await["text"], "only red");
     send(&mut b, "only blue").await;
@@ -73,8 +73,8 @@ async fn host_broadcast_reaches_a_room_and_only_that_room() {
     let e = engine(json!({"host_name": "desk"}));
     let mut a = connect(&e, "room=sales").await;
     let mut b = connect(&e, "room=ops").await;
-    recv(&mut a).await;
-    recv(&mut b).await;
+    welcomed(&mut a).await;
+    welcomed(&mut b).await;
     assert_eq!(e.broadcast(Some("sales"), "order #42").unwrap(), 1);
     let m = recv_type(&mut a, "message").await;
     assert_eq!(m["from"], json!({"id": 0, "name": "desk"}));
@@ -87,7 +87,7 @@ async fn host_broadcast_reaches_a_room_and_only_that_room() {
 async fn events_arrive_in_order_with_names() {
     let e = engine(json!({}));
     let mut a = connect(&e, "name=ann&room=r1").await;
-    recv(&mut a).await;
+    welcomed(&mut a).await;
     send(&mut a, "first").await;
     recv_type(&mut a, "message").await;
     drop(a);
@@ -116,7 +116,7 @@ async fn events_arrive_in_order_with_names() {
 async fn relay_host_mode_sends_messages_only_to_the_host() {
     let e = engine(json!({"relay": "host"}));
     let mut a = connect(&e, "name=ann").await;
-    recv(&mut a).await;
+    welcomed(&mut a).await;
     send(&mut a, "moderate me").await;
     let ev = wait_event(&e, EventKind::Message);
     assert_eq!(ev.text.as_deref(), Some("moderate me"));
@@ -131,8 +131,8 @@ async fn stop_closes_clients_with_1001() {
     let e = engine(json!({}));
     let mut a = connect(&e, "").await;
     let mut b = connect(&e, "").await;
-    recv(&mut a).await;
-    recv(&mut b).await;
+    welcomed(&mut a).await;
+    welcomed(&mut b).await;
     e.stop().unwrap();
     assert_eq!(close_code(&mut a).await, Some(CloseCode::Away));
     assert_eq!(close_code(&mut b).await, Some(CloseCode::Away));
@@ -145,7 +145,7 @@ async fn stop_closes_clients_with_1001() {
 async fn kick_closes_with_4000_and_the_reason() {
     let e = engine(json!({}));
     let mut a = connect(&e, "").await;
-    let id = recv(&mut a).await["id"].as_u64().unwrap();
+    let id = welcomed(&mut a).await["id"].as_u64().unwrap();
     e.kick(id, "be nice").unwrap();
     use futures_util::StreamExt;
     loop {
@@ -193,8 +193,8 @@ async fn several_engines_in_one_process_are_independent() {
     assert_ne!(e1.port(), e2.port());
     let mut a = connect(&e1, "").await;
     let mut b = connect(&e2, "").await;
-    assert_eq!(recv(&mut a).await["room"], "lobby");
-    assert_eq!(recv(&mut b).await["room"], "other");
+    assert_eq!(welcomed(&mut a).await["room"], "lobby");
+    assert_eq!(welcomed(&mut b).await["room"], "other");
     e1.stop().unwrap();
     e2.broadcast(None, "still here").unwrap();
     assert_eq!(recv_type(&mut b, "message").await["text"], "still here");
@@ -247,7 +247,7 @@ fn read_close_code(s: &mut std::net::TcpStream) -> u16 {
 async fn bad_frames_close_only_that_connection_with_the_right_code() {
     let e = engine(json!({"max_message_bytes": 1000}));
     let mut good = connect(&e, "name=good").await;
-    recv(&mut good).await;
+    welcomed(&mut good).await;
 
     let mut unmasked = raw_client(&e);
     unmasked.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
@@ -270,7 +270,7 @@ async fn bad_frames_close_only_that_connection_with_the_right_code() {
 async fn bad_commands_get_error_replies_not_silence() {
     let e = engine(json!({}));
     let mut a = connect(&e, "").await;
-    recv(&mut a).await;
+    welcomed(&mut a).await;
     for (cmd, code) in [
         ("{broken", "bad_json"),
         (r#"{"type":"fly"}"#, "unknown_type"),
@@ -293,7 +293,7 @@ async fn a_client_that_never_reads_is_closed_and_the_others_get_everything() {
     // already has the bytes and the loop below pushes more.
     let e = engine(json!({"max_backlog_bytes": 262144}));
     let mut reader = connect(&e, "name=reader").await;
-    recv(&mut reader).await;
+    welcomed(&mut reader).await;
     let sleeper = raw_client(&e); // never reads
     sleeper.set_nonblocking(true).unwrap();
     let text = "x".repeat(4000);

@@ -63,7 +63,7 @@ fn masked_text(text: &str) -> Vec<u8> {
 async fn message_flood_gets_errors_then_close_1008() {
     let e = engine(json!({"max_messages_per_second": 5, "message_burst": 5}));
     let mut ws = connect(&e, "").await;
-    recv(&mut ws).await;
+    welcomed(&mut ws).await;
     for i in 0..12 {
         send(&mut ws, &format!("m{i}")).await;
     }
@@ -95,7 +95,7 @@ async fn message_flood_gets_errors_then_close_1008() {
 async fn a_paced_client_is_never_limited() {
     let e = engine(json!({"max_messages_per_second": 50, "message_burst": 2}));
     let mut ws = connect(&e, "").await;
-    recv(&mut ws).await;
+    welcomed(&mut ws).await;
     for i in 0..10 {
         send(&mut ws, &format!("m{i}")).await;
         assert_eq!(recv(&mut ws).await["type"], "message");
@@ -222,7 +222,7 @@ fn a_silent_client_is_pinged_then_closed_with_1001() {
 async fn a_client_that_answers_pings_stays() {
     let e = engine(json!({"ping_interval_ms": 100, "pong_timeout_ms": 100}));
     let mut ws = connect(&e, "").await;
-    recv(&mut ws).await;
+    welcomed(&mut ws).await;
     // tokio-tungstenite answers pings while it is being read.
     let until = tokio::time::Instant::now() + Duration::from_millis(800);
     let mut pings = 0;

@@ -62,7 +62,7 @@ async fn flood(e: &Engine) -> (i64, usize) {
                 continue;
             }
             let id = m["id"].as_u64().unwrap();
-            assert!(next.map_or(true, |n| n == id), "gap or reorder: expected {next:?}, got {id}");
+            assert!(next.is_none_or(|n| n == id), "gap or reorder: expected {next:?}, got {id}");
             next = Some(id + 1);
             got += 1;
         }

@@ -11,6 +11,8 @@ typedef enum chat_event_kind {
   CHAT_EVENT_DISCONNECT = 5,
   CHAT_EVENT_DROPPED = 6,
   CHAT_EVENT_LAGGING = 7,
+  CHAT_EVENT_WHISPER = 8,
+  CHAT_EVENT_NICK = 9,
 } chat_event_kind;
 
 typedef enum chat_result {

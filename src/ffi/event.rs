@@ -23,6 +23,10 @@ pub enum chat_event_kind {
     /// A slow client is losing messages to its room's drop policy: `code` = dropped so far for
     /// this connection (reported at 1, 10, 100… and once more at disconnect).
     CHAT_EVENT_LAGGING = 7,
+    /// A private message (name = sender, text, code = the receiving connection's id).
+    CHAT_EVENT_WHISPER = 8,
+    /// A client renamed itself (name = the new name, text = the old one).
+    CHAT_EVENT_NICK = 9,
 }
 
 /// One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
@@ -40,7 +44,7 @@ pub struct chat_event {
     /// When it happened, in milliseconds since the Unix epoch.
     pub ts_ms: u64,
     /// Disconnect: the close code. Dropped: how many events were lost. Lagging: how many
-    /// messages this connection lost. Otherwise 0.
+    /// messages this connection lost. Whisper: the receiving connection. Otherwise 0.
     pub code: u64,
     /// The room, or NULL.
     pub room: *const c_char,
@@ -79,6 +83,8 @@ impl OwnedEvent {
             EventKind::Disconnect => chat_event_kind::CHAT_EVENT_DISCONNECT,
             EventKind::Dropped => chat_event_kind::CHAT_EVENT_DROPPED,
             EventKind::Lagging => chat_event_kind::CHAT_EVENT_LAGGING,
+            EventKind::Whisper => chat_event_kind::CHAT_EVENT_WHISPER,
+            EventKind::Nick => chat_event_kind::CHAT_EVENT_NICK,
         };
         let room = ev.room.as_deref().map(cstring);
         let name = ev.name.as_deref().map(cstring);

@@ -63,6 +63,15 @@ pub async fn recv_type(ws: &mut Client, kind: &str) -> Value {
     }
 }
 
+/// The welcome and the room's history that follows it; returns the welcome.
+pub async fn welcomed(ws: &mut Client) -> Value {
+    let w = recv(ws).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let h = recv(ws).await;
+    assert_eq!(h["type"], "history", "{h}");
+    w
+}
+
 pub async fn send(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
