@@ -1,7 +1,7 @@
 //! embedchat's benchmark: fan-out throughput and latency, and idle memory per connection,
 //! measured against Node's `ws` in the same run, with the same clients.
 //!
-//!     cargo build --release --examples && npm ci --prefix bench
+//!     cargo build --release --lib --examples && npm ci --prefix bench
 //!     target/release/examples/bench fanout --subs 1000 --msgs 2000 --size 64 --runs 3
 //!     target/release/examples/bench idle --conns 10000 --runs 3
 //!
@@ -42,8 +42,8 @@ struct Opts {
 fn parse_opts() -> Opts {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
-    if mode != "fanout" && mode != "idle" {
-        eprintln!("usage: bench fanout|idle [--targets embedchat,ws] [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--conns N] [--room-size N] [--runs N] [--server-cpu N] [--client-cpu N]");
+    if mode != "fanout" && mode != "idle" && mode != "hook" {
+        eprintln!("usage: bench fanout|idle|hook [--targets embedchat,ws] [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--conns N] [--room-size N] [--runs N] [--server-cpu N] [--client-cpu N]");
         std::process::exit(2);
     }
     let mut o = Opts {
@@ -109,6 +109,11 @@ impl Server {
                 cmd.arg(exe_dir.join("chat_server"))
                     .args(["--listen", "127.0.0.1:0", "--quiet", "--config"])
                     .arg(cfg);
+            }
+            "php-auto" | "php-approve" => {
+                let lib = exe_dir.parent().unwrap().join("libembedchat.so");
+                cmd.env("EMBEDCHAT_LIB", lib).arg("php").arg(root.join("bench/php_host.php"));
+                cmd.arg(target.trim_start_matches("php-")).arg(HOOK_MESSAGES.to_string());
             }
             "ws" => {
                 assert!(
@@ -390,6 +395,43 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
     }
 }
 
+/// Messages per `hook` run (the PHP host exits after handling this many).
+const HOOK_MESSAGES: usize = 500;
+
+/// One client sends a message, waits until it comes back from the room, and sends the next;
+/// returns each round trip in µs.
+async fn round_trips(port: u16, n: usize) -> Vec<u32> {
+    let (s, mut buf) = ws_connect(port, Ipv4Addr::new(127, 0, 0, 2), "name=rtt").await.expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let sent = Instant::now();
+        wr.write_all(&client_frame(format!("m{i}").as_bytes())).await.expect("send");
+        let want = format!(r#""text":"m{i}""#);
+        loop {
+            let mut found = false;
+            let used = frames(&buf, |op, p| {
+                if op == 1
+                    && p.starts_with(MESSAGE_PREFIX)
+                    && p.windows(want.len()).any(|w| w == want.as_bytes())
+                {
+                    found = true;
+                }
+            });
+            buf.drain(..used);
+            if found {
+                break;
+            }
+            let k = rd.read(&mut chunk).await.expect("read");
+            assert!(k > 0, "server closed");
+            buf.extend_from_slice(&chunk[..k]);
+        }
+        out.push(sent.elapsed().as_micros() as u32);
+    }
+    out
+}
+
 struct IdleResult {
     per_conn_kib: f64,
     rss_mib: f64,
@@ -447,6 +489,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The latency a PHP host adds by approving every message (relay `host`) against one that
+/// only watches (relay `auto`).
+fn hook_bench(o: &Opts, rt: &tokio::runtime::Runtime) {
+    println!("# {HOOK_MESSAGES} messages, one at a time, send -> back from the room; PHP CLI host");
+    println!("| host | p50 round trip ms (median) | p99 round trip ms (median) | runs (p50) |");
+    println!("|---|---|---|---|");
+    let mut p50s = Vec::new();
+    for target in ["php-auto", "php-approve"] {
+        let (mut p50, mut p99) = (Vec::new(), Vec::new());
+        for _ in 0..o.runs {
+            let server = Server::start(target, o.server_cpu);
+            let mut rtt = rt.block_on(round_trips(server.port, HOOK_MESSAGES));
+            rtt.sort_unstable();
+            p50.push(rtt[rtt.len() / 2] as f64 / 1000.0);
+            p99.push(rtt[rtt.len() * 99 / 100] as f64 / 1000.0);
+            server.stop();
+        }
+        let runs = p50.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" / ");
+        let m = median(p50.clone());
+        p50s.push(m);
+        println!("| {target} | {m:.3} | {:.3} | {runs} |", median(p99));
+    }
+    println!("# added by approving in PHP (p50): {:.3} ms", p50s[1] - p50s[0]);
+}
+
 fn main() {
     let o = parse_opts();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -456,6 +523,9 @@ fn main() {
         "# bench {} | server pinned to cpu {}, clients on cpu {} | {} cores | runs {}",
         o.mode, o.server_cpu, o.client_cpu, cores, o.runs
     );
+    if o.mode == "hook" {
+        return hook_bench(&o, &rt);
+    }
     if o.mode == "fanout" {
         println!(
             "# {} subscribers, {} messages of {} B, {}",

@@ -93,6 +93,8 @@ typedef enum chat_result {
   CHAT_ERR_INTERNAL = -9,
   // An argument is out of range or not allowed now (too long, bad room name, wrong mode).
   CHAT_ERR_INVALID = -10,
+  // No message waits for a decision under that reply token (decided already, or timed out).
+  CHAT_ERR_UNKNOWN_TOKEN = -11,
 } chat_result;
 
 // An engine handle: created by `chat_start`, released by `chat_free`. Opaque to C.
@@ -127,6 +129,9 @@ typedef struct chat_event {
   size_t text_len;
   // The whole event as one JSON object (always set).
   const char *json;
+  // Relay `host`: non-zero on a message event that waits for the host's decision; answer with
+  // `chat_approve`, `chat_reject` or `chat_replace` before `hook_timeout_ms`.
+  uint64_t reply_token;
 } chat_event;
 
 // Called once per event with the `userdata` given to `chat_set_callback` and an event that is
@@ -171,6 +176,23 @@ int chat_send(struct chat_engine *e, uint64_t conn_id, const char *text);
 // to fit a close frame). Returns CHAT_OK, CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_CONN or
 // CHAT_ERR_STOPPED. Any thread, including inside the callback.
 int chat_kick(struct chat_engine *e, uint64_t conn_id, const char *reason);
+
+// Relay `host`: publishes the held message with `reply_token` as its sender wrote it.
+// Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_UNKNOWN_TOKEN (already decided, or
+// `hook_timeout_ms` passed and `hook_default` applied) or CHAT_ERR_STOPPED. Any thread,
+// including inside the callback.
+int chat_approve(struct chat_engine *e, uint64_t reply_token);
+
+// Relay `host`: refuses the held message; its sender gets an `error` (code `rejected`) with
+// `reason` (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
+// CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED. Any thread.
+int chat_reject(struct chat_engine *e, uint64_t reply_token, const char *reason);
+
+// Relay `host`: publishes `new_text` (UTF-8, copied) in place of the held message, from the
+// same sender in the same room. Returns CHAT_OK, CHAT_ERR_NULL (e or new_text), CHAT_ERR_UTF8,
+// CHAT_ERR_INVALID (longer than max_message_bytes), CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED.
+// Any thread.
+int chat_replace(struct chat_engine *e, uint64_t reply_token, const char *new_text);
 
 // Sets (or with `cb` NULL, removes) the event callback and its `userdata` (not touched by the
 // library). With the default `"callback_thread": "host"` the callback runs only inside

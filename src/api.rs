@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use crate::context::Context;
 use crate::engine::{self, Running, StartError};
-use crate::hub::HubError;
+use crate::hub::{Decision, HubError};
 
-pub use crate::config::{CallbackThread, Config, ConfigError, Protocol, Relay};
+pub use crate::config::{CallbackThread, Config, ConfigError, HookDefault, Protocol, Relay, SlowConsumer};
 pub use crate::events::{Event, EventKind};
 pub use crate::stats::Snapshot as Stats;
 
@@ -34,6 +34,8 @@ pub enum Error {
     BadRoom(String),
     /// The connection's outbound backlog is full (it is being closed as a slow consumer).
     QueueFull(u64),
+    /// No message waits for a decision under this token (decided already, or timed out).
+    UnknownToken(u64),
     /// An argument is not acceptable (too long, wrong mode…); the text says which and why.
     InvalidArgument(String),
 }
@@ -49,6 +51,9 @@ impl std::fmt::Display for Error {
             Error::BadRoom(m) => write!(f, "bad room name: {m}"),
             Error::QueueFull(id) => {
                 write!(f, "connection {id} is not reading; its backlog is full and it is being closed")
+            }
+            Error::UnknownToken(t) => {
+                write!(f, "no message waits for a decision under token {t} (already decided, or timed out)")
             }
             Error::InvalidArgument(m) => f.write_str(m),
         }
@@ -73,6 +78,7 @@ impl From<HubError> for Error {
             HubError::UnknownConnection(id) => Error::UnknownConnection(id),
             HubError::BadRoom(m) => Error::BadRoom(m),
             HubError::QueueFull(id) => Error::QueueFull(id),
+            HubError::UnknownToken(t) => Error::UnknownToken(t),
         }
     }
 }
@@ -156,6 +162,25 @@ impl Engine {
     pub fn kick(&self, conn_id: u64, reason: &str) -> Result<(), Error> {
         self.check()?;
         Ok(self.ctx.hub.kick(conn_id, reason)?)
+    }
+
+    /// Publishes a message held for the host (relay `host`) as its sender wrote it.
+    pub fn approve(&self, token: u64) -> Result<(), Error> {
+        self.check()?;
+        Ok(self.ctx.hub.decide(token, Decision::Approve)?)
+    }
+
+    /// Refuses a held message; its sender gets an `error` (`rejected`) with `reason`.
+    pub fn reject(&self, token: u64, reason: &str) -> Result<(), Error> {
+        self.check()?;
+        Ok(self.ctx.hub.decide(token, Decision::Reject(reason.to_string()))?)
+    }
+
+    /// Publishes `text` instead of a held message's text (from its sender, in its room).
+    pub fn replace(&self, token: u64, text: &str) -> Result<(), Error> {
+        self.check()?;
+        self.check_text(text)?;
+        Ok(self.ctx.hub.decide(token, Decision::Replace(text.to_string()))?)
     }
 
     /// Takes the next event, waiting up to `timeout` (None = until one comes or the engine stops).

@@ -14,7 +14,9 @@ pub enum Relay {
     /// Broadcast to the room at once; the host is told afterwards.
     #[default]
     Auto,
-    /// Only the host sees it; the host decides what to broadcast (moderation, persistence).
+    /// Held for the host: the message event carries a reply token and the host approves,
+    /// rejects or replaces it (moderation, persistence first); `hook_default` after
+    /// `hook_timeout_ms`.
     Host,
 }
 
@@ -47,6 +49,17 @@ pub enum SlowConsumer {
 #[serde(deny_unknown_fields)]
 pub struct RoomConfig {
     pub slow_consumer: Option<SlowConsumer>,
+}
+
+/// What a held message gets when the host does not decide in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HookDefault {
+    /// Publish it as sent: a slow host must not stop the chat.
+    #[default]
+    Accept,
+    /// Refuse it: nothing unreviewed is ever published.
+    Reject,
 }
 
 /// On which thread the C callback set with `chat_set_callback` runs.
@@ -129,6 +142,10 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Policy for connections that fall `max_backlog_bytes` behind.
     pub slow_consumer: SlowConsumer,
+    /// With relay `host`: how long a message waits for the host's decision.
+    pub hook_timeout_ms: u64,
+    /// What happens to a message the host did not decide on in time.
+    pub hook_default: HookDefault,
     /// Messages each room keeps for history, resume and late joiners (0 = none).
     pub history_size: usize,
     /// Empty rooms kept for their history; past this the one empty longest is forgotten.
@@ -171,6 +188,8 @@ impl Default for Config {
             max_header_count: 64,
             max_header_bytes: 16 * 1024,
             slow_consumer: SlowConsumer::Close,
+            hook_timeout_ms: 2_000,
+            hook_default: HookDefault::Accept,
             history_size: 100,
             max_idle_rooms: 10_000,
             rooms: Default::default(),
@@ -246,6 +265,7 @@ impl Config {
         range("max_header_count", self.max_header_count, 8, 1000)?;
         range("max_header_bytes", self.max_header_bytes, 8192, 1 << 20)?;
         range("history_size", self.history_size, 0, 100_000)?;
+        range("hook_timeout_ms", self.hook_timeout_ms as usize, 10, 600_000)?;
         range("max_idle_rooms", self.max_idle_rooms, 0, 10_000_000)?;
         for (i, o) in self.allowed_origins.iter().enumerate() {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {

@@ -89,6 +89,18 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
         tokio::net::TcpListener::from_std(std_listener).map_err(StartError::Io)?
     };
     runtime.spawn(crate::http::accept_loop(listener, ctx.clone(), stop_accept.clone()));
+    if ctx.cfg.relay == crate::config::Relay::Host {
+        // Held messages the host did not decide on get `hook_default` within ~25 ms of their
+        // deadline.
+        let hub_ctx = ctx.clone();
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            loop {
+                tick.tick().await;
+                hub_ctx.hub.expire(crate::hub::now_ms());
+            }
+        });
+    }
     Ok(Running { runtime, ctx, stop_accept, local_addr })
 }
 

@@ -55,6 +55,10 @@ pub struct Event {
     /// For `disconnect`: the close code; for `dropped`: how many events were lost.
     #[serde(skip_serializing_if = "is_zero")]
     pub code: u64,
+    /// Non-zero when the host is asked to decide (relay `host`): answer with approve, reject or
+    /// replace before `hook_timeout_ms`, or `hook_default` applies.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub token: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -73,6 +77,7 @@ impl Event {
             msg_id: 0,
             ts: crate::hub::now_ms(),
             code: 0,
+            token: 0,
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::config::{Config, Protocol, Relay, SlowConsumer};
+use crate::config::{Config, HookDefault, Protocol, Relay, SlowConsumer};
 use crate::events::{Event, EventKind, EventQueue};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, Command, Request, Target, User};
@@ -31,6 +31,8 @@ pub fn now_ms() -> u64 {
 pub enum HubError {
     UnknownConnection(ConnId),
     BadRoom(String),
+    /// No message waits for a decision under this token (decided already, or timed out).
+    UnknownToken(u64),
     /// The connection's backlog is full; it is being closed as a slow consumer.
     QueueFull(ConnId),
 }
@@ -40,6 +42,9 @@ impl std::fmt::Display for HubError {
         match self {
             HubError::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
             HubError::BadRoom(m) => write!(f, "bad room name: {m}"),
+            HubError::UnknownToken(t) => {
+                write!(f, "no message waits for a decision under token {t} (already decided, or timed out)")
+            }
             HubError::QueueFull(id) => {
                 write!(f, "connection {id} is not reading; its backlog is full and it is being closed")
             }
@@ -58,6 +63,8 @@ pub struct HubConfig {
     pub host_name: Arc<str>,
     pub slow_consumer: SlowConsumer,
     pub max_name_chars: usize,
+    pub hook_timeout_ms: u64,
+    pub hook_default: HookDefault,
     /// Messages each room remembers for `history`, resume and late joiners.
     pub history_size: usize,
     /// Empty rooms kept for their history; past this the longest-empty one is forgotten.
@@ -83,6 +90,8 @@ impl From<&Config> for HubConfig {
             host_name: c.host_name.as_str().into(),
             slow_consumer: c.slow_consumer,
             max_name_chars: c.max_name_chars,
+            hook_timeout_ms: c.hook_timeout_ms,
+            hook_default: c.hook_default,
             history_size: c.history_size,
             max_idle_rooms: c.max_idle_rooms,
             room_policies: c
@@ -166,10 +175,30 @@ struct State {
     names: HashMap<String, ConnId>,
     /// Empty rooms kept for their history, longest-empty first (may hold rooms in use again).
     idle: VecDeque<Arc<str>>,
+    /// Messages held for the host's decision, by reply token.
+    held: HashMap<u64, Held>,
+    next_token: u64,
     /// Highest message id of any room removed so far. A room that empties is removed (so
     /// abandoned names cost nothing) and, if it comes back, continues above this, so message
     /// ids in a room never go back and a returning client is never shown an old id again.
     retired_seq: u64,
+}
+
+/// A message waiting for the host (relay `host`).
+struct Held {
+    from: ConnId,
+    name: Arc<str>,
+    room: Arc<str>,
+    text: String,
+    deadline_ms: u64,
+}
+
+/// The host's answer to a held message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject(String),
+    Replace(String),
 }
 
 pub struct Hub {
@@ -335,6 +364,64 @@ impl Hub {
         self.to_one(id, &conn.outbox, &json);
     }
 
+    /// Sends a user's message to its room and remembers it; returns its id (0 if the room is
+    /// gone).
+    fn publish(&self, st: &mut State, from: ConnId, name: &str, room: &Arc<str>, text: &str, ts: u64) -> u64 {
+        let keep = self.cfg.history_size;
+        let Some(r) = st.rooms.get_mut(room) else { return 0 };
+        r.seq += 1;
+        let json = protocol::message(room, r.seq, ts, User { id: from, name }, text);
+        r.remember(r.seq, &json, keep);
+        let wire = if self.seed() { protocol::seed_message(text, name) } else { json };
+        self.fan_out(r, &wsframe::text(&wire), None);
+        r.seq
+    }
+
+    /// The host's decision on a held message: publish it as sent, publish other text, or tell
+    /// the sender it was refused.
+    pub fn decide(&self, token: u64, decision: Decision) -> Result<(), HubError> {
+        let mut st = self.lock();
+        let held = st.held.remove(&token).ok_or(HubError::UnknownToken(token))?;
+        self.apply(&mut st, held, decision);
+        Ok(())
+    }
+
+    fn apply(&self, st: &mut State, held: Held, decision: Decision) {
+        match decision {
+            Decision::Approve => {
+                self.publish(st, held.from, &held.name, &held.room, &held.text, now_ms());
+            }
+            Decision::Replace(text) => {
+                self.publish(st, held.from, &held.name, &held.room, &text, now_ms());
+            }
+            Decision::Reject(reason) => {
+                if let Some(c) = st.conns.get(&held.from) {
+                    let outbox = c.outbox.clone();
+                    let reason =
+                        if reason.is_empty() { "your message was not published".to_string() } else { reason };
+                    self.command_error(held.from, &outbox, "rejected", &reason);
+                }
+            }
+        }
+    }
+
+    /// Applies `hook_default` to held messages whose deadline passed; returns how many.
+    pub fn expire(&self, now: u64) -> usize {
+        let mut st = self.lock();
+        let due: Vec<u64> = st.held.iter().filter(|(_, h)| h.deadline_ms <= now).map(|(t, _)| *t).collect();
+        for token in &due {
+            if let Some(held) = st.held.remove(token) {
+                let decision = match self.cfg.hook_default {
+                    HookDefault::Accept => Decision::Approve,
+                    HookDefault::Reject => Decision::Reject("the moderator did not answer in time".into()),
+                };
+                Stats::inc(&self.stats.hook_timeouts);
+                self.apply(&mut st, held, decision);
+            }
+        }
+        due.len()
+    }
+
     /// The room called `key`, created (continuing above every retired id) if need be.
     fn room_entry<'s>(&self, st: &'s mut State, key: &Arc<str>) -> &'s mut Room {
         let policy = self.cfg.policy_for(key);
@@ -432,16 +519,19 @@ impl Hub {
                 }
                 let name = conn.name.clone();
                 let mut ev = Event::new(EventKind::Message, id);
-                if self.cfg.relay == Relay::Auto {
-                    let seed = self.seed();
-                    let keep = self.cfg.history_size;
-                    if let Some(r) = st.rooms.get_mut(&room) {
-                        r.seq += 1;
-                        ev.msg_id = r.seq;
-                        let json = protocol::message(&room, r.seq, ev.ts, User { id, name: &name }, &text);
-                        r.remember(r.seq, &json, keep);
-                        let wire = if seed { protocol::seed_message(&text, &name) } else { json };
-                        self.fan_out(&st.rooms[&room], &wsframe::text(&wire), None);
+                match self.cfg.relay {
+                    Relay::Auto => ev.msg_id = self.publish(&mut st, id, &name, &room, &text, ev.ts),
+                    Relay::Host => {
+                        st.next_token += 1;
+                        ev.token = st.next_token;
+                        let held = Held {
+                            from: id,
+                            name: name.clone(),
+                            room: room.clone(),
+                            text: text.clone(),
+                            deadline_ms: ev.ts + self.cfg.hook_timeout_ms,
+                        };
+                        st.held.insert(ev.token, held);
                     }
                 }
                 ev.room = Some(room);

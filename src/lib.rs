@@ -46,4 +46,7 @@ pub mod fuzzing {
     }
 }
 
-pub use api::{CallbackThread, Config, ConfigError, Engine, Error, Event, EventKind, Protocol, Relay, Stats};
+pub use api::{
+    CallbackThread, Config, ConfigError, Engine, Error, Event, EventKind, HookDefault, Protocol, Relay,
+    SlowConsumer, Stats,
+};

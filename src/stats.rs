@@ -24,6 +24,7 @@ pub struct Stats {
     pub rate_limited: AtomicU64,
     pub rate_limit_closes: AtomicU64,
     pub idle_timeouts: AtomicU64,
+    pub hook_timeouts: AtomicU64,
     pub handshake_timeouts: AtomicU64,
     pub header_rejects: AtomicU64,
 }
@@ -50,6 +51,7 @@ pub struct Snapshot {
     pub rate_limited: u64,
     pub rate_limit_closes: u64,
     pub idle_timeouts: u64,
+    pub hook_timeouts: u64,
     pub handshake_timeouts: u64,
     pub header_rejects: u64,
     pub events_queued: u64,
@@ -87,6 +89,7 @@ impl Stats {
             rate_limited: self.rate_limited.load(Relaxed),
             rate_limit_closes: self.rate_limit_closes.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
+            hook_timeouts: self.hook_timeouts.load(Relaxed),
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
             header_rejects: self.header_rejects.load(Relaxed),
             events_queued,

@@ -40,6 +40,9 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
     assert!(chat_stats_json(null()).is_null());
     assert_eq!(chat_port(null()), 0);
     assert_eq!(chat_stop(null_mut()), ERR_NULL);
+    assert_eq!(chat_approve(null_mut(), 1), ERR_NULL);
+    assert_eq!(chat_reject(null_mut(), 1, null()), ERR_NULL);
+    assert_eq!(chat_replace(null_mut(), 1, c"x".as_ptr()), ERR_NULL);
     chat_free(null_mut());
     chat_event_free(null_mut());
     chat_string_free(null_mut());
@@ -50,6 +53,8 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
     assert_eq!(chat_send(e, 1, null()), ERR_NULL);
     assert_eq!(chat_poll_event(e, 0, null_mut()), ERR_NULL);
     assert_eq!(chat_broadcast(e, null(), text.as_ptr()), 0, "room NULL = every room (none yet)");
+    assert_eq!(chat_replace(e, 1, null()), ERR_NULL);
+    assert_eq!(chat_approve(e, 77), chat_result::CHAT_ERR_UNKNOWN_TOKEN as i32);
     chat_free(e);
 }
 
@@ -102,7 +107,7 @@ fn calls_after_stop_return_stopped_and_double_stop_says_so() {
 
 #[test]
 fn result_codes_have_text() {
-    for code in 0..=10 {
+    for code in 0..=11 {
         // SAFETY: static strings.
         let s = unsafe { CStr::from_ptr(chat_result_str(-code)) }.to_str().unwrap();
         assert!(!s.is_empty() && s != "unknown result code", "{code}");

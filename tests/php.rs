@@ -70,3 +70,25 @@ fn php_host_misuse_gets_error_codes_and_never_crashes() {
     assert!(status.success(), "{status}: {out}");
     assert_eq!(out.trim(), "0 checks failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_php_host_approving_every_message_lets_each_one_through_in_order() {
+    const N: usize = 100;
+    let mut child = KillOnDrop(php("bench/php_host.php", &["approve", &N.to_string()]));
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port: u16 = first.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect(&first);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+    welcomed(&mut ws).await;
+    for i in 0..N {
+        send(&mut ws, &format!("m{i}")).await;
+        let m = recv_type(&mut ws, "message").await;
+        assert_eq!(m["text"], format!("m{i}"), "approved by PHP, in order");
+    }
+    let status = wait_with_timeout(&mut child.0, Duration::from_secs(30));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(status.success(), "{status} {rest}");
+    assert_eq!(rest.trim(), format!("handled {N}, failed approvals 0"));
+}

@@ -27,6 +27,7 @@ typedef enum chat_result {
   CHAT_ERR_PANIC = -8,
   CHAT_ERR_INTERNAL = -9,
   CHAT_ERR_INVALID = -10,
+  CHAT_ERR_UNKNOWN_TOKEN = -11,
 } chat_result;
 
 typedef struct chat_engine chat_engine;
@@ -43,6 +44,7 @@ typedef struct chat_event {
   const char *text;
   size_t text_len;
   const char *json;
+  uint64_t reply_token;
 } chat_event;
 
 typedef void (*chat_event_cb)(void *userdata, const struct chat_event *ev);
@@ -56,6 +58,12 @@ int chat_broadcast(struct chat_engine *e, const char *room, const char *text);
 int chat_send(struct chat_engine *e, uint64_t conn_id, const char *text);
 
 int chat_kick(struct chat_engine *e, uint64_t conn_id, const char *reason);
+
+int chat_approve(struct chat_engine *e, uint64_t reply_token);
+
+int chat_reject(struct chat_engine *e, uint64_t reply_token, const char *reason);
+
+int chat_replace(struct chat_engine *e, uint64_t reply_token, const char *new_text);
 
 int chat_set_callback(struct chat_engine *e, chat_event_cb cb, void *userdata);
 

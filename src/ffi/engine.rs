@@ -66,6 +66,7 @@ fn code_of(e: Error) -> c_int {
         Error::Stopped => CHAT_ERR_STOPPED,
         Error::UnknownConnection(_) => CHAT_ERR_UNKNOWN_CONN,
         Error::QueueFull(_) => CHAT_ERR_QUEUE_FULL,
+        Error::UnknownToken(_) => CHAT_ERR_UNKNOWN_TOKEN,
         Error::BadRoom(_) | Error::InvalidArgument(_) => CHAT_ERR_INVALID,
     };
     fail(code, e.to_string())
@@ -168,6 +169,49 @@ pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_
             let h = engine_ref(e)?;
             let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
             h.engine.kick(conn_id, reason).map_err(code_of)
+        };
+        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+    })
+}
+
+/// Relay `host`: publishes the held message with `reply_token` as its sender wrote it.
+/// Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_UNKNOWN_TOKEN (already decided, or
+/// `hook_timeout_ms` passed and `hook_default` applied) or CHAT_ERR_STOPPED. Any thread,
+/// including inside the callback.
+#[no_mangle]
+pub extern "C" fn chat_approve(e: *mut chat_engine, reply_token: u64) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
+        Ok(h) => h.engine.approve(reply_token).map_or_else(code_of, |_| CHAT_OK as c_int),
+        Err(c) => c,
+    })
+}
+
+/// Relay `host`: refuses the held message; its sender gets an `error` (code `rejected`) with
+/// `reason` (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
+/// CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED. Any thread.
+#[no_mangle]
+pub extern "C" fn chat_reject(e: *mut chat_engine, reply_token: u64, reason: *const c_char) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<(), c_int> {
+            let h = engine_ref(e)?;
+            let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
+            h.engine.reject(reply_token, reason).map_err(code_of)
+        };
+        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+    })
+}
+
+/// Relay `host`: publishes `new_text` (UTF-8, copied) in place of the held message, from the
+/// same sender in the same room. Returns CHAT_OK, CHAT_ERR_NULL (e or new_text), CHAT_ERR_UTF8,
+/// CHAT_ERR_INVALID (longer than max_message_bytes), CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED.
+/// Any thread.
+#[no_mangle]
+pub extern "C" fn chat_replace(e: *mut chat_engine, reply_token: u64, new_text: *const c_char) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<(), c_int> {
+            let h = engine_ref(e)?;
+            let text = str_arg(new_text, "new_text")?;
+            h.engine.replace(reply_token, text).map_err(code_of)
         };
         run().map_or_else(|c| c, |_| CHAT_OK as c_int)
     })

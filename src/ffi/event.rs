@@ -55,6 +55,9 @@ pub struct chat_event {
     pub text_len: usize,
     /// The whole event as one JSON object (always set).
     pub json: *const c_char,
+    /// Relay `host`: non-zero on a message event that waits for the host's decision; answer with
+    /// `chat_approve`, `chat_reject` or `chat_replace` before `hook_timeout_ms`.
+    pub reply_token: u64,
 }
 
 /// The struct C sees, followed by the memory its pointers point into. `raw` comes first so a
@@ -108,6 +111,7 @@ impl OwnedEvent {
             text: text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr() as *const c_char),
             text_len: text.as_ref().map_or(0, |t| t.len() - 1),
             json: json.as_ptr(),
+            reply_token: ev.token,
         };
         // Moving CString/Vec values does not move their heap buffers, so the pointers stay valid.
         Box::new(OwnedEvent { raw, room, name, text, json })

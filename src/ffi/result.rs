@@ -30,10 +30,12 @@ pub enum chat_result {
     CHAT_ERR_INTERNAL = -9,
     /// An argument is out of range or not allowed now (too long, bad room name, wrong mode).
     CHAT_ERR_INVALID = -10,
+    /// No message waits for a decision under that reply token (decided already, or timed out).
+    CHAT_ERR_UNKNOWN_TOKEN = -11,
 }
 
 /// Every code, for `chat_result_str` (module-private so cbindgen does not export it).
-const ALL: [chat_result; 11] = [
+const ALL: [chat_result; 12] = [
     chat_result::CHAT_OK,
     chat_result::CHAT_ERR_NULL,
     chat_result::CHAT_ERR_UTF8,
@@ -45,6 +47,7 @@ const ALL: [chat_result; 11] = [
     chat_result::CHAT_ERR_PANIC,
     chat_result::CHAT_ERR_INTERNAL,
     chat_result::CHAT_ERR_INVALID,
+    chat_result::CHAT_ERR_UNKNOWN_TOKEN,
 ];
 
 impl chat_result {
@@ -61,6 +64,7 @@ impl chat_result {
             chat_result::CHAT_ERR_PANIC => "internal panic caught\0",
             chat_result::CHAT_ERR_INTERNAL => "internal error\0",
             chat_result::CHAT_ERR_INVALID => "invalid argument\0",
+            chat_result::CHAT_ERR_UNKNOWN_TOKEN => "no message waits for that reply token\0",
         }
     }
 }
