@@ -229,6 +229,14 @@ int chat_event_fd(const struct chat_engine *e);
 // `chat_string_free`, or NULL if `e` is NULL. Any thread.
 char *chat_stats_json(const struct chat_engine *e);
 
+// Who is in `room` (UTF-8; NULL = every room with members) as a JSON object
+// `{"seq": N, "rooms": {"lobby": {"last_id": M, "members": [{"id", "name"}]}}}`, where `seq` is
+// the number of the last event the snapshot reflects: a host rebuilding its bookkeeping applies
+// only events with a higher `seq` after it. A room nobody is in is absent.
+// Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, room not
+// UTF-8, stopped) with the reason in `chat_last_error()`. Any thread, including the callback.
+char *chat_presence_json(const struct chat_engine *e, const char *room);
+
 // Stops the engine gracefully: no new connections, every client gets close 1001, waits up to
 // `stop_timeout_ms` for them, then joins every engine thread and closes every socket. Waiting
 // `chat_poll_event`/`chat_dispatch` calls on other threads return CHAT_ERR_STOPPED.

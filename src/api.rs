@@ -246,6 +246,13 @@ impl Engine {
         s
     }
 
+    /// A membership snapshot as JSON, with the sequence number of the last event it reflects
+    /// (see `chat_presence_json`). `room` None = every room with members.
+    pub fn presence_json(&self, room: Option<&str>) -> Result<String, Error> {
+        self.check()?;
+        Ok(self.ctx.hub.presence_json(room))
+    }
+
     /// Members of a room as (connection id, name).
     pub fn members(&self, room: &str) -> Result<Vec<(u64, String)>, Error> {
         self.check()?;

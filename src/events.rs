@@ -189,6 +189,11 @@ impl EventQueue {
         self.lock().queue.len()
     }
 
+    /// The sequence number of the newest event so far (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
     pub fn dropped_total(&self) -> u64 {
         self.lock().dropped_total
     }

@@ -741,6 +741,36 @@ impl Hub {
         }
     }
 
+    /// Who is where, as JSON: `{"seq": N, "rooms": {room: {"last_id", "members": [{id, name}]}}}`
+    /// for one room or every room with members. Taken under the lock every membership event is
+    /// queued under, so it reflects exactly the events numbered up to `seq`: a host that lost
+    /// track rebuilds from this and applies only events with a higher `seq`.
+    pub fn presence_json(&self, room: Option<&str>) -> String {
+        let st = self.lock();
+        let seq = self.events.last_seq();
+        let mut rooms = serde_json::Map::new();
+        let mut add = |name: &str, r: &Room| {
+            let members: Vec<Value> = Self::members_of(&st, r)
+                .iter()
+                .map(|(id, n)| serde_json::json!({"id": id, "name": &**n}))
+                .collect();
+            rooms.insert(name.to_string(), serde_json::json!({"last_id": r.seq, "members": members}));
+        };
+        match room {
+            Some(name) => {
+                if let Some(r) = st.rooms.get(name) {
+                    add(name, r);
+                }
+            }
+            None => {
+                for (name, r) in st.rooms.iter().filter(|(_, r)| !r.members.is_empty()) {
+                    add(name, r);
+                }
+            }
+        }
+        serde_json::json!({"seq": seq, "rooms": rooms}).to_string()
+    }
+
     /// Rooms with someone in them (empty rooms kept for their history are not counted).
     pub fn room_count(&self) -> usize {
         self.lock().rooms.values().filter(|r| !r.members.is_empty()).count()

@@ -41,6 +41,7 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
     assert_eq!(chat_port(null()), 0);
     assert_eq!(chat_stop(null_mut()), ERR_NULL);
     assert_eq!(chat_approve(null_mut(), 1), ERR_NULL);
+    assert!(chat_presence_json(null(), null()).is_null());
     assert_eq!(chat_reject(null_mut(), 1, null()), ERR_NULL);
     assert_eq!(chat_replace(null_mut(), 1, c"x".as_ptr()), ERR_NULL);
     chat_free(null_mut());
@@ -55,6 +56,10 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
     assert_eq!(chat_broadcast(e, null(), text.as_ptr()), 0, "room NULL = every room (none yet)");
     assert_eq!(chat_replace(e, 1, null()), ERR_NULL);
     assert_eq!(chat_approve(e, 77), chat_result::CHAT_ERR_UNKNOWN_TOKEN as i32);
+    let p = chat_presence_json(e, null());
+    // SAFETY: a string from chat_presence_json, freed once below.
+    assert_eq!(unsafe { CStr::from_ptr(p) }.to_str().unwrap(), r#"{"rooms":{},"seq":0}"#);
+    chat_string_free(p);
     chat_free(e);
 }
 

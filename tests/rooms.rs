@@ -135,3 +135,33 @@ async fn a_rename_is_announced_and_names_stay_unique() {
     let mut bob2 = connect(&e, "name=bob").await;
     assert_eq!(welcomed(&mut bob2).await["name"], "bob", "the old name is free again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_snapshot_matches_the_event_numbers() {
+    let e = engine(json!({}));
+    let mut a = connect(&e, "name=ann&room=r1").await;
+    welcomed(&mut a).await;
+    let mut b = connect(&e, "name=bob&room=r1").await;
+    welcomed(&mut b).await;
+    send(&mut b, r#"{"type":"join","room":"r2"}"#).await;
+    recv_type(&mut b, "presence").await;
+
+    let snap: Value = serde_json::from_str(&e.presence_json(None).unwrap()).unwrap();
+    let mut last_seq = 0;
+    while let Some(ev) = e.poll_event(Some(std::time::Duration::ZERO)).unwrap() {
+        last_seq = ev.seq;
+    }
+    assert_eq!(snap["seq"], last_seq, "the snapshot reflects exactly the events so far");
+    let names = |room: &str| -> Vec<String> {
+        snap["rooms"][room]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("r1"), ["ann", "bob"]);
+    assert_eq!(names("r2"), ["bob"]);
+    let one: Value = serde_json::from_str(&e.presence_json(Some("r2")).unwrap()).unwrap();
+    assert_eq!(one["rooms"].as_object().unwrap().len(), 1);
+}

@@ -75,6 +75,8 @@ int chat_event_fd(const struct chat_engine *e);
 
 char *chat_stats_json(const struct chat_engine *e);
 
+char *chat_presence_json(const struct chat_engine *e, const char *room);
+
 int chat_stop(struct chat_engine *e);
 
 void chat_free(struct chat_engine *e);

@@ -347,6 +347,24 @@ pub extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
     })
 }
 
+/// Who is in `room` (UTF-8; NULL = every room with members) as a JSON object
+/// `{"seq": N, "rooms": {"lobby": {"last_id": M, "members": [{"id", "name"}]}}}`, where `seq` is
+/// the number of the last event the snapshot reflects: a host rebuilding its bookkeeping applies
+/// only events with a higher `seq` after it. A room nobody is in is absent.
+/// Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, room not
+/// UTF-8, stopped) with the reason in `chat_last_error()`. Any thread, including the callback.
+#[no_mangle]
+pub extern "C" fn chat_presence_json(e: *const chat_engine, room: *const c_char) -> *mut c_char {
+    guard(std::ptr::null_mut(), || {
+        let run = || -> Result<String, c_int> {
+            let h = engine_ref(e)?;
+            let room = opt_str_arg(room, "room")?;
+            h.engine.presence_json(room).map_err(code_of)
+        };
+        run().map_or(std::ptr::null_mut(), super::strings::owned)
+    })
+}
+
 /// Stops the engine gracefully: no new connections, every client gets close 1001, waits up to
 /// `stop_timeout_ms` for them, then joins every engine thread and closes every socket. Waiting
 /// `chat_poll_event`/`chat_dispatch` calls on other threads return CHAT_ERR_STOPPED.
