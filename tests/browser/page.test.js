@@ -80,3 +80,26 @@ test("two people chat, whisper, and markup stays text", { timeout: 60000 }, asyn
   assert.ok(await bob.page.locator("#text").isVisible());
   assert.ok(await bob.page.locator("#log li", { hasText: "hello ann" }).isVisible());
 });
+
+test("the tutorial's page works unchanged against seed mode", { timeout: 60000 }, async () => {
+  const seed = spawn(serverBin, ["--listen", "127.0.0.1:0", "--quiet", "--config", path.join(root, "examples/seed/config.json")],
+    { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const port = await new Promise((resolve) => seed.stdout.once("data", (d) => resolve(String(d).match(/:(\d+)\s*$/m)[1])));
+    const url = "file://" + path.join(root, "examples/seed/index.html") + "?port=" + port;
+    const pages = [];
+    for (let i = 0; i < 2; i++) {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(url);
+      pages.push(page);
+    }
+    await pages[0].waitForTimeout(300);
+    await pages[0].fill("#t", "hi from the tutorial <b>page</b>");
+    await pages[0].keyboard.press("Enter");
+    const line = pages[1].locator("#msgs li", { hasText: "hi from the tutorial <b>page</b>" });
+    await line.waitFor({ timeout: 5000 });
+    assert.strictEqual(await pages[1].locator("#msgs li b").count(), 1, "only the sender name is bold; the text's <b> is text");
+  } finally {
+    seed.kill("SIGINT");
+  }
+});
