@@ -529,7 +529,8 @@ impl Hub {
                             name: name.clone(),
                             room: room.clone(),
                             text: text.clone(),
-                            deadline_ms: ev.ts + self.cfg.hook_timeout_ms,
+                            // +1: `ts` is truncated to the millisecond; never hold less than asked.
+                            deadline_ms: ev.ts + self.cfg.hook_timeout_ms + 1,
                         };
                         st.held.insert(ev.token, held);
                     }
