@@ -61,7 +61,7 @@ fn masked_text(text: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_flood_gets_errors_then_close_1008() {
-    let e = engine(json!({"max_messages_per_second": 5, "message_burst": 5}));
+    let e = engine(json!({"max_messages_per_second": 1, "message_burst": 5}));
     let mut ws = connect(&e, "").await;
     welcomed(&mut ws).await;
     for i in 0..12 {
