@@ -148,6 +148,8 @@ pub struct Config {
     pub hook_default: HookDefault,
     /// Messages each room keeps for history, resume and late joiners (0 = none).
     pub history_size: usize,
+    /// How many of the newest kept messages a newcomer gets on join (the rest by paging).
+    pub history_on_join: usize,
     /// Empty rooms kept for their history; past this the one empty longest is forgotten.
     pub max_idle_rooms: usize,
     /// Per-room overrides, by room name: `{"ticker": {"slow_consumer": "drop_oldest"}}`.
@@ -191,6 +193,7 @@ impl Default for Config {
             hook_timeout_ms: 2_000,
             hook_default: HookDefault::Accept,
             history_size: 100,
+            history_on_join: 50,
             max_idle_rooms: 10_000,
             rooms: Default::default(),
         }
@@ -265,6 +268,7 @@ impl Config {
         range("max_header_count", self.max_header_count, 8, 1000)?;
         range("max_header_bytes", self.max_header_bytes, 8192, 1 << 20)?;
         range("history_size", self.history_size, 0, 100_000)?;
+        range("history_on_join", self.history_on_join, 0, 100_000)?;
         range("hook_timeout_ms", self.hook_timeout_ms as usize, 10, 600_000)?;
         range("max_idle_rooms", self.max_idle_rooms, 0, 10_000_000)?;
         for (i, o) in self.allowed_origins.iter().enumerate() {

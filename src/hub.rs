@@ -67,6 +67,7 @@ pub struct HubConfig {
     pub hook_default: HookDefault,
     /// Messages each room remembers for `history`, resume and late joiners.
     pub history_size: usize,
+    pub history_on_join: usize,
     /// Empty rooms kept for their history; past this the longest-empty one is forgotten.
     pub max_idle_rooms: usize,
     /// Rooms whose slow-consumer policy differs from the engine's.
@@ -93,6 +94,7 @@ impl From<&Config> for HubConfig {
             hook_timeout_ms: c.hook_timeout_ms,
             hook_default: c.hook_default,
             history_size: c.history_size,
+            history_on_join: c.history_on_join,
             max_idle_rooms: c.max_idle_rooms,
             room_policies: c
                 .rooms
@@ -142,9 +144,10 @@ impl Room {
 
     /// What a client that last saw `since` (None: a newcomer) should get: the messages and
     /// whether some it missed are no longer kept.
-    fn catch_up(&self, since: Option<u64>) -> (Vec<&str>, bool) {
+    fn catch_up(&self, since: Option<u64>, newcomer_window: usize) -> (Vec<&str>, bool) {
         let Some(since) = since else {
-            return (self.history.iter().map(|(_, m)| &**m).collect(), false);
+            let skip = self.history.len().saturating_sub(newcomer_window);
+            return (self.history.iter().skip(skip).map(|(_, m)| &**m).collect(), false);
         };
         let oldest = self.history.front().map_or(self.seq + 1, |(id, _)| *id);
         let gap = since < self.seq && since + 1 < oldest;
@@ -358,8 +361,11 @@ impl Hub {
             protocol::presence(room, &users)
         };
         self.to_one(id, &conn.outbox, &json);
-        let (messages, gap) = r.catch_up(since);
-        let more = !gap && since.is_none() && r.history.front().is_some_and(|(first, _)| *first > 1);
+        let (messages, gap) = r.catch_up(since, self.cfg.history_on_join);
+        let shown = messages.len();
+        let more = !gap
+            && since.is_none()
+            && (shown < r.history.len() || r.history.front().is_some_and(|(f, _)| *f > 1));
         let json = protocol::history(room, messages.into_iter(), gap, more);
         self.to_one(id, &conn.outbox, &json);
     }

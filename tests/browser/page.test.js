@@ -15,7 +15,9 @@ const serverBin = process.env.EMBEDCHAT_SERVER || path.join(root, "target/debug/
 let server, base, browser;
 
 before(async () => {
-  server = spawn(serverBin, ["--listen", "127.0.0.1:0", "--quiet"], { stdio: ["ignore", "pipe", "inherit"] });
+  const cfg = path.join(require("node:os").tmpdir(), `embedchat-browser-${process.pid}.json`);
+  fs.writeFileSync(cfg, JSON.stringify({ max_messages_per_second: 0 }));
+  server = spawn(serverBin, ["--listen", "127.0.0.1:0", "--quiet", "--config", cfg], { stdio: ["ignore", "pipe", "inherit"] });
   base = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start")), 10000);
     server.stdout.once("data", (d) => {
@@ -54,20 +56,21 @@ async function say(page, text) {
 test("two people chat, whisper, and markup stays text", { timeout: 60000 }, async () => {
   const ann = await person("ann");
   const bob = await person("bob");
+  await ann.page.locator("#room-list button", { hasText: "lobby" }).waitFor({ timeout: 5000 });
   await ann.page.locator("#members li", { hasText: "bob" }).waitFor({ timeout: 5000 });
   await bob.page.locator("#members li", { hasText: "ann" }).waitFor({ timeout: 5000 });
 
   await say(bob.page, "hello ann");
-  await ann.page.locator("#log li", { hasText: "hello ann" }).waitFor({ timeout: 5000 });
+  await ann.page.locator(".log li", { hasText: "hello ann" }).waitFor({ timeout: 5000 });
 
   await say(bob.page, "/w ann just between us");
-  await ann.page.locator("#log li.whisper", { hasText: "just between us" }).waitFor({ timeout: 5000 });
+  await ann.page.locator(".log li.whisper", { hasText: "just between us" }).waitFor({ timeout: 5000 });
 
   const evil = "<img src=x onerror=alert(1)>";
   await say(ann.page, evil);
-  const line = bob.page.locator("#log li", { hasText: evil });
+  const line = bob.page.locator(".log li", { hasText: evil });
   await line.waitFor({ timeout: 5000 });
-  assert.strictEqual(await bob.page.locator("#log img").count(), 0, "no element was created from the text");
+  assert.strictEqual(await bob.page.locator(".log img").count(), 0, "no element was created from the text");
   await bob.page.waitForTimeout(300);
   assert.deepStrictEqual(bob.dialogs, [], "no script ran");
   assert.deepStrictEqual(ann.dialogs, []);
@@ -78,7 +81,7 @@ test("two people chat, whisper, and markup stays text", { timeout: 60000 }, asyn
   // A phone-width screen still shows the conversation and the input.
   await bob.page.setViewportSize({ width: 380, height: 700 });
   assert.ok(await bob.page.locator("#text").isVisible());
-  assert.ok(await bob.page.locator("#log li", { hasText: "hello ann" }).isVisible());
+  assert.ok(await bob.page.locator(".log li", { hasText: "hello ann" }).isVisible());
 });
 
 test("the tutorial's page works unchanged against seed mode", { timeout: 60000 }, async () => {
@@ -102,4 +105,45 @@ test("the tutorial's page works unchanged against seed mode", { timeout: 60000 }
   } finally {
     seed.kill("SIGINT");
   }
+});
+
+test("rooms: join, unread counts, switching", { timeout: 60000 }, async () => {
+  const cy = await person("cy");
+  const dee = await person("dee");
+  // cy joins "dev" from the page and looks at it.
+  await cy.page.fill("#join-name", "dev");
+  await cy.page.keyboard.press("Enter");
+  await cy.page.locator("#room-list button[aria-current=true]", { hasText: "dev" }).waitFor({ timeout: 5000 });
+  // dee talks in the lobby: cy sees an unread count there, not the message.
+  await say(dee.page, "lobby news 1");
+  await say(dee.page, "lobby news 2");
+  const badge = cy.page.locator("#room-list button", { hasText: "lobby" }).locator(".unread");
+  await badge.filter({ hasText: "2" }).waitFor({ timeout: 5000 });
+  assert.strictEqual(await cy.page.locator(".log:not([hidden]) li", { hasText: "lobby news" }).count(), 0);
+  // Switching shows them and clears the count.
+  await cy.page.locator("#room-list button", { hasText: "lobby" }).click();
+  await cy.page.locator(".log:not([hidden]) li", { hasText: "lobby news 2" }).waitFor({ timeout: 5000 });
+  assert.strictEqual(await badge.count(), 0);
+  // A message typed now goes to the room shown.
+  await say(cy.page, "back in the lobby");
+  await dee.page.locator(".log:not([hidden]) li", { hasText: "back in the lobby" }).waitFor({ timeout: 5000 });
+});
+
+test("scrolling up pages older history in", { timeout: 60000 }, async () => {
+  const writer = await person("writer");
+  await writer.page.fill("#join-name", "archive");
+  await writer.page.keyboard.press("Enter");
+  await writer.page.locator("#room-list button[aria-current=true]", { hasText: "archive" }).waitFor({ timeout: 5000 });
+  for (let i = 1; i <= 80; i++) await say(writer.page, `old ${i}`);
+  await writer.page.locator(".log:not([hidden]) li", { hasText: "old 80" }).waitFor({ timeout: 10000 });
+
+  const reader = await person("reader");
+  await reader.page.fill("#join-name", "archive");
+  await reader.page.keyboard.press("Enter");
+  const log = reader.page.locator(".log:not([hidden])");
+  await log.locator("li", { hasText: "old 80" }).waitFor({ timeout: 5000 });
+  assert.strictEqual(await log.locator("li", { hasText: /^.*old 30$/ }).count(), 0, "a newcomer gets the newest 50");
+  await log.evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event("scroll")); });
+  await log.locator("li", { hasText: /old 30$/ }).waitFor({ timeout: 5000 });
+  await log.locator("li", { hasText: /old 1$/ }).waitFor({ timeout: 5000 });
 });
