@@ -65,6 +65,9 @@ typedef enum chat_event_kind {
   CHAT_EVENT_WHISPER = 8,
   // A client renamed itself (name = the new name, text = the old one).
   CHAT_EVENT_NICK = 9,
+  // With `"join_hook": true`: `name` asks to join `room`; answer with `chat_approve` or
+  // `chat_reject` and `reply_token` (the JOIN event follows once it is a member).
+  CHAT_EVENT_JOIN_REQUEST = 10,
 } chat_event_kind;
 
 // Result codes. `CHAT_OK` (0) is success; errors are negative. Functions that count something
@@ -129,8 +132,9 @@ typedef struct chat_event {
   size_t text_len;
   // The whole event as one JSON object (always set).
   const char *json;
-  // Relay `host`: non-zero on a message event that waits for the host's decision; answer with
-  // `chat_approve`, `chat_reject` or `chat_replace` before `hook_timeout_ms`.
+  // Non-zero when the event waits for the host's decision (a message under relay `host`, a
+  // JOIN_REQUEST under `join_hook`): answer with `chat_approve`, `chat_reject` or (messages)
+  // `chat_replace` before `hook_timeout_ms`.
   uint64_t reply_token;
 } chat_event;
 
@@ -177,14 +181,16 @@ int chat_send(struct chat_engine *e, uint64_t conn_id, const char *text);
 // CHAT_ERR_STOPPED. Any thread, including inside the callback.
 int chat_kick(struct chat_engine *e, uint64_t conn_id, const char *reason);
 
-// Relay `host`: publishes the held message with `reply_token` as its sender wrote it.
+// Publishes the held message with `reply_token` as its sender wrote it (relay `host`), or
+// admits the held join (`join_hook`: the client gets its welcome or presence).
 // Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_UNKNOWN_TOKEN (already decided, or
 // `hook_timeout_ms` passed and `hook_default` applied) or CHAT_ERR_STOPPED. Any thread,
 // including inside the callback.
 int chat_approve(struct chat_engine *e, uint64_t reply_token);
 
-// Relay `host`: refuses the held message; its sender gets an `error` (code `rejected`) with
-// `reason` (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
+// Refuses the held message (its sender gets an `error`, code `rejected`) or join (a `join`
+// command gets `join_rejected`; a connection's first room closes it with 4003), with `reason`
+// (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
 // CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED. Any thread.
 int chat_reject(struct chat_engine *e, uint64_t reply_token, const char *reason);
 

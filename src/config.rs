@@ -146,6 +146,9 @@ pub struct Config {
     pub hook_timeout_ms: u64,
     /// What happens to a message the host did not decide on in time.
     pub hook_default: HookDefault,
+    /// Every join waits for the host (`join_request` event with a reply token; the first room
+    /// refused → close 4003, a `join` refused → `error`); `hook_default` after `hook_timeout_ms`.
+    pub join_hook: bool,
     /// Messages each room keeps for history, resume and late joiners (0 = none).
     pub history_size: usize,
     /// How many of the newest kept messages a newcomer gets on join (the rest by paging).
@@ -192,6 +195,7 @@ impl Default for Config {
             slow_consumer: SlowConsumer::Close,
             hook_timeout_ms: 2_000,
             hook_default: HookDefault::Accept,
+            join_hook: false,
             history_size: 100,
             history_on_join: 50,
             max_idle_rooms: 10_000,

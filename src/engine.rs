@@ -89,9 +89,9 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
         tokio::net::TcpListener::from_std(std_listener).map_err(StartError::Io)?
     };
     runtime.spawn(crate::http::accept_loop(listener, ctx.clone(), stop_accept.clone()));
-    if ctx.cfg.relay == crate::config::Relay::Host {
-        // Held messages the host did not decide on get `hook_default` within ~25 ms of their
-        // deadline.
+    if ctx.cfg.relay == crate::config::Relay::Host || ctx.cfg.join_hook {
+        // Held messages and joins the host did not decide on get `hook_default` within ~25 ms
+        // of their deadline.
         let hub_ctx = ctx.clone();
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(25));

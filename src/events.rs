@@ -15,7 +15,7 @@ use serde::Serialize;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Connect,
     Join,
@@ -31,6 +31,8 @@ pub enum EventKind {
     Whisper,
     /// A rename: `name` is the new name, `text` the old one.
     Nick,
+    /// With `join_hook`: `name` asks to join `room`; decide with the event's token.
+    JoinRequest,
 }
 
 /// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`

@@ -65,6 +65,7 @@ pub struct HubConfig {
     pub max_name_chars: usize,
     pub hook_timeout_ms: u64,
     pub hook_default: HookDefault,
+    pub join_hook: bool,
     /// Messages each room remembers for `history`, resume and late joiners.
     pub history_size: usize,
     pub history_on_join: usize,
@@ -93,6 +94,7 @@ impl From<&Config> for HubConfig {
             max_name_chars: c.max_name_chars,
             hook_timeout_ms: c.hook_timeout_ms,
             hook_default: c.hook_default,
+            join_hook: c.join_hook,
             history_size: c.history_size,
             history_on_join: c.history_on_join,
             max_idle_rooms: c.max_idle_rooms,
@@ -192,8 +194,15 @@ struct Held {
     from: ConnId,
     name: Arc<str>,
     room: Arc<str>,
-    text: String,
+    what: HeldKind,
     deadline_ms: u64,
+}
+
+enum HeldKind {
+    /// A chat message (relay `host`).
+    Message(String),
+    /// A join (`join_hook`): the connection's first room, or a `join` command; with its `since`.
+    Join { first: bool, since: Option<u64> },
 }
 
 /// The host's answer to a held message.
@@ -301,7 +310,11 @@ impl Hub {
         st.names.insert(name.to_lowercase(), id);
         st.conns.insert(id, Conn { name: name.clone(), outbox: outbox.clone(), rooms: Vec::new() });
         self.emit(EventKind::Connect, id, None, &name);
-        self.join_locked(&mut st, id, room, true, since);
+        if self.cfg.join_hook {
+            self.hold_join(&mut st, id, room, true, since);
+        } else {
+            self.join_locked(&mut st, id, room, true, since);
+        }
         name
     }
 
@@ -393,22 +406,54 @@ impl Hub {
     }
 
     fn apply(&self, st: &mut State, held: Held, decision: Decision) {
-        match decision {
-            Decision::Approve => {
-                self.publish(st, held.from, &held.name, &held.room, &held.text, now_ms());
-            }
-            Decision::Replace(text) => {
+        let outbox = st.conns.get(&held.from).map(|c| c.outbox.clone());
+        match (held.what, decision) {
+            (HeldKind::Message(text), Decision::Approve)
+            | (HeldKind::Message(_), Decision::Replace(text)) => {
                 self.publish(st, held.from, &held.name, &held.room, &text, now_ms());
             }
-            Decision::Reject(reason) => {
-                if let Some(c) = st.conns.get(&held.from) {
-                    let outbox = c.outbox.clone();
-                    let reason =
-                        if reason.is_empty() { "your message was not published".to_string() } else { reason };
-                    self.command_error(held.from, &outbox, "rejected", &reason);
+            (HeldKind::Message(_), Decision::Reject(reason)) => {
+                let reason =
+                    if reason.is_empty() { "your message was not published".to_string() } else { reason };
+                if let Some(o) = outbox {
+                    self.command_error(held.from, &o, "rejected", &reason);
+                }
+            }
+            (HeldKind::Join { first, since }, Decision::Approve | Decision::Replace(_)) => {
+                self.join_locked(st, held.from, &held.room, first, since);
+            }
+            (HeldKind::Join { first, .. }, Decision::Reject(reason)) => {
+                let reason =
+                    if reason.is_empty() { format!("you may not join `{}`", held.room) } else { reason };
+                if let Some(o) = outbox {
+                    if first {
+                        // Nowhere to be: the connection ends, with the reason.
+                        o.close(wsframe::close::JOIN_REFUSED, &reason);
+                    } else {
+                        self.command_error(held.from, &o, "join_rejected", &reason);
+                    }
                 }
             }
         }
+    }
+
+    /// Holds a join for the host (`join_hook`): a `join_request` event with a reply token.
+    fn hold_join(&self, st: &mut State, id: ConnId, room: &str, first: bool, since: Option<u64>) {
+        let Some(conn) = st.conns.get(&id) else { return };
+        st.next_token += 1;
+        let mut ev = Event::new(EventKind::JoinRequest, id);
+        ev.token = st.next_token;
+        ev.name = Some(conn.name.clone());
+        ev.room = Some(room.into());
+        let held = Held {
+            from: id,
+            name: conn.name.clone(),
+            room: room.into(),
+            what: HeldKind::Join { first, since },
+            deadline_ms: ev.ts + self.cfg.hook_timeout_ms + 1,
+        };
+        st.held.insert(ev.token, held);
+        self.events.push(ev);
     }
 
     /// Applies `hook_default` to held messages whose deadline passed; returns how many.
@@ -534,7 +579,7 @@ impl Hub {
                             from: id,
                             name: name.clone(),
                             room: room.clone(),
-                            text: text.clone(),
+                            what: HeldKind::Message(text.clone()),
                             // +1: `ts` is truncated to the millisecond; never hold less than asked.
                             deadline_ms: ev.ts + self.cfg.hook_timeout_ms + 1,
                         };
@@ -550,7 +595,12 @@ impl Hub {
                 if let Err(m) = protocol::validate_room(&room, self.cfg.max_room_chars) {
                     return refuse("bad_room", &m);
                 }
-                self.join_locked(&mut st, id, &room, false, since);
+                let member = conn.rooms.iter().any(|r| **r == *room);
+                if self.cfg.join_hook && !member {
+                    self.hold_join(&mut st, id, &room, false, since);
+                } else {
+                    self.join_locked(&mut st, id, &room, false, since);
+                }
             }
             Command::Leave { room } => {
                 if !self.leave_locked(&mut st, id, &room) {

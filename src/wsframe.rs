@@ -24,6 +24,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const KICKED: u16 = 4000;
+    /// The host refused the connection's first room (`join_hook`).
+    pub const JOIN_REFUSED: u16 = 4003;
 }
 
 /// One unmasked server frame, FIN set, ready to write as is.

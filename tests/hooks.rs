@@ -59,3 +59,46 @@ async fn an_undecided_message_gets_the_default_after_the_deadline() {
     send(&mut bob, "unreviewed").await;
     assert_eq!(recv(&mut bob).await["code"], "rejected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_hooks_let_the_host_admit_or_refuse() {
+    use futures_util::StreamExt;
+    let e = engine(json!({"join_hook": true, "hook_timeout_ms": 5000}));
+    // Admitted: nothing arrives before the host says yes, then the usual welcome.
+    let mut ann = connect(&e, "name=ann&room=vip").await;
+    let req = wait_event(&e, EventKind::JoinRequest);
+    assert_eq!((req.room.as_deref(), req.name.as_deref()), (Some("vip"), Some("ann")));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), ann.next()).await.is_err(),
+        "held until approved"
+    );
+    e.approve(req.token).unwrap();
+    assert_eq!(welcomed(&mut ann).await["room"], "vip");
+    let joined = wait_event(&e, EventKind::Join);
+    assert_eq!(joined.token, 0, "the join event follows, once a member");
+
+    // A later join refused: an error, the connection stays.
+    send(&mut ann, r#"{"type":"join","room":"staff","ref":5}"#).await;
+    let req = wait_event(&e, EventKind::JoinRequest);
+    e.reject(req.token, "staff only").unwrap();
+    let err = recv(&mut ann).await;
+    assert_eq!((err["code"].as_str(), err["message"].as_str()), (Some("join_rejected"), Some("staff only")));
+
+    // The first room refused: nowhere to be, so the connection closes with 4003 and the reason.
+    let mut bob = connect(&e, "name=bob&room=vip").await;
+    let req = wait_event(&e, EventKind::JoinRequest);
+    e.reject(req.token, "invitation only").unwrap();
+    match tokio::time::timeout(WAIT, bob.next()).await.unwrap() {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+            assert_eq!((u16::from(f.code), f.reason.as_str()), (4003, "invitation only"));
+        }
+        other => panic!("expected close 4003, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_join_gets_the_default() {
+    let e = engine(json!({"join_hook": true, "hook_timeout_ms": 100}));
+    let mut ann = connect(&e, "name=ann").await;
+    assert_eq!(welcomed(&mut ann).await["name"], "ann", "admitted by the default (accept)");
+}

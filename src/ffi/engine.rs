@@ -174,7 +174,8 @@ pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_
     })
 }
 
-/// Relay `host`: publishes the held message with `reply_token` as its sender wrote it.
+/// Publishes the held message with `reply_token` as its sender wrote it (relay `host`), or
+/// admits the held join (`join_hook`: the client gets its welcome or presence).
 /// Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_UNKNOWN_TOKEN (already decided, or
 /// `hook_timeout_ms` passed and `hook_default` applied) or CHAT_ERR_STOPPED. Any thread,
 /// including inside the callback.
@@ -186,8 +187,9 @@ pub extern "C" fn chat_approve(e: *mut chat_engine, reply_token: u64) -> c_int {
     })
 }
 
-/// Relay `host`: refuses the held message; its sender gets an `error` (code `rejected`) with
-/// `reason` (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
+/// Refuses the held message (its sender gets an `error`, code `rejected`) or join (a `join`
+/// command gets `join_rejected`; a connection's first room closes it with 4003), with `reason`
+/// (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
 /// CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED. Any thread.
 #[no_mangle]
 pub extern "C" fn chat_reject(e: *mut chat_engine, reply_token: u64, reason: *const c_char) -> c_int {

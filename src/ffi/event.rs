@@ -27,6 +27,9 @@ pub enum chat_event_kind {
     CHAT_EVENT_WHISPER = 8,
     /// A client renamed itself (name = the new name, text = the old one).
     CHAT_EVENT_NICK = 9,
+    /// With `"join_hook": true`: `name` asks to join `room`; answer with `chat_approve` or
+    /// `chat_reject` and `reply_token` (the JOIN event follows once it is a member).
+    CHAT_EVENT_JOIN_REQUEST = 10,
 }
 
 /// One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
@@ -55,8 +58,9 @@ pub struct chat_event {
     pub text_len: usize,
     /// The whole event as one JSON object (always set).
     pub json: *const c_char,
-    /// Relay `host`: non-zero on a message event that waits for the host's decision; answer with
-    /// `chat_approve`, `chat_reject` or `chat_replace` before `hook_timeout_ms`.
+    /// Non-zero when the event waits for the host's decision (a message under relay `host`, a
+    /// JOIN_REQUEST under `join_hook`): answer with `chat_approve`, `chat_reject` or (messages)
+    /// `chat_replace` before `hook_timeout_ms`.
     pub reply_token: u64,
 }
 
@@ -88,6 +92,7 @@ impl OwnedEvent {
             EventKind::Lagging => chat_event_kind::CHAT_EVENT_LAGGING,
             EventKind::Whisper => chat_event_kind::CHAT_EVENT_WHISPER,
             EventKind::Nick => chat_event_kind::CHAT_EVENT_NICK,
+            EventKind::JoinRequest => chat_event_kind::CHAT_EVENT_JOIN_REQUEST,
         };
         let room = ev.room.as_deref().map(cstring);
         let name = ev.name.as_deref().map(cstring);
