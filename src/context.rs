@@ -32,7 +32,7 @@ pub struct Context {
 impl Context {
     pub fn new(cfg: Config, events: Arc<EventQueue>) -> Self {
         let stats = Arc::new(Stats::default());
-        let hub = Hub::new((&cfg).into(), stats.clone(), events.clone());
+        let hub = Hub::new(&cfg, stats.clone(), events.clone());
         let proxies = cfg.proxy_nets().unwrap_or_default();
         let limits = Limits { max_message: cfg.max_message_bytes, max_fragments: cfg.max_fragments };
         Context {

@@ -52,61 +52,6 @@ impl std::fmt::Display for HubError {
     }
 }
 
-/// The settings the hub needs, copied from the engine config.
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    pub relay: Relay,
-    pub protocol: Protocol,
-    pub max_backlog: usize,
-    pub max_rooms_per_connection: usize,
-    pub max_room_chars: usize,
-    pub host_name: Arc<str>,
-    pub slow_consumer: SlowConsumer,
-    pub max_name_chars: usize,
-    pub hook_timeout_ms: u64,
-    pub hook_default: HookDefault,
-    pub join_hook: bool,
-    /// Messages each room remembers for `history`, resume and late joiners.
-    pub history_size: usize,
-    pub history_on_join: usize,
-    /// Empty rooms kept for their history; past this the longest-empty one is forgotten.
-    pub max_idle_rooms: usize,
-    /// Rooms whose slow-consumer policy differs from the engine's.
-    pub room_policies: HashMap<String, SlowConsumer>,
-}
-
-impl HubConfig {
-    fn policy_for(&self, room: &str) -> SlowConsumer {
-        self.room_policies.get(room).copied().unwrap_or(self.slow_consumer)
-    }
-}
-
-impl From<&Config> for HubConfig {
-    fn from(c: &Config) -> Self {
-        HubConfig {
-            relay: c.relay,
-            protocol: c.protocol,
-            max_backlog: c.max_backlog_bytes,
-            max_rooms_per_connection: c.max_rooms_per_connection,
-            max_room_chars: c.max_room_chars,
-            host_name: c.host_name.as_str().into(),
-            slow_consumer: c.slow_consumer,
-            max_name_chars: c.max_name_chars,
-            hook_timeout_ms: c.hook_timeout_ms,
-            hook_default: c.hook_default,
-            join_hook: c.join_hook,
-            history_size: c.history_size,
-            history_on_join: c.history_on_join,
-            max_idle_rooms: c.max_idle_rooms,
-            room_policies: c
-                .rooms
-                .iter()
-                .filter_map(|(name, r)| r.slow_consumer.map(|p| (name.clone(), p)))
-                .collect(),
-        }
-    }
-}
-
 struct Conn {
     name: Arc<str>,
     outbox: Arc<Outbox>,
@@ -215,14 +160,22 @@ pub enum Decision {
 
 pub struct Hub {
     state: Mutex<State>,
-    cfg: HubConfig,
+    cfg: Config,
+    /// Rooms whose slow-consumer policy differs from the engine's (from `cfg.rooms`).
+    room_policies: HashMap<String, SlowConsumer>,
     stats: Arc<Stats>,
     events: Arc<EventQueue>,
 }
 
 impl Hub {
-    pub fn new(cfg: HubConfig, stats: Arc<Stats>, events: Arc<EventQueue>) -> Self {
-        Hub { state: Mutex::default(), cfg, stats, events }
+    pub fn new(cfg: &Config, stats: Arc<Stats>, events: Arc<EventQueue>) -> Self {
+        let room_policies =
+            cfg.rooms.iter().filter_map(|(name, r)| r.slow_consumer.map(|p| (name.clone(), p))).collect();
+        Hub { state: Mutex::default(), cfg: cfg.clone(), room_policies, stats, events }
+    }
+
+    fn policy_for(&self, room: &str) -> SlowConsumer {
+        self.room_policies.get(room).copied().unwrap_or(self.cfg.slow_consumer)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -239,7 +192,7 @@ impl Hub {
         for m in &room.members {
             if Some(m.id) != except {
                 sent += usize::from(
-                    self.account(m.id, m.outbox.push(frame.clone(), self.cfg.max_backlog, room.policy)),
+                    self.account(m.id, m.outbox.push(frame.clone(), self.cfg.max_backlog_bytes, room.policy)),
                 );
             }
         }
@@ -248,7 +201,7 @@ impl Hub {
     }
 
     fn to_one(&self, id: ConnId, outbox: &Outbox, json: &str) -> Push {
-        let r = outbox.push(wsframe::text(json), self.cfg.max_backlog, self.cfg.slow_consumer);
+        let r = outbox.push(wsframe::text(json), self.cfg.max_backlog_bytes, self.cfg.slow_consumer);
         self.account(id, r);
         r
     }
@@ -475,7 +428,7 @@ impl Hub {
 
     /// The room called `key`, created (continuing above every retired id) if need be.
     fn room_entry<'s>(&self, st: &'s mut State, key: &Arc<str>) -> &'s mut Room {
-        let policy = self.cfg.policy_for(key);
+        let policy = self.policy_for(key);
         let retired = st.retired_seq;
         st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy, retired))
     }
@@ -855,7 +808,7 @@ mod tests {
         let mut c = Config::default();
         cfg(&mut c);
         let events = Arc::new(EventQueue::new(1024).unwrap());
-        (Hub::new(HubConfig::from(&c), Arc::new(Stats::default()), events.clone()), events)
+        (Hub::new(&c, Arc::new(Stats::default()), events.clone()), events)
     }
 
     fn drain(o: &Outbox) -> Vec<Value> {
@@ -1093,7 +1046,7 @@ mod properties {
         fn membership_names_and_ids_stay_consistent(ops in prop::collection::vec(op(), 1..80)) {
             let cfg = Config { max_rooms_per_connection: 3, ..Config::default() };
             let events = Arc::new(EventQueue::new(1 << 16).unwrap());
-            let h = Hub::new(HubConfig::from(&cfg), Arc::new(Stats::default()), events);
+            let h = Hub::new(&cfg, Arc::new(Stats::default()), events);
             let mut outboxes: HashMap<u64, Arc<Outbox>> = HashMap::new();
             let mut last_id: HashMap<String, u64> = HashMap::new();
             let room = |r: u8| format!("room{r}");
