@@ -200,47 +200,11 @@ async fn several_engines_in_one_process_are_independent() {
     assert_eq!(recv_type(&mut b, "message").await["text"], "still here");
 }
 
-/// A raw TCP client that does the handshake by hand, to send what browsers never would.
+/// A raw client past the handshake, to send what browsers never would.
 fn raw_client(e: &Engine) -> std::net::TcpStream {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", e.port())).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let (code, s) = raw_upgrade(e.port(), "/ws", "");
+    assert_eq!(code, 101);
     s
-}
-
-/// Reads server frames until a close frame; returns its code.
-fn read_close_code(s: &mut std::net::TcpStream) -> u16 {
-    loop {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h).unwrap();
-        let mut len = (h[1] & 0x7f) as usize;
-        if len == 126 {
-            let mut l = [0u8; 2];
-            s.read_exact(&mut l).unwrap();
-            len = u16::from_be_bytes(l) as usize;
-        } else if len == 127 {
-            let mut l = [0u8; 8];
-            s.read_exact(&mut l).unwrap();
-            len = u64::from_be_bytes(l) as usize;
-        }
-        let mut body = vec![0; len];
-        s.read_exact(&mut body).unwrap();
-        if h[0] & 0x0f == 8 {
-            return u16::from_be_bytes([body[0], body[1]]);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,15 +215,15 @@ async fn bad_frames_close_only_that_connection_with_the_right_code() {
 
     let mut unmasked = raw_client(&e);
     unmasked.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
-    assert_eq!(read_close_code(&mut unmasked), 1002);
+    assert_eq!(raw_close_code(&mut unmasked), Some(1002));
 
     let mut too_big = raw_client(&e);
     too_big.write_all(&[0x81, 0x80 | 126, 0x10, 0x00, 1, 2, 3, 4]).unwrap();
-    assert_eq!(read_close_code(&mut too_big), 1009);
+    assert_eq!(raw_close_code(&mut too_big), Some(1009));
 
     let mut bad_utf8 = raw_client(&e);
     bad_utf8.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]).unwrap();
-    assert_eq!(read_close_code(&mut bad_utf8), 1007);
+    assert_eq!(raw_close_code(&mut bad_utf8), Some(1007));
 
     send(&mut good, "still fine").await;
     assert_eq!(recv_type(&mut good, "message").await["text"], "still fine");

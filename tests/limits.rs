@@ -11,48 +11,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Sends an upgrade request with extra header lines; returns the status code and the stream.
-fn upgrade(port: u16, path: &str, extra: &str) -> (u16, TcpStream) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    // A refused request may be cut off mid-write; the answer is still read below.
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
-    let mut head = Vec::new();
-    let mut b = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).unwrap_or(0) == 0 {
-            break;
-        }
-        head.push(b[0]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, s)
-}
-
-/// Reads server frames until a close; returns its code (None if the TCP connection just ended).
-fn close_code_raw(s: &mut TcpStream) -> Option<u16> {
-    loop {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h).ok()?;
-        let mut len = (h[1] & 0x7f) as usize;
-        if len == 126 {
-            let mut l = [0u8; 2];
-            s.read_exact(&mut l).ok()?;
-            len = u16::from_be_bytes(l) as usize;
-        }
-        let mut body = vec![0; len];
-        s.read_exact(&mut body).ok()?;
-        if h[0] & 0x0f == 8 {
-            return Some(u16::from_be_bytes([body[0], body[1]]));
-        }
-    }
-}
-
 fn masked_text(text: &str) -> Vec<u8> {
     let mut f = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
     f.extend_from_slice(text.as_bytes());
@@ -107,14 +65,14 @@ async fn a_paced_client_is_never_limited() {
 #[test]
 fn connections_per_ip_are_capped_with_429_and_freed_on_close() {
     let e = engine(json!({"max_connections_per_ip": 2}));
-    let (a, sa) = upgrade(e.port(), "/ws", "");
-    let (b, _sb) = upgrade(e.port(), "/ws", "");
-    let (c, _) = upgrade(e.port(), "/ws", "");
+    let (a, sa) = raw_upgrade(e.port(), "/ws", "");
+    let (b, _sb) = raw_upgrade(e.port(), "/ws", "");
+    let (c, _) = raw_upgrade(e.port(), "/ws", "");
     assert_eq!((a, b, c), (101, 101, 429));
     drop(sa);
     let deadline = Instant::now() + WAIT;
     loop {
-        let (d, _s) = upgrade(e.port(), "/ws", "");
+        let (d, _s) = raw_upgrade(e.port(), "/ws", "");
         if d == 101 {
             break;
         }
@@ -127,14 +85,14 @@ fn connections_per_ip_are_capped_with_429_and_freed_on_close() {
 #[test]
 fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     let trusted = engine(json!({"max_connections_per_ip": 1, "trusted_proxies": ["127.0.0.0/8"]}));
-    let (a, _s1) = upgrade(trusted.port(), "/ws", "X-Forwarded-For: 198.51.100.1\r\n");
-    let (b, _s2) = upgrade(trusted.port(), "/ws", "X-Forwarded-For: 198.51.100.2\r\n");
-    let (c, _s3) = upgrade(trusted.port(), "/ws", "X-Forwarded-For: 198.51.100.2\r\n");
+    let (a, _s1) = raw_upgrade(trusted.port(), "/ws", "X-Forwarded-For: 198.51.100.1\r\n");
+    let (b, _s2) = raw_upgrade(trusted.port(), "/ws", "X-Forwarded-For: 198.51.100.2\r\n");
+    let (c, _s3) = raw_upgrade(trusted.port(), "/ws", "X-Forwarded-For: 198.51.100.2\r\n");
     assert_eq!((a, b, c), (101, 101, 429), "the forwarded address is the client");
 
     let untrusted = engine(json!({"max_connections_per_ip": 1}));
-    let (a, _s4) = upgrade(untrusted.port(), "/ws", "X-Forwarded-For: 198.51.100.1\r\n");
-    let (b, _s5) = upgrade(untrusted.port(), "/ws", "X-Forwarded-For: 198.51.100.2\r\n");
+    let (a, _s4) = raw_upgrade(untrusted.port(), "/ws", "X-Forwarded-For: 198.51.100.1\r\n");
+    let (b, _s5) = raw_upgrade(untrusted.port(), "/ws", "X-Forwarded-For: 198.51.100.2\r\n");
     assert_eq!((a, b), (101, 429), "a spoofed header changes nothing");
 }
 
@@ -142,14 +100,18 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
 fn cross_site_origins_are_refused_with_403() {
     let e = engine(json!({}));
     let port = e.port();
-    assert_eq!(upgrade(port, "/ws", "Origin: https://evil.example\r\n").0, 403);
-    assert_eq!(upgrade(port, "/ws", &format!("Origin: http://127.0.0.1:{port}\r\n")).0, 101, "same origin");
-    assert_eq!(upgrade(port, "/ws", "").0, 101, "no Origin: not a browser");
+    assert_eq!(raw_upgrade(port, "/ws", "Origin: https://evil.example\r\n").0, 403);
+    assert_eq!(
+        raw_upgrade(port, "/ws", &format!("Origin: http://127.0.0.1:{port}\r\n")).0,
+        101,
+        "same origin"
+    );
+    assert_eq!(raw_upgrade(port, "/ws", "").0, 101, "no Origin: not a browser");
     assert_eq!(e.stats().origin_rejects, 1);
 
     let listed = engine(json!({"allowed_origins": ["https://site.example"]}));
-    assert_eq!(upgrade(listed.port(), "/ws", "Origin: https://site.example\r\n").0, 101);
-    assert_eq!(upgrade(listed.port(), "/ws", "Origin: https://other.example\r\n").0, 403);
+    assert_eq!(raw_upgrade(listed.port(), "/ws", "Origin: https://site.example\r\n").0, 101);
+    assert_eq!(raw_upgrade(listed.port(), "/ws", "Origin: https://other.example\r\n").0, 403);
 }
 
 #[test]
@@ -160,11 +122,11 @@ fn too_many_or_too_large_headers_get_431() {
     for extra in [many, big] {
         // The server answers 431 and closes with request bytes still unread, so the kernel may
         // reset the connection before the answer is read: never an upgrade, mostly a 431.
-        let codes: Vec<u16> = (0..5).map(|_| upgrade(e.port(), "/ws", &extra).0).collect();
+        let codes: Vec<u16> = (0..5).map(|_| raw_upgrade(e.port(), "/ws", &extra).0).collect();
         assert!(codes.iter().all(|c| *c == 431 || *c == 0), "{codes:?}");
         assert!(codes.contains(&431), "{codes:?}");
     }
-    assert_eq!(upgrade(e.port(), "/ws", "X-Fine: yes\r\n").0, 101);
+    assert_eq!(raw_upgrade(e.port(), "/ws", "X-Fine: yes\r\n").0, 101);
     assert!(e.stats().header_rejects >= 2, "{:?}", e.stats());
 }
 
@@ -197,7 +159,7 @@ fn a_connection_that_sends_nothing_is_closed_by_the_handshake_timeout() {
 #[test]
 fn a_silent_client_is_pinged_then_closed_with_1001() {
     let e = engine(json!({"ping_interval_ms": 200, "pong_timeout_ms": 200}));
-    let (code, mut s) = upgrade(e.port(), "/ws", "");
+    let (code, mut s) = raw_upgrade(e.port(), "/ws", "");
     assert_eq!(code, 101);
     let start = Instant::now();
     let mut saw_ping = false;
@@ -241,20 +203,20 @@ async fn a_client_that_answers_pings_stays() {
 #[test]
 fn too_many_fragments_close_1009() {
     let e = engine(json!({"max_fragments": 4}));
-    let (_, mut s) = upgrade(e.port(), "/ws", "");
+    let (_, mut s) = raw_upgrade(e.port(), "/ws", "");
     let mut frames = vec![0x01, 0x81, 0, 0, 0, 0, b'a'];
     for _ in 0..5 {
         frames.extend_from_slice(&[0x00, 0x81, 0, 0, 0, 0, b'a']);
     }
     s.write_all(&frames).unwrap();
-    assert_eq!(close_code_raw(&mut s), Some(1009));
+    assert_eq!(raw_close_code(&mut s), Some(1009));
 }
 
 #[test]
 fn max_connections_gives_503() {
     let e = engine(json!({"max_connections": 1}));
-    let (a, mut s) = upgrade(e.port(), "/ws", "");
-    let (b, _) = upgrade(e.port(), "/ws", "");
+    let (a, mut s) = raw_upgrade(e.port(), "/ws", "");
+    let (b, _) = raw_upgrade(e.port(), "/ws", "");
     assert_eq!((a, b), (101, 503));
     s.write_all(&masked_text("hi")).unwrap();
 }

@@ -1,6 +1,7 @@
 //! Helpers for tests that talk to a real engine over real sockets on 127.0.0.1 port 0.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -174,4 +175,46 @@ pub async fn time_bot_scenario(child: Child, reply_has: &str) {
     assert!(status.success(), "{status} {lines:?}");
     assert!(lines.iter().any(|l| l.contains("\"kind\":\"message\"") && l.contains("/time")), "{lines:?}");
     assert!(lines.last().is_some_and(|l| l.starts_with("stopped (ok): {")), "{lines:?}");
+}
+
+/// Sends an upgrade request with extra header lines; returns the status code and the stream.
+pub fn raw_upgrade(port: u16, path: &str, extra: &str) -> (u16, std::net::TcpStream) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    // A refused request may be cut off mid-write; the answer is still read below.
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    let mut head = Vec::new();
+    let mut b = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, s)
+}
+
+/// Reads server frames until a close; returns its code (None if the TCP connection just ended).
+pub fn raw_close_code(s: &mut std::net::TcpStream) -> Option<u16> {
+    loop {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).ok()?;
+        let mut len = (h[1] & 0x7f) as usize;
+        if len == 126 {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).ok()?;
+            len = u16::from_be_bytes(l) as usize;
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).ok()?;
+        if h[0] & 0x0f == 8 {
+            return Some(u16::from_be_bytes([body[0], body[1]]));
+        }
+    }
 }
