@@ -98,6 +98,11 @@ typedef enum chat_result {
   CHAT_ERR_INVALID = -10,
   // No message waits for a decision under that reply token (decided already, or timed out).
   CHAT_ERR_UNKNOWN_TOKEN = -11,
+  // The control socket could not be set up or reached, or the daemon behind a
+  // `chat_connect` handle went away.
+  CHAT_ERR_CONTROL = -12,
+  // Not possible on this kind of handle (events and moderation on a `chat_connect` handle).
+  CHAT_ERR_UNSUPPORTED = -13,
 } chat_result;
 
 // An engine handle: created by `chat_start`, released by `chat_free`. Opaque to C.
@@ -157,8 +162,21 @@ extern "C" {
 // port says so. Any thread. Many engines may run in one process.
 struct chat_engine *chat_start(const char *config_json);
 
+// Connects to an engine another process runs with `"control_socket": path` in its config
+// (a daemon), for processes that must not run an engine themselves (PHP-FPM workers).
+//
+// Returns a handle the caller owns and releases with `chat_free`, or NULL with the reason in
+// `chat_last_error()` (path NULL or not UTF-8, nothing listening, no permission). On it
+// `chat_broadcast`, `chat_send`, `chat_kick`, `chat_stats_json`, `chat_presence_json` and
+// `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
+// `chat_stop` closes only this connection. Event and moderation calls return
+// CHAT_ERR_UNSUPPORTED. If the daemon goes away, calls return CHAT_ERR_CONTROL and the next
+// call connects again. One handle may be used from several threads (calls take turns).
+struct chat_engine *chat_connect(const char *path);
+
 // The TCP port the engine listens on (the real one when the config asked for port 0).
-// Returns 0 if `e` is NULL or stopped. Any thread.
+// Returns 0 if `e` is NULL or stopped (or, for a `chat_connect` handle, the daemon is not
+// reachable). Any thread.
 uint16_t chat_port(const struct chat_engine *e);
 
 // Sends `text` (UTF-8, copied) from the host to everyone in `room`, or to every room when
@@ -200,6 +218,18 @@ int chat_reject(struct chat_engine *e, uint64_t reply_token, const char *reason)
 // Any thread.
 int chat_replace(struct chat_engine *e, uint64_t reply_token, const char *new_text);
 
+// Puts a message the host kept (in its database) back into `room`'s history, for a host that
+// restarts: call it for each kept message, oldest first, right after `chat_start`, with a
+// fixed `history_epoch` in the config. Clients then get these on join, and a browser that
+// resumes with the id it last saw gets exactly what it missed; new messages continue above
+// the highest restored `msg_id`. `from` is the sender's name, `ts_ms` the time it was sent
+// (ms since 1970). All strings UTF-8, copied.
+//
+// Returns CHAT_OK, or CHAT_ERR_NULL (e, room, from or text), CHAT_ERR_UTF8, CHAT_ERR_INVALID
+// (bad room name, text too long, `msg_id` not above the room's last id), CHAT_ERR_STOPPED,
+// CHAT_ERR_UNSUPPORTED (a `chat_connect` handle). Any thread.
+int chat_restore(struct chat_engine *e, const char *room, uint64_t msg_id, uint64_t ts_ms, const char *from, const char *text);
+
 // Sets (or with `cb` NULL, removes) the event callback and its `userdata` (not touched by the
 // library). With the default `"callback_thread": "host"` the callback runs only inside
 // `chat_dispatch`, on the caller's thread; with `"engine"` the engine starts one dedicated
@@ -230,13 +260,16 @@ int chat_poll_event(struct chat_engine *e, int timeout_ms, struct chat_event **o
 int chat_event_fd(const struct chat_engine *e);
 
 // Counters and gauges as a JSON object (connections, rooms, messages and bytes in and out,
-// drops, slow-consumer closes, errors, events queued and dropped, running). Also works after
-// `chat_stop` (the final numbers). Returns a string the caller owns and frees with
-// `chat_string_free`, or NULL if `e` is NULL. Any thread.
+// drops, slow-consumer closes, errors, auth failures, events queued and dropped, running).
+// Also works after `chat_stop` (the final numbers). On a `chat_connect` handle, the daemon's.
+// Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, daemon
+// unreachable) with the reason in `chat_last_error()`. Any thread.
 char *chat_stats_json(const struct chat_engine *e);
 
 // Who is in `room` (UTF-8; NULL = every room with members) as a JSON object
-// `{"seq": N, "rooms": {"lobby": {"last_id": M, "members": [{"id", "name"}]}}}`, where `seq` is
+// `{"seq": N, "epoch": E, "rooms": {"lobby": {"last_id": M, "connections": C, "members":
+// [{"id", "name", "tabs", "conns": [ids], "user"?}]}}}` (each user once; `user` is the login
+// token's `sub`), where `seq` is
 // the number of the last event the snapshot reflects: a host rebuilding its bookkeeping applies
 // only events with a higher `seq` after it. A room nobody is in is absent.
 // Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, room not
@@ -249,7 +282,8 @@ char *chat_presence_json(const struct chat_engine *e, const char *room);
 //
 // Returns CHAT_OK, CHAT_ERR_NULL, or CHAT_ERR_STOPPED if it was already stopped. The handle stays
 // valid (every call returns CHAT_ERR_STOPPED, except `chat_stats_json`) until `chat_free`.
-// Any thread, including inside the callback.
+// Any thread, including inside the callback. On a `chat_connect` handle it closes the
+// connection to the daemon (the daemon keeps running); later calls return CHAT_ERR_STOPPED.
 int chat_stop(struct chat_engine *e);
 
 // Stops the engine if it is running and releases the handle. NULL is a no-op. Call it once,

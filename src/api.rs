@@ -28,6 +28,9 @@ pub enum Error {
         source: std::io::Error,
     },
     Io(std::io::Error),
+    /// The control socket could not be set up or reached (daemon not running, gone, no
+    /// permission).
+    Control(String),
     /// The engine was stopped.
     Stopped,
     UnknownConnection(u64),
@@ -46,6 +49,7 @@ impl std::fmt::Display for Error {
             Error::Config(e) => e.fmt(f),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Control(m) => f.write_str(m),
             Error::Stopped => f.write_str("the engine is stopped"),
             Error::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
             Error::BadRoom(m) => write!(f, "bad room name: {m}"),
@@ -67,6 +71,7 @@ impl From<StartError> for Error {
         match e {
             StartError::Config(c) => Error::Config(c),
             StartError::Bind { addr, source } => Error::Bind { addr, source },
+            e @ StartError::Control { .. } => Error::Control(e.to_string()),
             StartError::Io(e) => Error::Io(e),
         }
     }
@@ -79,6 +84,7 @@ impl From<HubError> for Error {
             HubError::BadRoom(m) => Error::BadRoom(m),
             HubError::QueueFull(id) => Error::QueueFull(id),
             HubError::UnknownToken(t) => Error::UnknownToken(t),
+            e @ HubError::IdNotIncreasing { .. } => Error::InvalidArgument(e.to_string()),
         }
     }
 }
@@ -148,7 +154,7 @@ impl Engine {
     pub fn broadcast(&self, room: Option<&str>, text: &str) -> Result<usize, Error> {
         self.check()?;
         self.check_text(text)?;
-        Ok(self.ctx.hub.broadcast(room, text)?)
+        Ok(self.ctx.hub.broadcast(room, text, &self.ctx.cfg.host_name)?)
     }
 
     /// A host message to one connection.
@@ -253,10 +259,30 @@ impl Engine {
         Ok(self.ctx.hub.presence_json(room))
     }
 
-    /// Members of a room as (connection id, name).
-    pub fn members(&self, room: &str) -> Result<Vec<(u64, String)>, Error> {
+    /// Users in a room once each, as (one of its connection ids, name, tabs).
+    pub fn members(&self, room: &str) -> Result<Vec<(u64, String, u32)>, Error> {
         self.check()?;
-        Ok(self.ctx.hub.members(room).into_iter().map(|(id, n)| (id, n.to_string())).collect())
+        Ok(self.ctx.hub.members(room).into_iter().map(|(id, n, t)| (id, n.to_string(), t)).collect())
+    }
+
+    /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many.
+    pub fn kick_user(&self, sub: &str, reason: &str) -> Result<usize, Error> {
+        self.check()?;
+        Ok(self.ctx.hub.kick_user(sub, reason))
+    }
+
+    /// Puts a kept message back into a room's history (oldest first, ids increasing), so a
+    /// host with a database can restart without clients losing their place (use a fixed
+    /// `history_epoch`). Shown as sent by `from`.
+    pub fn restore(&self, room: &str, id: u64, ts_ms: u64, from: &str, text: &str) -> Result<(), Error> {
+        self.check()?;
+        self.check_text(text)?;
+        Ok(self.ctx.hub.restore(room, id, ts_ms, from, text)?)
+    }
+
+    /// The engine's history epoch (see `history_epoch`).
+    pub fn history_epoch(&self) -> &str {
+        self.ctx.hub.epoch()
     }
 
     /// Graceful stop: clients get close 1001, every thread is joined. The second call returns

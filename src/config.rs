@@ -73,6 +73,23 @@ pub enum CallbackThread {
     Engine,
 }
 
+/// Login carried into the chat: browsers connect with `?token=` holding an HS256 JWT signed
+/// with `secret` (claims `sub`, `name`, optional `rooms`, `exp`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HMAC key the site signs tokens with (at least 16 bytes).
+    pub secret: String,
+    /// Refuse connections without a token (HTTP 401). When false, anonymous visitors chat
+    /// under names they choose, and a token, if given, must still be valid.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Engine settings. Field names are the JSON keys.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,6 +174,18 @@ pub struct Config {
     pub max_idle_rooms: usize,
     /// Per-room overrides, by room name: `{"ticker": {"slow_consumer": "drop_oldest"}}`.
     pub rooms: std::collections::BTreeMap<String, RoomConfig>,
+    /// Tokens from the site's login (see `AuthConfig`); absent = everyone is anonymous.
+    pub auth: Option<AuthConfig>,
+    /// Bearer key for the HTTP API (`/api/...`); absent = the API is off.
+    pub api_key: Option<String>,
+    /// Path of a local control socket (Unix domain) for `chat_connect`; absent = none.
+    pub control_socket: Option<String>,
+    /// File mode of the control socket, octal digits as a string.
+    pub control_socket_mode: String,
+    /// Names this engine's message ids. A client resuming with `since` from another epoch (an
+    /// engine that has since restarted) gets the whole window with `gap: true`. Empty = a new
+    /// one per start; a host that restores history across restarts sets a fixed one.
+    pub history_epoch: String,
 }
 
 impl Default for Config {
@@ -200,6 +229,11 @@ impl Default for Config {
             history_on_join: 50,
             max_idle_rooms: 10_000,
             rooms: Default::default(),
+            auth: None,
+            api_key: None,
+            control_socket: None,
+            control_socket_mode: "0600".into(),
+            history_epoch: String::new(),
         }
     }
 }
@@ -249,6 +283,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The control socket's file mode.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        match u32::from_str_radix(&self.control_socket_mode, 8) {
+            Ok(m) if m <= 0o777 && !self.control_socket_mode.is_empty() => Ok(m),
+            _ => Err(err("control_socket_mode", "must be octal permission digits like \"0600\"")),
+        }
+    }
+
     /// Checks ranges and formats; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
@@ -275,6 +317,34 @@ impl Config {
         range("history_on_join", self.history_on_join, 0, 100_000)?;
         range("hook_timeout_ms", self.hook_timeout_ms as usize, 10, 600_000)?;
         range("max_idle_rooms", self.max_idle_rooms, 0, 10_000_000)?;
+        if let Some(a) = &self.auth {
+            if a.secret.len() < 16 {
+                return Err(err(
+                    "auth.secret",
+                    "must be at least 16 bytes (HS256 key; 32 random bytes recommended)",
+                ));
+            }
+        }
+        if let Some(k) = &self.api_key {
+            if k.len() < 16 || k.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(err(
+                    "api_key",
+                    "must be at least 16 characters, without spaces or control characters",
+                ));
+            }
+        }
+        if let Some(p) = &self.control_socket {
+            if p.is_empty() || p.len() > 100 {
+                return Err(err(
+                    "control_socket",
+                    "must be a file path of 1 to 100 bytes (Unix socket path limit)",
+                ));
+            }
+        }
+        self.socket_mode()?;
+        if self.history_epoch.len() > 64 || self.history_epoch.chars().any(|c| c.is_control()) {
+            return Err(err("history_epoch", "must be at most 64 bytes without control characters"));
+        }
         for (i, o) in self.allowed_origins.iter().enumerate() {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
                 return Err(err(

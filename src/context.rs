@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::events::EventQueue;
 use crate::hub::Hub;
@@ -27,6 +28,10 @@ pub struct Context {
     pub proxies: Vec<ipnet::IpNet>,
     /// Open WebSocket connections per client address.
     pub per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// The bound TCP port.
+    pub local_port: u16,
+    /// Checks login tokens (config `auth`).
+    pub auth: Option<Verifier>,
 }
 
 impl Context {
@@ -34,6 +39,7 @@ impl Context {
         let stats = Arc::new(Stats::default());
         let hub = Hub::new(&cfg, stats.clone(), events.clone());
         let proxies = cfg.proxy_nets().unwrap_or_default();
+        let cfg_auth = cfg.auth.as_ref().map(Verifier::new);
         let limits = Limits { max_message: cfg.max_message_bytes, max_fragments: cfg.max_fragments };
         Context {
             cfg,
@@ -46,6 +52,8 @@ impl Context {
             sessions: Arc::default(),
             proxies,
             per_ip: Arc::default(),
+            auth: cfg_auth,
+            local_port: 0,
         }
     }
 }

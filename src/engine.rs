@@ -19,6 +19,7 @@ use crate::wsframe::close;
 pub enum StartError {
     Config(crate::config::ConfigError),
     Bind { addr: SocketAddr, source: std::io::Error },
+    Control { path: String, source: std::io::Error },
     Io(std::io::Error),
 }
 
@@ -27,6 +28,9 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Config(e) => e.fmt(f),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Control { path, source } => {
+                write!(f, "config key `control_socket`: cannot listen on {path}: {source}")
+            }
             StartError::Io(e) => write!(f, "cannot start the engine: {e}"),
         }
     }
@@ -37,6 +41,7 @@ pub struct Running {
     runtime: Runtime,
     pub ctx: Arc<Context>,
     stop_accept: Arc<Notify>,
+    stop_control: Arc<Notify>,
     pub local_addr: SocketAddr,
 }
 
@@ -74,6 +79,17 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
     let addr = cfg.listen_addr().map_err(StartError::Config)?;
     let std_listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let local_addr = std_listener.local_addr().map_err(StartError::Io)?;
+    // Before the runtime exists: a failed start must not drop a runtime (which panics when the
+    // caller is itself async code).
+    let control = match &cfg.control_socket {
+        Some(path) => {
+            let mode = cfg.socket_mode().map_err(StartError::Config)?;
+            let l = crate::control::bind(path, mode)
+                .map_err(|e| StartError::Control { path: path.clone(), source: e })?;
+            Some((l, path.clone()))
+        }
+        None => None,
+    };
     let events = Arc::new(EventQueue::new(cfg.event_queue).map_err(StartError::Io)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
@@ -82,13 +98,24 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Io)?;
-    let ctx = Arc::new(Context::new(cfg, events));
+    let mut ctx = Context::new(cfg, events);
+    ctx.local_port = local_addr.port();
+    let ctx = Arc::new(ctx);
     let stop_accept = Arc::new(Notify::new());
-    let listener = {
+    let (listener, control) = {
         let _enter = runtime.enter();
-        tokio::net::TcpListener::from_std(std_listener).map_err(StartError::Io)?
+        let tcp = tokio::net::TcpListener::from_std(std_listener).map_err(StartError::Io)?;
+        let unix = match control {
+            Some((l, path)) => Some((tokio::net::UnixListener::from_std(l).map_err(StartError::Io)?, path)),
+            None => None,
+        };
+        (tcp, unix)
     };
     runtime.spawn(crate::http::accept_loop(listener, ctx.clone(), stop_accept.clone()));
+    let stop_control = Arc::new(Notify::new());
+    if let Some((l, path)) = control {
+        runtime.spawn(crate::control::serve(l, path, ctx.clone(), stop_control.clone()));
+    }
     if ctx.cfg.relay == crate::config::Relay::Host || ctx.cfg.join_hook {
         // Held messages and joins the host did not decide on get `hook_default` within ~25 ms
         // of their deadline.
@@ -101,7 +128,7 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
             }
         });
     }
-    Ok(Running { runtime, ctx, stop_accept, local_addr })
+    Ok(Running { runtime, ctx, stop_accept, stop_control, local_addr })
 }
 
 impl Running {
@@ -123,6 +150,7 @@ impl Running {
         let ctx = &self.ctx;
         ctx.stopping.store(true, Ordering::SeqCst);
         self.stop_accept.notify_one();
+        self.stop_control.notify_one();
         ctx.hub.close_all(close::GOING_AWAY, "server shutting down");
         let wait = Duration::from_millis(ctx.cfg.stop_timeout_ms);
         let sessions = ctx.sessions.clone();

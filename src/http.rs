@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use crate::context::Context;
+use crate::hub::{Identity, Resume};
 use crate::protocol;
 use crate::session::{self, Hello};
 use crate::stats::Stats;
@@ -108,8 +109,90 @@ async fn handle(
         (&Method::GET, "/metrics") if ctx.cfg.metrics => {
             reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", ctx.snapshot().prometheus())
         }
+        (_, p) if p.starts_with("/api/") => api(req, &ctx).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+fn json_reply(status: u16, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply(status, "application/json", format!("{v}\n"))
+}
+
+/// Compares without stopping at the first differing byte, so response timing does not reveal
+/// how much of a guessed key was right.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The HTTP API: the control operations for a site's PHP-FPM pages, behind `api_key`.
+async fn api(req: Request<Body>, ctx: &Context) -> Response<Full<Bytes>> {
+    use crate::control::{self, Failure};
+    use http_body_util::BodyExt;
+    let Some(key) = &ctx.cfg.api_key else {
+        return text(StatusCode::NOT_FOUND, "the HTTP API is off (set `api_key` in the engine config)");
+    };
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let ok = given
+        .and_then(|g| g.strip_prefix("Bearer "))
+        .is_some_and(|g| same_key(g.trim().as_bytes(), key.as_bytes()));
+    if !ok {
+        Stats::inc(&ctx.stats.api_auth_failures);
+        let mut r = json_reply(
+            401,
+            &Failure::new("unauthorized", "missing or wrong `Authorization: Bearer` key").to_json(),
+        );
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    Stats::inc(&ctx.stats.api_requests);
+    let path = req.uri().path().trim_start_matches("/api/").to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let op = match (req.method().clone(), path.as_str()) {
+        (Method::POST, "publish" | "send" | "kick") => {
+            let limit = ctx.cfg.max_message_bytes + 64 * 1024;
+            let body = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return json_reply(413, &Failure::new("too_large", "request body too large").to_json())
+                }
+            };
+            let mut v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => {
+                    return json_reply(
+                        400,
+                        &Failure::new("bad_request", "the body must be a JSON object").to_json(),
+                    )
+                }
+            };
+            v["op"] = serde_json::Value::from(if path == "publish" { "broadcast" } else { path.as_str() });
+            serde_json::from_value(v).map_err(|e| Failure::new("bad_request", format!("bad request: {e}")))
+        }
+        (Method::GET, "rooms") => Ok(control::Op::Rooms),
+        (Method::GET, "stats") => Ok(control::Op::Stats),
+        (Method::GET, "presence") => {
+            let room = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "room")
+                .map(|(_, v)| v.into_owned());
+            Ok(control::Op::Presence { room })
+        }
+        (_, "publish" | "send" | "kick" | "rooms" | "stats" | "presence") => {
+            return json_reply(
+                405,
+                &Failure::new(
+                    "method_not_allowed",
+                    "publish, send and kick are POST; rooms, presence and stats are GET",
+                )
+                .to_json(),
+            );
+        }
+        _ => return json_reply(404, &Failure::new("not_found", "unknown API path").to_json()),
+    };
+    match op.and_then(|op| control::execute(ctx, op)) {
+        Ok(v) => json_reply(200, &v),
+        Err(f) => json_reply(f.status(), &f.to_json()),
+    }
 }
 
 /// The Sec-WebSocket-Accept value for a client key (RFC 6455 section 4.2.2).
@@ -123,6 +206,11 @@ pub fn accept_key(key: &[u8]) -> String {
 fn reject(ctx: &Context, status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     Stats::inc(&ctx.stats.handshake_rejects);
     text(status, msg)
+}
+
+fn auth_failed(ctx: &Context, status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+    Stats::inc(&ctx.stats.auth_failures);
+    reject(ctx, status, msg)
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the right-most
@@ -189,18 +277,44 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
 
     let mut name = None;
     let mut room = None;
-    let mut since = None;
+    let mut resume = Resume::default();
+    let mut token = None;
+    let mut client_key = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match &*k {
             "name" => name = protocol::clean_name(&v, ctx.cfg.max_name_chars),
             "room" if !v.is_empty() => room = Some(v.into_owned()),
-            "since" => since = v.parse::<u64>().ok(),
+            "since" => resume.since = v.parse::<u64>().ok(),
+            "epoch" if !v.is_empty() => resume.epoch = Some(v.into_owned()),
+            "token" if !v.is_empty() => token = Some(v.into_owned()),
+            // An anonymous browser's own random key: its tabs count as one user. Short keys
+            // are ignored (guessable keys would let strangers share someone's whispers).
+            "client" if (16..=128).contains(&v.len()) => client_key = Some(format!("key:{v}")),
             _ => {}
         }
     }
-    let room = room.unwrap_or_else(|| ctx.cfg.default_room.clone());
+    let who = match (&ctx.auth, token) {
+        (Some(v), Some(t)) => match v.verify(&t, ctx.cfg.max_name_chars) {
+            Ok(who) => who,
+            Err(why) => return auth_failed(&ctx, StatusCode::UNAUTHORIZED, &why),
+        },
+        (Some(_), None) if ctx.cfg.auth.as_ref().is_some_and(|a| a.required) => {
+            return auth_failed(&ctx, StatusCode::UNAUTHORIZED, "a login token is required (?token=)");
+        }
+        (None, Some(_)) => {
+            return auth_failed(&ctx, StatusCode::UNAUTHORIZED, "this server does not accept login tokens");
+        }
+        _ => Identity { user: client_key, name, bound: false, rooms: None },
+    };
+    // A token limited to some rooms lands in the first of them unless it asks for another.
+    let fallback = who.rooms.as_ref().and_then(|r| r.first()).unwrap_or(&ctx.cfg.default_room);
+    let room = room.unwrap_or_else(|| fallback.clone());
     if let Err(m) = protocol::validate_room(&room, ctx.cfg.max_room_chars) {
         return reject(&ctx, StatusCode::BAD_REQUEST, &m);
+    }
+    if who.rooms.as_ref().is_some_and(|allowed| !allowed.contains(&room)) {
+        let msg = format!("your login does not allow room `{room}`");
+        return auth_failed(&ctx, StatusCode::FORBIDDEN, &msg);
     }
     let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     if !origin_allowed(&ctx.cfg.allowed_origins, header(header::ORIGIN), header(header::HOST)) {
@@ -233,7 +347,7 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
         Stats::inc(&ctx.stats.connections_total);
         Stats::inc(&ctx.stats.connections_open);
         let stream = parts.io.into_inner();
-        session::run(ctx.clone(), stream, parts.read_buf, Hello { id, name, room, since }, guard).await;
+        session::run(ctx.clone(), stream, parts.read_buf, Hello { id, who, room, resume }, guard).await;
         drop(ip_slot);
         ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     });

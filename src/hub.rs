@@ -14,12 +14,19 @@ use bytes::Bytes;
 use crate::config::{Config, HookDefault, Protocol, Relay, SlowConsumer};
 use crate::events::{Event, EventKind, EventQueue};
 use crate::outbox::{Outbox, Push};
-use crate::protocol::{self, Command, Request, Target, User};
+use crate::protocol::{self, Command, Member, Request, Target, User, Welcome};
 use crate::stats::Stats;
 use crate::wsframe;
 use serde_json::Value;
 
 pub type ConnId = u64;
+
+/// A fresh history epoch: start time and a process-wide counter, so two engines never share one.
+fn new_epoch() -> String {
+    static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{}-{n}", now_ms(), std::process::id())
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -35,6 +42,12 @@ pub enum HubError {
     UnknownToken(u64),
     /// The connection's backlog is full; it is being closed as a slow consumer.
     QueueFull(ConnId),
+    /// A restored message id is not above the room's last id.
+    IdNotIncreasing {
+        room: String,
+        id: u64,
+        last: u64,
+    },
 }
 
 impl std::fmt::Display for HubError {
@@ -48,35 +61,71 @@ impl std::fmt::Display for HubError {
             HubError::QueueFull(id) => {
                 write!(f, "connection {id} is not reading; its backlog is full and it is being closed")
             }
+            HubError::IdNotIncreasing { room, id, last } => {
+                write!(f, "message id {id} is not above room `{room}`'s last id {last}; restore oldest first")
+            }
         }
     }
 }
 
+/// Who a connection is, settled before the upgrade (token, or what the client asked for).
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Connections with the same key are one user (tabs): `sub:<token sub>`, or `key:<secret>`
+    /// for an anonymous browser's own random key. None: this connection alone.
+    pub user: Option<String>,
+    pub name: Option<String>,
+    /// The name comes from the site's login: `nick` is refused.
+    pub bound: bool,
+    /// Rooms the token allows (None: any).
+    pub rooms: Option<Vec<String>>,
+}
+
 struct Conn {
+    /// The user key (see `Identity::user`); `conn:<id>` for a connection on its own.
+    user: Arc<str>,
+    /// The user's name (every tab has the same).
     name: Arc<str>,
     outbox: Arc<Outbox>,
     /// Rooms in join order; the last one is the current room.
     rooms: Vec<Arc<str>>,
+    allowed: Option<Arc<[String]>>,
 }
 
-struct Member {
+struct UserEntry {
+    name: Arc<str>,
+    bound: bool,
+    /// Open connections (tabs), oldest first.
+    conns: Vec<ConnId>,
+}
+
+struct Slot {
     id: ConnId,
     outbox: Arc<Outbox>,
 }
 
 struct Room {
     /// Dense list so fan-out is a straight walk; `index` finds a member for removal.
-    members: Vec<Member>,
+    members: Vec<Slot>,
     index: HashMap<ConnId, usize>,
     seq: u64,
     policy: SlowConsumer,
     /// The last messages as (id, JSON object), oldest first.
     history: VecDeque<(u64, Arc<str>)>,
+    /// Tabs per user key: the room hears `join` for a user's first tab and `leave` for its last.
+    tabs: HashMap<Arc<str>, u32>,
 }
 
 impl Room {
     fn new(policy: SlowConsumer, seq: u64) -> Self {
-        Room { members: Vec::new(), index: HashMap::new(), seq, policy, history: VecDeque::new() }
+        Room {
+            members: Vec::new(),
+            index: HashMap::new(),
+            seq,
+            policy,
+            history: VecDeque::new(),
+            tabs: HashMap::new(),
+        }
     }
 
     fn remember(&mut self, id: u64, json: &str, keep: usize) {
@@ -91,20 +140,22 @@ impl Room {
 
     /// What a client that last saw `since` (None: a newcomer) should get: the messages and
     /// whether some it missed are no longer kept.
-    fn catch_up(&self, since: Option<u64>, newcomer_window: usize) -> (Vec<&str>, bool) {
+    /// `foreign`: `since` is from another epoch (an engine that restarted), so it says
+    /// nothing about this history.
+    fn catch_up(&self, since: Option<u64>, foreign: bool, newcomer_window: usize) -> (Vec<&str>, bool) {
         let Some(since) = since else {
             let skip = self.history.len().saturating_sub(newcomer_window);
             return (self.history.iter().skip(skip).map(|(_, m)| &**m).collect(), false);
         };
         let oldest = self.history.front().map_or(self.seq + 1, |(id, _)| *id);
-        let gap = since < self.seq && since + 1 < oldest;
+        let gap = foreign || since > self.seq || (since < self.seq && since + 1 < oldest);
         let from = if gap { 0 } else { since };
         (self.history.iter().filter(|(id, _)| *id > from).map(|(_, m)| &**m).collect(), gap)
     }
 
     fn add(&mut self, id: ConnId, outbox: Arc<Outbox>) {
         self.index.insert(id, self.members.len());
-        self.members.push(Member { id, outbox });
+        self.members.push(Slot { id, outbox });
     }
 
     fn remove(&mut self, id: ConnId) {
@@ -120,9 +171,10 @@ impl Room {
 #[derive(Default)]
 struct State {
     conns: HashMap<ConnId, Conn>,
+    users: HashMap<Arc<str>, UserEntry>,
     rooms: HashMap<Arc<str>, Room>,
-    /// Lower-cased names in use, so "Bob" and "bob" cannot both appear.
-    names: HashMap<String, ConnId>,
+    /// Lower-cased names in use → user key, so "Bob" and "bob" cannot both appear.
+    names: HashMap<String, Arc<str>>,
     /// Empty rooms kept for their history, longest-empty first (may hold rooms in use again).
     idle: VecDeque<Arc<str>>,
     /// Messages held for the host's decision, by reply token.
@@ -146,8 +198,8 @@ struct Held {
 enum HeldKind {
     /// A chat message (relay `host`).
     Message(String),
-    /// A join (`join_hook`): the connection's first room, or a `join` command; with its `since`.
-    Join { first: bool, since: Option<u64> },
+    /// A join (`join_hook`): the connection's first room, or a `join` command; with its resume.
+    Join { first: bool, resume: Resume },
 }
 
 /// The host's answer to a held message.
@@ -158,9 +210,18 @@ pub enum Decision {
     Replace(String),
 }
 
+/// Where a joining client left off: the last id it saw and the epoch that id is from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+}
+
 pub struct Hub {
     state: Mutex<State>,
     cfg: Config,
+    /// Names this engine's message ids (`history_epoch`, or one made at start).
+    epoch: String,
     /// Rooms whose slow-consumer policy differs from the engine's (from `cfg.rooms`).
     room_policies: HashMap<String, SlowConsumer>,
     stats: Arc<Stats>,
@@ -171,7 +232,12 @@ impl Hub {
     pub fn new(cfg: &Config, stats: Arc<Stats>, events: Arc<EventQueue>) -> Self {
         let room_policies =
             cfg.rooms.iter().filter_map(|(name, r)| r.slow_consumer.map(|p| (name.clone(), p))).collect();
-        Hub { state: Mutex::default(), cfg: cfg.clone(), room_policies, stats, events }
+        let epoch = if cfg.history_epoch.is_empty() { new_epoch() } else { cfg.history_epoch.clone() };
+        Hub { state: Mutex::default(), cfg: cfg.clone(), epoch, room_policies, stats, events }
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     fn policy_for(&self, room: &str) -> SlowConsumer {
@@ -237,36 +303,69 @@ impl Hub {
         self.events.push(ev);
     }
 
-    fn members_of(st: &State, room: &Room) -> Vec<(ConnId, Arc<str>)> {
-        room.members.iter().filter_map(|m| st.conns.get(&m.id).map(|c| (m.id, c.name.clone()))).collect()
+    /// The room's users once each, as (oldest connection id in the room, name, tabs, user key).
+    fn members_of(st: &State, room: &Room) -> Vec<(ConnId, Arc<str>, u32, Arc<str>)> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out: Vec<(ConnId, Arc<str>, u32, Arc<str>)> = Vec::new();
+        for m in &room.members {
+            let Some(c) = st.conns.get(&m.id) else { continue };
+            match seen.get(&*c.user) {
+                Some(&i) => out[i].0 = out[i].0.min(m.id),
+                None => {
+                    seen.insert(&c.user, out.len());
+                    let tabs = room.tabs.get(&c.user).copied().unwrap_or(1);
+                    out.push((m.id, c.name.clone(), tabs, c.user.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Registers a new connection under a unique version of `requested` and joins `room`.
     /// Returns the name it got.
+    /// A second tab of a known user gets that user's name. Returns the name it got.
     pub fn connect(
         &self,
         id: ConnId,
-        requested: Option<&str>,
+        who: Identity,
         room: &str,
-        since: Option<u64>,
+        resume: Resume,
         outbox: Arc<Outbox>,
     ) -> Arc<str> {
         let mut st = self.lock();
-        let base = requested.map(str::to_string).unwrap_or_else(|| format!("guest-{id}"));
-        let mut name = base.clone();
-        let mut n = 2;
-        while st.names.contains_key(&name.to_lowercase()) {
-            name = format!("{base}-{n}");
-            n += 1;
-        }
-        let name: Arc<str> = name.into();
-        st.names.insert(name.to_lowercase(), id);
-        st.conns.insert(id, Conn { name: name.clone(), outbox: outbox.clone(), rooms: Vec::new() });
+        let user: Arc<str> = who.user.map(Into::into).unwrap_or_else(|| format!("conn:{id}").into());
+        let name = match st.users.get_mut(&user) {
+            Some(u) => {
+                u.conns.push(id);
+                u.name.clone()
+            }
+            None => {
+                let base = who.name.unwrap_or_else(|| format!("guest-{id}"));
+                let mut name = base.clone();
+                let mut n = 2;
+                while st.names.contains_key(&name.to_lowercase()) {
+                    name = format!("{base}-{n}");
+                    n += 1;
+                }
+                let name: Arc<str> = name.into();
+                st.names.insert(name.to_lowercase(), user.clone());
+                st.users.insert(
+                    user.clone(),
+                    UserEntry { name: name.clone(), bound: who.bound, conns: vec![id] },
+                );
+                name
+            }
+        };
+        let allowed = who.rooms.map(Arc::from);
+        st.conns.insert(
+            id,
+            Conn { user, name: name.clone(), outbox: outbox.clone(), rooms: Vec::new(), allowed },
+        );
         self.emit(EventKind::Connect, id, None, &name);
         if self.cfg.join_hook {
-            self.hold_join(&mut st, id, room, true, since);
+            self.hold_join(&mut st, id, room, true, resume);
         } else {
-            self.join_locked(&mut st, id, room, true, since);
+            self.join_locked(&mut st, id, room, true, resume);
         }
         name
     }
@@ -275,7 +374,8 @@ impl Hub {
     /// so that stop and kick still reach it.
     pub fn attach_silent(&self, id: ConnId, outbox: Arc<Outbox>) {
         let name: Arc<str> = format!("echo-{id}").into();
-        self.lock().conns.insert(id, Conn { name, outbox, rooms: Vec::new() });
+        let user = name.clone();
+        self.lock().conns.insert(id, Conn { user, name, outbox, rooms: Vec::new(), allowed: None });
     }
 
     pub fn detach_silent(&self, id: ConnId) {
@@ -284,7 +384,7 @@ impl Hub {
 
     /// Adds `id` to `room` (making it current); sends welcome or presence to the joiner and
     /// `join` to the others.
-    fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool, since: Option<u64>) {
+    fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool, resume: Resume) {
         let Some(conn) = st.conns.get_mut(&id) else {
             return;
         };
@@ -303,10 +403,13 @@ impl Hub {
                 st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
             conn.rooms.push(key.clone());
             let name = conn.name.clone();
+            let user = conn.user.clone();
             let outbox = conn.outbox.clone();
             let r = self.room_entry(st, &key);
             r.add(id, outbox);
-            if !self.seed() {
+            let tabs = r.tabs.entry(user).or_insert(0);
+            *tabs += 1;
+            if *tabs == 1 && !self.seed() {
                 let frame = wsframe::text(&protocol::join(&key, User { id, name: &name }));
                 let r = &st.rooms[&key];
                 self.fan_out(r, &frame, Some(id));
@@ -320,14 +423,19 @@ impl Hub {
             return;
         };
         let members = Self::members_of(st, r);
-        let users: Vec<User<'_>> = members.iter().map(|(id, n)| User { id: *id, name: n }).collect();
+        let users: Vec<Member<'_>> =
+            members.iter().map(|(id, n, tabs, _)| Member { id: *id, name: n, tabs: *tabs }).collect();
         let json = if first {
-            protocol::welcome(id, &conn.name, room, &users)
+            let bound = st.users.get(&conn.user).is_some_and(|u| u.bound);
+            let w = Welcome { id, name: &conn.name, bound, room, epoch: &self.epoch };
+            protocol::welcome(&w, &users)
         } else {
             protocol::presence(room, &users)
         };
         self.to_one(id, &conn.outbox, &json);
-        let (messages, gap) = r.catch_up(since, self.cfg.history_on_join);
+        let since = resume.since;
+        let foreign = resume.epoch.as_deref().is_some_and(|e| e != self.epoch);
+        let (messages, gap) = r.catch_up(since, foreign, self.cfg.history_on_join);
         let shown = messages.len();
         let more = !gap
             && since.is_none()
@@ -372,8 +480,8 @@ impl Hub {
                     self.command_error(held.from, &o, "rejected", &reason);
                 }
             }
-            (HeldKind::Join { first, since }, Decision::Approve | Decision::Replace(_)) => {
-                self.join_locked(st, held.from, &held.room, first, since);
+            (HeldKind::Join { first, resume }, Decision::Approve | Decision::Replace(_)) => {
+                self.join_locked(st, held.from, &held.room, first, resume);
             }
             (HeldKind::Join { first, .. }, Decision::Reject(reason)) => {
                 let reason =
@@ -391,7 +499,7 @@ impl Hub {
     }
 
     /// Holds a join for the host (`join_hook`): a `join_request` event with a reply token.
-    fn hold_join(&self, st: &mut State, id: ConnId, room: &str, first: bool, since: Option<u64>) {
+    fn hold_join(&self, st: &mut State, id: ConnId, room: &str, first: bool, resume: Resume) {
         let Some(conn) = st.conns.get(&id) else { return };
         st.next_token += 1;
         let mut ev = Event::new(EventKind::JoinRequest, id);
@@ -402,7 +510,7 @@ impl Hub {
             from: id,
             name: conn.name.clone(),
             room: room.into(),
-            what: HeldKind::Join { first, since },
+            what: HeldKind::Join { first, resume },
             deadline_ms: ev.ts + self.cfg.hook_timeout_ms + 1,
         };
         st.held.insert(ev.token, held);
@@ -465,11 +573,22 @@ impl Hub {
         };
         let key = conn.rooms.remove(pos);
         let name = conn.name.clone();
+        let user = conn.user.clone();
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
+            let last_tab = match r.tabs.get_mut(&user) {
+                Some(t) if *t > 1 => {
+                    *t -= 1;
+                    false
+                }
+                _ => {
+                    r.tabs.remove(&user);
+                    true
+                }
+            };
             if r.members.is_empty() {
                 self.room_emptied(st, key.clone());
-            } else if !self.seed() {
+            } else if last_tab && !self.seed() {
                 let frame = wsframe::text(&protocol::leave(&key, User { id, name: &name }));
                 self.fan_out(&st.rooms[&key], &frame, None);
             }
@@ -544,15 +663,19 @@ impl Hub {
                 ev.text = Some(text);
                 self.events.push(ev);
             }
-            Command::Join { room, since } => {
+            Command::Join { room, since, epoch } => {
                 if let Err(m) = protocol::validate_room(&room, self.cfg.max_room_chars) {
                     return refuse("bad_room", &m);
                 }
+                if conn.allowed.as_ref().is_some_and(|a| !a.contains(&room)) {
+                    return refuse("forbidden_room", &format!("your login does not allow room `{room}`"));
+                }
                 let member = conn.rooms.iter().any(|r| **r == *room);
+                let resume = Resume { since, epoch };
                 if self.cfg.join_hook && !member {
-                    self.hold_join(&mut st, id, &room, false, since);
+                    self.hold_join(&mut st, id, &room, false, resume);
                 } else {
-                    self.join_locked(&mut st, id, &room, false, since);
+                    self.join_locked(&mut st, id, &room, false, resume);
                 }
             }
             Command::Leave { room } => {
@@ -584,41 +707,70 @@ impl Hub {
                     return refuse("empty", "empty message");
                 }
                 let target = match &to {
-                    Target::Id(n) => st.conns.get(n).map(|_| *n),
-                    Target::Name(n) => st.names.get(&n.to_lowercase()).copied(),
+                    Target::Id(n) => st.conns.get(n).map(|c| c.user.clone()),
+                    Target::Name(n) => st.names.get(&n.to_lowercase()).cloned(),
                 };
-                let Some(target) = target else {
+                let Some(dest) = target.as_ref().and_then(|u| st.users.get(u)) else {
                     return refuse("unknown_user", "nobody by that name or id is here");
                 };
+                let target_id = dest.conns[0];
                 let from = User { id, name: &conn.name };
-                let Some(dest) = st.conns.get(&target) else { return };
-                let json = protocol::whisper(now_ms(), from, User { id: target, name: &dest.name }, &text);
-                self.to_one(target, &dest.outbox, &json);
-                if target != id {
-                    self.to_one(id, &outbox, &json);
+                let json = protocol::whisper(now_ms(), from, User { id: target_id, name: &dest.name }, &text);
+                let frame = wsframe::text(&json);
+                // Every tab of the recipient, and the sender's other tabs (they show the echo).
+                let mut tabs: Vec<ConnId> = dest.conns.clone();
+                if target.as_ref() != Some(&conn.user) {
+                    tabs.extend(st.users.get(&conn.user).map(|u| u.conns.as_slice()).unwrap_or(&[id]));
+                }
+                for t in tabs {
+                    if let Some(c) = st.conns.get(&t) {
+                        let push =
+                            c.outbox.push(frame.clone(), self.cfg.max_backlog_bytes, self.cfg.slow_consumer);
+                        self.account(t, push);
+                    }
                 }
                 let mut ev = Event::new(EventKind::Whisper, id);
                 ev.name = Some(conn.name.clone());
                 ev.text = Some(text);
-                ev.code = target;
+                ev.code = target_id;
                 self.events.push(ev);
             }
             Command::Nick { name } => {
                 let Some(new) = protocol::clean_name(&name, self.cfg.max_name_chars) else {
                     return refuse("bad_name", "a name needs at least one visible character");
                 };
+                let user = conn.user.clone();
+                let Some(entry) = st.users.get(&user) else { return };
+                if entry.bound {
+                    return refuse(
+                        "name_bound",
+                        "your name comes from your login and cannot be changed here",
+                    );
+                }
                 let key = new.to_lowercase();
-                if st.names.get(&key).is_some_and(|owner| *owner != id) {
+                if st.names.get(&key).is_some_and(|owner| *owner != user) {
                     return refuse("name_taken", &format!("`{new}` is taken"));
                 }
                 let old = conn.name.clone();
-                let rooms = conn.rooms.clone();
                 let new: Arc<str> = new.into();
-                st.names.remove(&old.to_lowercase());
-                st.names.insert(key, id);
-                if let Some(c) = st.conns.get_mut(&id) {
-                    c.name = new.clone();
+                // The user is renamed in every tab; each room it is in hears it once.
+                let tabs = entry.conns.clone();
+                let mut rooms: Vec<Arc<str>> = Vec::new();
+                for t in &tabs {
+                    if let Some(c) = st.conns.get_mut(t) {
+                        c.name = new.clone();
+                        for r in &c.rooms {
+                            if !rooms.contains(r) {
+                                rooms.push(r.clone());
+                            }
+                        }
+                    }
                 }
+                if let Some(u) = st.users.get_mut(&user) {
+                    u.name = new.clone();
+                }
+                st.names.remove(&old.to_lowercase());
+                st.names.insert(key, user);
                 if !self.seed() {
                     for room in &rooms {
                         if let Some(r) = st.rooms.get(room) {
@@ -651,7 +803,13 @@ impl Hub {
             self.leave_locked(&mut st, id, &r);
         }
         if let Some(conn) = st.conns.remove(&id) {
-            st.names.remove(&conn.name.to_lowercase());
+            if let Some(u) = st.users.get_mut(&conn.user) {
+                u.conns.retain(|c| *c != id);
+                if u.conns.is_empty() {
+                    st.users.remove(&conn.user);
+                    st.names.remove(&conn.name.to_lowercase());
+                }
+            }
             let dropped = conn.outbox.dropped();
             if dropped > 0 {
                 // The final count, whatever the last power of ten reported was.
@@ -669,14 +827,14 @@ impl Hub {
 
     /// A host message to one room, or to every room when `room` is None. Returns how many
     /// connections it was queued to.
-    pub fn broadcast(&self, room: Option<&str>, text: &str) -> Result<usize, HubError> {
+    pub fn broadcast(&self, room: Option<&str>, text: &str, from: &str) -> Result<usize, HubError> {
         if let Some(r) = room {
             protocol::validate_room(r, self.cfg.max_room_chars).map_err(HubError::BadRoom)?;
         }
         let mut st = self.lock();
         Stats::inc(&self.stats.host_broadcasts);
         let ts = now_ms();
-        let host = User { id: 0, name: &self.cfg.host_name };
+        let host = User { id: 0, name: from };
         let seed = self.seed();
         let mut sent = 0;
         let keep = self.cfg.history_size;
@@ -751,8 +909,9 @@ impl Hub {
         }
     }
 
-    /// Who is where, as JSON: `{"seq": N, "rooms": {room: {"last_id", "members": [{id, name}]}}}`
-    /// for one room or every room with members. Taken under the lock every membership event is
+    /// Who is where, as JSON: `{"seq": N, "epoch", "rooms": {room: {"last_id", "connections",
+    /// "members": [{id, name, tabs, conns, user?}]}}}` for one room or every room with members
+    /// (`user`: the token's `sub`, for logged-in users). Taken under the lock every membership event is
     /// queued under, so it reflects exactly the events numbered up to `seq`: a host that lost
     /// track rebuilds from this and applies only events with a higher `seq`.
     pub fn presence_json(&self, room: Option<&str>) -> String {
@@ -762,9 +921,22 @@ impl Hub {
         let mut add = |name: &str, r: &Room| {
             let members: Vec<Value> = Self::members_of(&st, r)
                 .iter()
-                .map(|(id, n)| serde_json::json!({"id": id, "name": &**n}))
+                .map(|(id, n, tabs, user)| {
+                    let conns: Vec<ConnId> = r
+                        .members
+                        .iter()
+                        .map(|m| m.id)
+                        .filter(|c| st.conns.get(c).is_some_and(|c| c.user == *user))
+                        .collect();
+                    let mut m = serde_json::json!({"id": id, "name": &**n, "tabs": tabs, "conns": conns});
+                    if let Some(sub) = user.strip_prefix("sub:") {
+                        m["user"] = Value::from(sub);
+                    }
+                    m
+                })
                 .collect();
-            rooms.insert(name.to_string(), serde_json::json!({"last_id": r.seq, "members": members}));
+            let v = serde_json::json!({"last_id": r.seq, "connections": r.members.len(), "members": members});
+            rooms.insert(name.to_string(), v);
         };
         match room {
             Some(name) => {
@@ -778,7 +950,7 @@ impl Hub {
                 }
             }
         }
-        serde_json::json!({"seq": seq, "rooms": rooms}).to_string()
+        serde_json::json!({"seq": seq, "epoch": self.epoch, "rooms": rooms}).to_string()
     }
 
     /// Rooms with someone in them (empty rooms kept for their history are not counted).
@@ -786,10 +958,62 @@ impl Hub {
         self.lock().rooms.values().filter(|r| !r.members.is_empty()).count()
     }
 
-    /// Members of a room as (id, name), in join order as far as removals allow.
-    pub fn members(&self, room: &str) -> Vec<(ConnId, Arc<str>)> {
+    /// Users in a room once each as (a connection id, name, tabs).
+    pub fn members(&self, room: &str) -> Vec<(ConnId, Arc<str>, u32)> {
         let st = self.lock();
-        st.rooms.get(room).map(|r| Self::members_of(&st, r)).unwrap_or_default()
+        let Some(r) = st.rooms.get(room) else { return Vec::new() };
+        Self::members_of(&st, r).into_iter().map(|(id, n, t, _)| (id, n, t)).collect()
+    }
+
+    /// Rooms with someone in them: (name, users, connections, last message id), by name.
+    pub fn rooms(&self) -> Vec<(String, usize, usize, u64)> {
+        let st = self.lock();
+        let mut out: Vec<_> = st
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.members.is_empty())
+            .map(|(k, r)| (k.to_string(), r.tabs.len(), r.members.len(), r.seq))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many.
+    pub fn kick_user(&self, sub: &str, reason: &str) -> usize {
+        let st = self.lock();
+        let key = format!("sub:{sub}");
+        let Some(u) = st.users.get(key.as_str()) else { return 0 };
+        let mut n = 0;
+        for id in &u.conns {
+            if st.conns.get(id).is_some_and(|c| c.outbox.close(wsframe::close::KICKED, reason)) {
+                Stats::inc(&self.stats.kicks);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Puts a message the host kept (a database) back into a room's history, e.g. after a
+    /// restart. Ids must increase per room; the room's next message continues above `id`, so a
+    /// client resuming with `since` (and the same `history_epoch`) gets exactly what it missed.
+    pub fn restore(&self, room: &str, id: u64, ts: u64, from: &str, text: &str) -> Result<(), HubError> {
+        protocol::validate_room(room, self.cfg.max_room_chars).map_err(HubError::BadRoom)?;
+        let mut st = self.lock();
+        let key: Arc<str> =
+            st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
+        let new = !st.rooms.contains_key(&key);
+        let keep = self.cfg.history_size;
+        let r = self.room_entry(&mut st, &key);
+        if id <= r.seq {
+            return Err(HubError::IdNotIncreasing { room: room.to_string(), id, last: r.seq });
+        }
+        r.seq = id;
+        let json = protocol::message(room, id, ts, User { id: 0, name: from }, text);
+        r.remember(id, &json, keep);
+        if new {
+            self.room_emptied(&mut st, key);
+        }
+        Ok(())
     }
 }
 
@@ -799,6 +1023,10 @@ mod tests {
     use serde_json::Value;
     use std::collections::VecDeque;
     use std::time::Duration;
+
+    fn named(name: Option<&str>) -> Identity {
+        Identity { name: name.map(str::to_string), ..Default::default() }
+    }
 
     fn req(cmd: Command) -> Request {
         Request { cmd, reference: None }
@@ -831,9 +1059,9 @@ mod tests {
         let (h, _) = hub(|_| {});
         let a = Arc::new(Outbox::new());
         let b = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", None, a.clone());
+        h.connect(1, named(Some("ann")), "lobby", Resume::default(), a.clone());
         drain(&a);
-        h.connect(2, Some("bob"), "lobby", None, b.clone());
+        h.connect(2, named(Some("bob")), "lobby", Resume::default(), b.clone());
         let wb = drain(&b);
         assert_eq!(wb[0]["type"], "welcome");
         assert_eq!(wb[0]["name"], "bob");
@@ -846,11 +1074,23 @@ mod tests {
     #[test]
     fn names_are_made_unique_ignoring_case() {
         let (h, _) = hub(|_| {});
-        assert_eq!(&*h.connect(1, Some("Bob"), "lobby", None, Arc::new(Outbox::new())), "Bob");
-        assert_eq!(&*h.connect(2, Some("bob"), "lobby", None, Arc::new(Outbox::new())), "bob-2");
-        assert_eq!(&*h.connect(3, None, "lobby", None, Arc::new(Outbox::new())), "guest-3");
+        assert_eq!(
+            &*h.connect(1, named(Some("Bob")), "lobby", Resume::default(), Arc::new(Outbox::new())),
+            "Bob"
+        );
+        assert_eq!(
+            &*h.connect(2, named(Some("bob")), "lobby", Resume::default(), Arc::new(Outbox::new())),
+            "bob-2"
+        );
+        assert_eq!(
+            &*h.connect(3, named(None), "lobby", Resume::default(), Arc::new(Outbox::new())),
+            "guest-3"
+        );
         h.disconnect(1, 1000);
-        assert_eq!(&*h.connect(4, Some("BOB"), "lobby", None, Arc::new(Outbox::new())), "BOB");
+        assert_eq!(
+            &*h.connect(4, named(Some("BOB")), "lobby", Resume::default(), Arc::new(Outbox::new())),
+            "BOB"
+        );
     }
 
     #[test]
@@ -859,9 +1099,9 @@ mod tests {
         let a = Arc::new(Outbox::new());
         let b = Arc::new(Outbox::new());
         let c = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", None, a.clone());
-        h.connect(2, Some("bob"), "lobby", None, b.clone());
-        h.connect(3, Some("cy"), "other", None, c.clone());
+        h.connect(1, named(Some("ann")), "lobby", Resume::default(), a.clone());
+        h.connect(2, named(Some("bob")), "lobby", Resume::default(), b.clone());
+        h.connect(3, named(Some("cy")), "other", Resume::default(), c.clone());
         for o in [&a, &b, &c] {
             drain(o);
         }
@@ -882,7 +1122,7 @@ mod tests {
     fn host_relay_sends_nothing_to_the_room() {
         let (h, ev) = hub(|c| c.relay = Relay::Host);
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", None, a.clone());
+        h.connect(1, named(Some("ann")), "lobby", Resume::default(), a.clone());
         drain(&a);
         h.command(1, req(Command::Message { room: None, text: "hi".into() }));
         assert!(drain(&a).is_empty());
@@ -893,8 +1133,8 @@ mod tests {
     fn seed_protocol_sends_only_mess_and_name() {
         let (h, _) = hub(|c| c.protocol = Protocol::Seed);
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", None, a.clone());
-        h.connect(2, Some("bob"), "lobby", None, Arc::new(Outbox::new()));
+        h.connect(1, named(Some("ann")), "lobby", Resume::default(), a.clone());
+        h.connect(2, named(Some("bob")), "lobby", Resume::default(), Arc::new(Outbox::new()));
         h.command(2, req(Command::Message { room: None, text: "hi".into() }));
         let got = drain(&a);
         assert_eq!(got.len(), 1);
@@ -905,9 +1145,9 @@ mod tests {
     fn joining_several_rooms_and_leaving() {
         let (h, _) = hub(|c| c.max_rooms_per_connection = 2);
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", None, a.clone());
-        h.command(1, req(Command::Join { room: "dev".into(), since: None }));
-        h.command(1, req(Command::Join { room: "ops".into(), since: None }));
+        h.connect(1, named(Some("ann")), "lobby", Resume::default(), a.clone());
+        h.command(1, req(Command::Join { room: "dev".into(), since: None, epoch: None }));
+        h.command(1, req(Command::Join { room: "ops".into(), since: None, epoch: None }));
         let types: Vec<String> = drain(&a)
             .iter()
             .map(|m| format!("{}{}", m["type"].as_str().unwrap(), m["code"].as_str().unwrap_or("")))
@@ -926,16 +1166,16 @@ mod tests {
         let (h, _) = hub(|_| {});
         let a = Arc::new(Outbox::new());
         let b = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", None, a.clone());
-        h.connect(2, Some("bob"), "dev", None, b.clone());
+        h.connect(1, named(Some("ann")), "lobby", Resume::default(), a.clone());
+        h.connect(2, named(Some("bob")), "dev", Resume::default(), b.clone());
         drain(&a);
         drain(&b);
-        assert_eq!(h.broadcast(Some("dev"), "deploy"), Ok(1));
+        assert_eq!(h.broadcast(Some("dev"), "deploy", "system"), Ok(1));
         assert_eq!(drain(&b)[0]["from"], serde_json::json!({"id": 0, "name": "system"}));
         assert!(drain(&a).is_empty());
-        assert_eq!(h.broadcast(None, "all"), Ok(2));
-        assert_eq!(h.broadcast(Some("nobody-here"), "x"), Ok(0));
-        assert!(matches!(h.broadcast(Some(""), "x"), Err(HubError::BadRoom(_))));
+        assert_eq!(h.broadcast(None, "all", "system"), Ok(2));
+        assert_eq!(h.broadcast(Some("nobody-here"), "x", "system"), Ok(0));
+        assert!(matches!(h.broadcast(Some(""), "x", "system"), Err(HubError::BadRoom(_))));
     }
 
     #[test]
@@ -943,11 +1183,11 @@ mod tests {
         let (h, _) = hub(|c| c.max_backlog_bytes = 2048);
         let slow = Arc::new(Outbox::new());
         let fast = Arc::new(Outbox::new());
-        h.connect(1, Some("slow"), "lobby", None, slow.clone());
-        h.connect(2, Some("fast"), "lobby", None, fast.clone());
+        h.connect(1, named(Some("slow")), "lobby", Resume::default(), slow.clone());
+        h.connect(2, named(Some("fast")), "lobby", Resume::default(), fast.clone());
         let mut q = VecDeque::new();
         for i in 0..100 {
-            h.broadcast(Some("lobby"), &format!("message {i}")).unwrap();
+            h.broadcast(Some("lobby"), &format!("message {i}"), "system").unwrap();
             fast.take(&mut q);
             let n: usize = q.drain(..).map(|f| f.len()).sum();
             fast.written(n);
@@ -968,11 +1208,11 @@ mod tests {
         });
         let slow = Arc::new(Outbox::new());
         let fast = Arc::new(Outbox::new());
-        h.connect(1, Some("slow"), "ticker", None, slow.clone());
-        h.connect(2, Some("fast"), "ticker", None, fast.clone());
+        h.connect(1, named(Some("slow")), "ticker", Resume::default(), slow.clone());
+        h.connect(2, named(Some("fast")), "ticker", Resume::default(), fast.clone());
         let mut q = VecDeque::new();
         for i in 0..100 {
-            h.broadcast(Some("ticker"), &format!("price {i}")).unwrap();
+            h.broadcast(Some("ticker"), &format!("price {i}"), "system").unwrap();
             fast.take(&mut q);
             let n: usize = q.drain(..).map(|f| f.len()).sum();
             fast.written(n);
@@ -1001,8 +1241,8 @@ mod tests {
     fn disconnect_tells_the_room_and_the_host() {
         let (h, ev) = hub(|_| {});
         let a = Arc::new(Outbox::new());
-        h.connect(1, Some("ann"), "lobby", None, a.clone());
-        h.connect(2, Some("bob"), "lobby", None, Arc::new(Outbox::new()));
+        h.connect(1, named(Some("ann")), "lobby", Resume::default(), a.clone());
+        h.connect(2, named(Some("bob")), "lobby", Resume::default(), Arc::new(Outbox::new()));
         drain(&a);
         h.disconnect(2, 1000);
         assert_eq!(drain(&a)[0]["type"], "leave");
@@ -1054,10 +1294,11 @@ mod properties {
                 match op {
                     Op::Connect(c, r) if !outboxes.contains_key(&(c as u64)) => {
                         let o = Arc::new(Outbox::new());
-                        h.connect(c as u64, Some("same"), &room(r), None, o.clone());
+                        let who = Identity { name: Some("same".into()), ..Default::default() };
+                        h.connect(c as u64, who, &room(r), Resume::default(), o.clone());
                         outboxes.insert(c as u64, o);
                     }
-                    Op::Join(c, r) => h.command(c as u64, req(Command::Join { room: room(r), since: None })),
+                    Op::Join(c, r) => h.command(c as u64, req(Command::Join { room: room(r), since: None, epoch: None })),
                     Op::Leave(c, r) => h.command(c as u64, req(Command::Leave { room: room(r) })),
                     Op::Say(c) => h.command(c as u64, req(Command::Message { room: None, text: "x".into() })),
                     Op::Disconnect(c) => {
@@ -1082,7 +1323,7 @@ mod properties {
                     for r in &c.rooms {
                         prop_assert!(st.rooms.get(r).is_some_and(|room| room.index.contains_key(id)));
                     }
-                    prop_assert_eq!(st.names.get(&c.name.to_lowercase()), Some(id));
+                    prop_assert_eq!(st.names.get(&c.name.to_lowercase()), Some(&c.user));
                 }
                 prop_assert_eq!(st.names.len(), st.conns.len());
             }

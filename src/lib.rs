@@ -9,8 +9,10 @@
 //! `ffi` → `api` → `engine` → `http` → `session` → `hub` → `protocol` / `wsframe`.
 
 mod api;
+mod auth;
 mod config;
 mod context;
+mod control;
 mod engine;
 mod events;
 pub mod ffi;
@@ -18,6 +20,7 @@ mod http;
 mod hub;
 mod outbox;
 mod protocol;
+mod remote;
 mod session;
 mod stats;
 mod wsframe;

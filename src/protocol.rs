@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 pub enum Command {
     /// Chat text for `room` (None = the connection's current room).
     Message { room: Option<String>, text: String },
-    /// Join a room (and make it current); `since` = the last message id seen there (resume).
-    Join { room: String, since: Option<u64> },
+    /// Join a room (and make it current); `since` = the last message id seen there (resume),
+    /// `epoch` = the engine epoch that id is from (from `welcome`).
+    Join { room: String, since: Option<u64>, epoch: Option<String> },
     /// Leave a room.
     Leave { room: String },
     /// Older messages of a room: up to `limit` with ids below `before` (None = the newest).
@@ -81,7 +82,11 @@ fn command(obj: &Map<String, Value>) -> Result<Command, ProtocolError> {
     };
     match kind {
         "message" => Ok(Command::Message { room: opt_str(obj, "room")?, text: req_str(obj, "text")? }),
-        "join" => Ok(Command::Join { room: req_str(obj, "room")?, since: opt_u64(obj, "since")? }),
+        "join" => Ok(Command::Join {
+            room: req_str(obj, "room")?,
+            since: opt_u64(obj, "since")?,
+            epoch: opt_str(obj, "epoch")?,
+        }),
         "leave" => Ok(Command::Leave { room: req_str(obj, "room")? }),
         "history" => Ok(Command::History {
             room: req_str(obj, "room")?,
@@ -165,18 +170,40 @@ pub struct User<'a> {
     pub name: &'a str,
 }
 
+/// A user in a member list: `id` is one of its connections (whisper to it reaches them all),
+/// `tabs` how many of its connections are in the room.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Member<'a> {
+    pub id: u64,
+    pub name: &'a str,
+    pub tabs: u32,
+}
+
+/// What `welcome` tells a new connection about itself.
+pub struct Welcome<'a> {
+    pub id: u64,
+    pub name: &'a str,
+    /// The name comes from the site's login token; `nick` is refused.
+    pub bound: bool,
+    pub room: &'a str,
+    /// The engine's history epoch (send it back with `since` when resuming).
+    pub epoch: &'a str,
+}
+
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Out<'a> {
     Welcome {
         id: u64,
         name: &'a str,
+        bound: bool,
         room: &'a str,
-        members: &'a [User<'a>],
+        epoch: &'a str,
+        members: &'a [Member<'a>],
     },
     Presence {
         room: &'a str,
-        members: &'a [User<'a>],
+        members: &'a [Member<'a>],
     },
     Message {
         room: &'a str,
@@ -221,11 +248,11 @@ fn to_json(out: &Out<'_>) -> String {
     serde_json::to_string(out).unwrap_or_default()
 }
 
-pub fn welcome(id: u64, name: &str, room: &str, members: &[User<'_>]) -> String {
-    to_json(&Out::Welcome { id, name, room, members })
+pub fn welcome(w: &Welcome<'_>, members: &[Member<'_>]) -> String {
+    to_json(&Out::Welcome { id: w.id, name: w.name, bound: w.bound, room: w.room, epoch: w.epoch, members })
 }
 
-pub fn presence(room: &str, members: &[User<'_>]) -> String {
+pub fn presence(room: &str, members: &[Member<'_>]) -> String {
     to_json(&Out::Presence { room, members })
 }
 
@@ -317,7 +344,7 @@ mod tests {
         let p = |t: &str| parse_client(t, false).map(|r| r.cmd);
         assert_eq!(
             p(r#"{"type":"join","room":"a","since":41}"#),
-            Ok(Command::Join { room: "a".into(), since: Some(41) })
+            Ok(Command::Join { room: "a".into(), since: Some(41), epoch: None })
         );
         assert_eq!(
             p(r#"{"type":"history","room":"a","before":10,"limit":5}"#),

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::context::{Context, SessionGuard};
-use crate::hub::ConnId;
+use crate::hub::{ConnId, Identity, Resume};
 use crate::outbox::Outbox;
 use crate::protocol;
 use crate::stats::Stats;
@@ -30,13 +30,13 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// Who the client said it is, from the upgrade request.
+/// Who the client is and where it goes, from the upgrade request.
 pub struct Hello {
     pub id: ConnId,
-    pub name: Option<String>,
+    pub who: Identity,
     pub room: String,
-    /// Last message id the client saw in `room` (resume after a reconnect).
-    pub since: Option<u64>,
+    /// Where the client left off in `room` (resume after a reconnect).
+    pub resume: Resume,
 }
 
 /// Frames taken from the outbox and not yet fully written.
@@ -113,7 +113,7 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, early: Bytes, hello: Hell
     if ctx.cfg.echo {
         ctx.hub.attach_silent(id, outbox.clone());
     } else {
-        ctx.hub.connect(id, hello.name.as_deref(), &hello.room, hello.since, outbox.clone());
+        ctx.hub.connect(id, hello.who, &hello.room, hello.resume, outbox.clone());
     }
     let code =
         Connection { ctx: &ctx, id, outbox: &outbox, decoder: Decoder::new(), state: State::new(&ctx) }

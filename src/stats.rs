@@ -27,6 +27,10 @@ pub struct Stats {
     pub hook_timeouts: AtomicU64,
     pub handshake_timeouts: AtomicU64,
     pub header_rejects: AtomicU64,
+    pub control_requests: AtomicU64,
+    pub api_auth_failures: AtomicU64,
+    pub api_requests: AtomicU64,
+    pub auth_failures: AtomicU64,
 }
 
 /// A point-in-time copy, as returned by `chat_stats_json`.
@@ -54,6 +58,10 @@ pub struct Snapshot {
     pub hook_timeouts: u64,
     pub handshake_timeouts: u64,
     pub header_rejects: u64,
+    pub control_requests: u64,
+    pub api_auth_failures: u64,
+    pub api_requests: u64,
+    pub auth_failures: u64,
     pub events_queued: u64,
     pub events_dropped: u64,
     pub running: bool,
@@ -92,6 +100,10 @@ impl Stats {
             hook_timeouts: self.hook_timeouts.load(Relaxed),
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
             header_rejects: self.header_rejects.load(Relaxed),
+            control_requests: self.control_requests.load(Relaxed),
+            api_auth_failures: self.api_auth_failures.load(Relaxed),
+            api_requests: self.api_requests.load(Relaxed),
+            auth_failures: self.auth_failures.load(Relaxed),
             events_queued,
             events_dropped,
             running,

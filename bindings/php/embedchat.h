@@ -29,6 +29,8 @@ typedef enum chat_result {
   CHAT_ERR_INTERNAL = -9,
   CHAT_ERR_INVALID = -10,
   CHAT_ERR_UNKNOWN_TOKEN = -11,
+  CHAT_ERR_CONTROL = -12,
+  CHAT_ERR_UNSUPPORTED = -13,
 } chat_result;
 
 typedef struct chat_engine chat_engine;
@@ -52,6 +54,8 @@ typedef void (*chat_event_cb)(void *userdata, const struct chat_event *ev);
 
 struct chat_engine *chat_start(const char *config_json);
 
+struct chat_engine *chat_connect(const char *path);
+
 uint16_t chat_port(const struct chat_engine *e);
 
 int chat_broadcast(struct chat_engine *e, const char *room, const char *text);
@@ -65,6 +69,8 @@ int chat_approve(struct chat_engine *e, uint64_t reply_token);
 int chat_reject(struct chat_engine *e, uint64_t reply_token, const char *reason);
 
 int chat_replace(struct chat_engine *e, uint64_t reply_token, const char *new_text);
+
+int chat_restore(struct chat_engine *e, const char *room, uint64_t msg_id, uint64_t ts_ms, const char *from, const char *text);
 
 int chat_set_callback(struct chat_engine *e, chat_event_cb cb, void *userdata);
 

@@ -1,6 +1,7 @@
 //! `chat_engine`: start, act, take events, stop.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use super::event::{chat_event, OwnedEvent};
 use super::result::chat_result::{self, *};
 use super::{fail, guard, opt_str_arg, set_last_error, str_arg, take_box, write_out};
 use crate::api::{CallbackThread, Config, Engine, Error, Event};
+use crate::remote::Remote;
 
 /// Called once per event with the `userdata` given to `chat_set_callback` and an event that is
 /// valid only during the call (do not free it). It runs on the thread that called
@@ -41,8 +43,44 @@ pub struct chat_engine {
 }
 
 struct Inner {
-    engine: Engine,
+    target: Target,
     callback: Slot,
+}
+
+/// What a handle drives: an engine in this process (`chat_start`), or one in a daemon reached
+/// through its control socket (`chat_connect`).
+enum Target {
+    Local(Engine),
+    Remote { remote: Remote, closed: AtomicBool },
+}
+
+/// What a handle gives for the calls both kinds answer.
+enum Either<'a> {
+    Local(&'a Engine),
+    Remote(&'a Remote),
+}
+
+impl Inner {
+    fn local(&self) -> Result<&Engine, c_int> {
+        match &self.target {
+            Target::Local(e) => Ok(e),
+            Target::Remote { .. } => Err(fail(
+                CHAT_ERR_UNSUPPORTED,
+                "a handle from chat_connect can broadcast, send, kick and read stats and presence; \
+                 events and moderation belong to the process that started the engine",
+            )),
+        }
+    }
+
+    fn either(&self) -> Result<Either<'_>, c_int> {
+        match &self.target {
+            Target::Local(e) => Ok(Either::Local(e)),
+            Target::Remote { closed, .. } if closed.load(Ordering::SeqCst) => {
+                Err(fail(CHAT_ERR_STOPPED, "this chat_connect handle was closed with chat_stop"))
+            }
+            Target::Remote { remote, .. } => Ok(Either::Remote(remote)),
+        }
+    }
 }
 
 fn current(slot: &Slot) -> Option<Callback> {
@@ -63,6 +101,7 @@ fn code_of(e: Error) -> c_int {
         Error::Config(_) => CHAT_ERR_CONFIG,
         Error::Bind { .. } => CHAT_ERR_BIND,
         Error::Io(_) => CHAT_ERR_INTERNAL,
+        Error::Control(_) => CHAT_ERR_CONTROL,
         Error::Stopped => CHAT_ERR_STOPPED,
         Error::UnknownConnection(_) => CHAT_ERR_UNKNOWN_CONN,
         Error::QueueFull(_) => CHAT_ERR_QUEUE_FULL,
@@ -98,7 +137,36 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
         };
         match Engine::start(cfg) {
             Ok(engine) => Box::into_raw(Box::new(chat_engine {
-                inner: Arc::new(Inner { engine, callback: Slot::default() }),
+                inner: Arc::new(Inner { target: Target::Local(engine), callback: Slot::default() }),
+            })),
+            Err(e) => {
+                set_last_error(e.to_string());
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Connects to an engine another process runs with `"control_socket": path` in its config
+/// (a daemon), for processes that must not run an engine themselves (PHP-FPM workers).
+///
+/// Returns a handle the caller owns and releases with `chat_free`, or NULL with the reason in
+/// `chat_last_error()` (path NULL or not UTF-8, nothing listening, no permission). On it
+/// `chat_broadcast`, `chat_send`, `chat_kick`, `chat_stats_json`, `chat_presence_json` and
+/// `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
+/// `chat_stop` closes only this connection. Event and moderation calls return
+/// CHAT_ERR_UNSUPPORTED. If the daemon goes away, calls return CHAT_ERR_CONTROL and the next
+/// call connects again. One handle may be used from several threads (calls take turns).
+#[no_mangle]
+pub extern "C" fn chat_connect(path: *const c_char) -> *mut chat_engine {
+    guard(std::ptr::null_mut(), || {
+        let Ok(path) = str_arg(path, "path") else { return std::ptr::null_mut() };
+        match Remote::connect(path) {
+            Ok(remote) => Box::into_raw(Box::new(chat_engine {
+                inner: Arc::new(Inner {
+                    target: Target::Remote { remote, closed: AtomicBool::new(false) },
+                    callback: Slot::default(),
+                }),
             })),
             Err(e) => {
                 set_last_error(e.to_string());
@@ -109,15 +177,23 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
 }
 
 /// The TCP port the engine listens on (the real one when the config asked for port 0).
-/// Returns 0 if `e` is NULL or stopped. Any thread.
+/// Returns 0 if `e` is NULL or stopped (or, for a `chat_connect` handle, the daemon is not
+/// reachable). Any thread.
 #[no_mangle]
 pub extern "C" fn chat_port(e: *const chat_engine) -> u16 {
     guard(0, || match engine_ref(e) {
-        Ok(h) if !h.engine.is_stopped() => h.engine.port(),
-        Ok(_) => {
-            set_last_error("the engine is stopped");
-            0
-        }
+        Ok(h) => match h.either() {
+            Ok(Either::Local(en)) if !en.is_stopped() => en.port(),
+            Ok(Either::Local(_)) => {
+                set_last_error("the engine is stopped");
+                0
+            }
+            Ok(Either::Remote(r)) => r.port().unwrap_or_else(|e| {
+                set_last_error(e.to_string());
+                0
+            }),
+            Err(_) => 0,
+        },
         Err(_) => 0,
     })
 }
@@ -135,7 +211,11 @@ pub extern "C" fn chat_broadcast(e: *mut chat_engine, room: *const c_char, text:
             let h = engine_ref(e)?;
             let room = opt_str_arg(room, "room")?;
             let text = str_arg(text, "text")?;
-            let n = h.engine.broadcast(room, text).map_err(code_of)?;
+            let n = match h.either()? {
+                Either::Local(en) => en.broadcast(room, text),
+                Either::Remote(r) => r.broadcast(room, text),
+            }
+            .map_err(code_of)?;
             Ok(n.min(c_int::MAX as usize) as c_int)
         };
         run().unwrap_or_else(|c| c)
@@ -153,7 +233,11 @@ pub extern "C" fn chat_send(e: *mut chat_engine, conn_id: u64, text: *const c_ch
         let run = || -> Result<(), c_int> {
             let h = engine_ref(e)?;
             let text = str_arg(text, "text")?;
-            h.engine.send(conn_id, text).map_err(code_of)
+            match h.either()? {
+                Either::Local(en) => en.send(conn_id, text),
+                Either::Remote(r) => r.send(conn_id, text),
+            }
+            .map_err(code_of)
         };
         run().map_or_else(|c| c, |_| CHAT_OK as c_int)
     })
@@ -168,7 +252,11 @@ pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_
         let run = || -> Result<(), c_int> {
             let h = engine_ref(e)?;
             let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
-            h.engine.kick(conn_id, reason).map_err(code_of)
+            match h.either()? {
+                Either::Local(en) => en.kick(conn_id, reason),
+                Either::Remote(r) => r.kick(conn_id, reason),
+            }
+            .map_err(code_of)
         };
         run().map_or_else(|c| c, |_| CHAT_OK as c_int)
     })
@@ -181,9 +269,9 @@ pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_
 /// including inside the callback.
 #[no_mangle]
 pub extern "C" fn chat_approve(e: *mut chat_engine, reply_token: u64) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
-        Ok(h) => h.engine.approve(reply_token).map_or_else(code_of, |_| CHAT_OK as c_int),
-        Err(c) => c,
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<(), c_int> { engine_ref(e)?.local()?.approve(reply_token).map_err(code_of) };
+        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
     })
 }
 
@@ -197,7 +285,7 @@ pub extern "C" fn chat_reject(e: *mut chat_engine, reply_token: u64, reason: *co
         let run = || -> Result<(), c_int> {
             let h = engine_ref(e)?;
             let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
-            h.engine.reject(reply_token, reason).map_err(code_of)
+            h.local()?.reject(reply_token, reason).map_err(code_of)
         };
         run().map_or_else(|c| c, |_| CHAT_OK as c_int)
     })
@@ -213,7 +301,38 @@ pub extern "C" fn chat_replace(e: *mut chat_engine, reply_token: u64, new_text: 
         let run = || -> Result<(), c_int> {
             let h = engine_ref(e)?;
             let text = str_arg(new_text, "new_text")?;
-            h.engine.replace(reply_token, text).map_err(code_of)
+            h.local()?.replace(reply_token, text).map_err(code_of)
+        };
+        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+    })
+}
+
+/// Puts a message the host kept (in its database) back into `room`'s history, for a host that
+/// restarts: call it for each kept message, oldest first, right after `chat_start`, with a
+/// fixed `history_epoch` in the config. Clients then get these on join, and a browser that
+/// resumes with the id it last saw gets exactly what it missed; new messages continue above
+/// the highest restored `msg_id`. `from` is the sender's name, `ts_ms` the time it was sent
+/// (ms since 1970). All strings UTF-8, copied.
+///
+/// Returns CHAT_OK, or CHAT_ERR_NULL (e, room, from or text), CHAT_ERR_UTF8, CHAT_ERR_INVALID
+/// (bad room name, text too long, `msg_id` not above the room's last id), CHAT_ERR_STOPPED,
+/// CHAT_ERR_UNSUPPORTED (a `chat_connect` handle). Any thread.
+#[no_mangle]
+pub extern "C" fn chat_restore(
+    e: *mut chat_engine,
+    room: *const c_char,
+    msg_id: u64,
+    ts_ms: u64,
+    from: *const c_char,
+    text: *const c_char,
+) -> c_int {
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<(), c_int> {
+            let h = engine_ref(e)?;
+            let room = str_arg(room, "room")?;
+            let from = str_arg(from, "from")?;
+            let text = str_arg(text, "text")?;
+            h.local()?.restore(room, msg_id, ts_ms, from, text).map_err(code_of)
         };
         run().map_or_else(|c| c, |_| CHAT_OK as c_int)
     })
@@ -229,7 +348,8 @@ pub extern "C" fn chat_set_callback(e: *mut chat_engine, cb: chat_event_cb, user
     guard(CHAT_ERR_PANIC as c_int, || {
         let run = || -> Result<(), c_int> {
             let h = engine_ref(e)?;
-            if h.engine.is_stopped() {
+            let engine = h.local()?;
+            if engine.is_stopped() {
                 return Err(code_of(Error::Stopped));
             }
             let new = cb.map(|cb| Callback { cb, userdata: userdata as usize });
@@ -239,9 +359,9 @@ pub extern "C" fn chat_set_callback(e: *mut chat_engine, cb: chat_event_cb, user
                 *slot = new;
                 first
             };
-            if first && h.engine.config().callback_thread == CallbackThread::Engine {
+            if first && engine.config().callback_thread == CallbackThread::Engine {
                 let slot = h.callback.clone();
-                match h.engine.spawn_event_thread(move |ev| {
+                match engine.spawn_event_thread(move |ev| {
                     if let Some(c) = current(&slot) {
                         c.call(ev);
                     }
@@ -267,10 +387,11 @@ pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int
     guard(CHAT_ERR_PANIC as c_int, || {
         let run = || -> Result<c_int, c_int> {
             let h = engine_ref(e)?;
-            if h.engine.is_stopped() {
+            let engine = h.local()?;
+            if engine.is_stopped() {
                 return Err(code_of(Error::Stopped));
             }
-            if h.engine.config().callback_thread == CallbackThread::Engine {
+            if engine.config().callback_thread == CallbackThread::Engine {
                 return Err(fail(
                     CHAT_ERR_INVALID,
                     "callbacks run on the engine thread (\"callback_thread\": \"engine\"); chat_dispatch is not used",
@@ -279,8 +400,7 @@ pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int
             if current(&h.callback).is_none() {
                 return Err(fail(CHAT_ERR_INVALID, "no callback set: call chat_set_callback first"));
             }
-            let n = h
-                .engine
+            let n = engine
                 .dispatch(timeout_of(timeout_ms), |ev| {
                     // Looked up per event: the callback may replace itself.
                     if let Some(c) = current(&h.callback) {
@@ -313,7 +433,7 @@ pub extern "C" fn chat_poll_event(
         write_out(out, std::ptr::null_mut());
         let run = || -> Result<c_int, c_int> {
             let h = engine_ref(e)?;
-            match h.engine.poll_event(timeout_of(timeout_ms)).map_err(code_of)? {
+            match h.local()?.poll_event(timeout_of(timeout_ms)).map_err(code_of)? {
                 Some(ev) => {
                     write_out(out, OwnedEvent::new(&ev).into_raw());
                     Ok(1)
@@ -331,26 +451,40 @@ pub extern "C" fn chat_poll_event(
 /// Returns the fd (>= 0), or CHAT_ERR_NULL, CHAT_ERR_STOPPED. Any thread.
 #[no_mangle]
 pub extern "C" fn chat_event_fd(e: *const chat_engine) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
-        Ok(h) => h.engine.event_fd().unwrap_or_else(code_of),
-        Err(c) => c,
+    guard(CHAT_ERR_PANIC as c_int, || {
+        let run = || -> Result<c_int, c_int> { engine_ref(e)?.local()?.event_fd().map_err(code_of) };
+        run().unwrap_or_else(|c| c)
     })
 }
 
 /// Counters and gauges as a JSON object (connections, rooms, messages and bytes in and out,
-/// drops, slow-consumer closes, errors, events queued and dropped, running). Also works after
-/// `chat_stop` (the final numbers). Returns a string the caller owns and frees with
-/// `chat_string_free`, or NULL if `e` is NULL. Any thread.
+/// drops, slow-consumer closes, errors, auth failures, events queued and dropped, running).
+/// Also works after `chat_stop` (the final numbers). On a `chat_connect` handle, the daemon's.
+/// Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, daemon
+/// unreachable) with the reason in `chat_last_error()`. Any thread.
 #[no_mangle]
 pub extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
-    guard(std::ptr::null_mut(), || match engine_ref(e) {
-        Ok(h) => super::strings::owned(serde_json::to_string(&h.engine.stats()).unwrap_or_default()),
-        Err(_) => std::ptr::null_mut(),
+    guard(std::ptr::null_mut(), || {
+        let run = || -> Result<String, c_int> {
+            let h = engine_ref(e)?;
+            match h.either() {
+                Ok(Either::Remote(r)) => r.stats_json().map_err(code_of),
+                _ => match &h.target {
+                    Target::Local(en) => Ok(serde_json::to_string(&en.stats()).unwrap_or_default()),
+                    Target::Remote { .. } => {
+                        Err(fail(CHAT_ERR_STOPPED, "this chat_connect handle was closed"))
+                    }
+                },
+            }
+        };
+        run().map_or(std::ptr::null_mut(), super::strings::owned)
     })
 }
 
 /// Who is in `room` (UTF-8; NULL = every room with members) as a JSON object
-/// `{"seq": N, "rooms": {"lobby": {"last_id": M, "members": [{"id", "name"}]}}}`, where `seq` is
+/// `{"seq": N, "epoch": E, "rooms": {"lobby": {"last_id": M, "connections": C, "members":
+/// [{"id", "name", "tabs", "conns": [ids], "user"?}]}}}` (each user once; `user` is the login
+/// token's `sub`), where `seq` is
 /// the number of the last event the snapshot reflects: a host rebuilding its bookkeeping applies
 /// only events with a higher `seq` after it. A room nobody is in is absent.
 /// Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, room not
@@ -361,7 +495,11 @@ pub extern "C" fn chat_presence_json(e: *const chat_engine, room: *const c_char)
         let run = || -> Result<String, c_int> {
             let h = engine_ref(e)?;
             let room = opt_str_arg(room, "room")?;
-            h.engine.presence_json(room).map_err(code_of)
+            match h.either()? {
+                Either::Local(en) => en.presence_json(room),
+                Either::Remote(r) => r.presence_json(room),
+            }
+            .map_err(code_of)
         };
         run().map_or(std::ptr::null_mut(), super::strings::owned)
     })
@@ -373,15 +511,26 @@ pub extern "C" fn chat_presence_json(e: *const chat_engine, room: *const c_char)
 ///
 /// Returns CHAT_OK, CHAT_ERR_NULL, or CHAT_ERR_STOPPED if it was already stopped. The handle stays
 /// valid (every call returns CHAT_ERR_STOPPED, except `chat_stats_json`) until `chat_free`.
-/// Any thread, including inside the callback.
+/// Any thread, including inside the callback. On a `chat_connect` handle it closes the
+/// connection to the daemon (the daemon keeps running); later calls return CHAT_ERR_STOPPED.
 #[no_mangle]
 pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
     guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
         Ok(h) => {
             // The callback's userdata may be freed by the host after stop: forget it first.
             *h.callback.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            let r = h.engine.stop();
-            r.map_or_else(|_| fail(CHAT_ERR_STOPPED, "the engine is already stopped"), |_| CHAT_OK as c_int)
+            let stopped = match &h.target {
+                Target::Local(en) => en.stop().is_ok(),
+                Target::Remote { remote, closed } => {
+                    remote.close();
+                    !closed.swap(true, Ordering::SeqCst)
+                }
+            };
+            if stopped {
+                CHAT_OK as c_int
+            } else {
+                fail(CHAT_ERR_STOPPED, "the engine is already stopped")
+            }
         }
         Err(c) => c,
     })
@@ -398,7 +547,12 @@ pub extern "C" fn chat_free(e: *mut chat_engine) {
     }
     guard((), || {
         let h = take_box(e);
-        let _ = h.inner.engine.stop();
+        match &h.inner.target {
+            Target::Local(en) => {
+                let _ = en.stop();
+            }
+            Target::Remote { remote, .. } => remote.close(),
+        }
         // Calls still running on other threads hold their own references; the last one frees.
         drop(h);
     })

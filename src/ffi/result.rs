@@ -32,10 +32,15 @@ pub enum chat_result {
     CHAT_ERR_INVALID = -10,
     /// No message waits for a decision under that reply token (decided already, or timed out).
     CHAT_ERR_UNKNOWN_TOKEN = -11,
+    /// The control socket could not be set up or reached, or the daemon behind a
+    /// `chat_connect` handle went away.
+    CHAT_ERR_CONTROL = -12,
+    /// Not possible on this kind of handle (events and moderation on a `chat_connect` handle).
+    CHAT_ERR_UNSUPPORTED = -13,
 }
 
 /// Every code, for `chat_result_str` (module-private so cbindgen does not export it).
-const ALL: [chat_result; 12] = [
+const ALL: [chat_result; 14] = [
     chat_result::CHAT_OK,
     chat_result::CHAT_ERR_NULL,
     chat_result::CHAT_ERR_UTF8,
@@ -48,6 +53,8 @@ const ALL: [chat_result; 12] = [
     chat_result::CHAT_ERR_INTERNAL,
     chat_result::CHAT_ERR_INVALID,
     chat_result::CHAT_ERR_UNKNOWN_TOKEN,
+    chat_result::CHAT_ERR_CONTROL,
+    chat_result::CHAT_ERR_UNSUPPORTED,
 ];
 
 impl chat_result {
@@ -65,6 +72,8 @@ impl chat_result {
             chat_result::CHAT_ERR_INTERNAL => "internal error\0",
             chat_result::CHAT_ERR_INVALID => "invalid argument\0",
             chat_result::CHAT_ERR_UNKNOWN_TOKEN => "no message waits for that reply token\0",
+            chat_result::CHAT_ERR_CONTROL => "the control socket could not be used\0",
+            chat_result::CHAT_ERR_UNSUPPORTED => "not possible on a handle from chat_connect\0",
         }
     }
 }

@@ -1,0 +1,290 @@
+//! The site's side: login tokens carried into the chat, one user across tabs, the HTTP API
+//! and the control socket (`chat_connect`), resume across an engine restart, restored history.
+
+mod common;
+
+use std::ffi::{CStr, CString};
+
+use common::*;
+use embedchat::ffi::*;
+use serde_json::{json, Value};
+
+const SECRET: &str = "test-secret-0123456789";
+
+fn login(sub: &str, name: &str, extra: Value) -> String {
+    let mut claims = json!({"sub": sub, "name": name, "exp": unix_now() + 600});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            claims[k] = v;
+        }
+    }
+    token(SECRET, claims)
+}
+
+fn names(members: &Value) -> Vec<(String, u64)> {
+    members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["tabs"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Sends a ping and waits for its pong: everything sent to `ws` before is then read.
+async fn sync(ws: &mut Client) -> Vec<Value> {
+    send(ws, r#"{"type":"ping","ref":"sync"}"#).await;
+    let mut seen = Vec::new();
+    loop {
+        let v = recv(ws).await;
+        if v["type"] == "pong" {
+            return seen;
+        }
+        seen.push(v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_in_user_is_one_member_however_many_tabs() {
+    let e = engine(json!({"auth": {"secret": SECRET}}));
+    let mut bob = connect(&e, &format!("token={}", login("2", "Bob", json!({})))).await;
+    welcomed(&mut bob).await;
+
+    let ada = login("1", "Ada", json!({}));
+    let mut tab1 = connect(&e, &format!("token={ada}&name=Mallory")).await;
+    let w1 = welcomed(&mut tab1).await;
+    assert_eq!(
+        (w1["name"].as_str(), w1["bound"].as_bool()),
+        (Some("Ada"), Some(true)),
+        "the token names her"
+    );
+    let mut tab2 = connect(&e, &format!("token={ada}")).await;
+    let w2 = welcomed(&mut tab2).await;
+    assert_eq!(w2["name"], "Ada", "a second tab is the same user, not Ada-2");
+    assert_eq!(names(&w2["members"]), [("Bob".to_string(), 1), ("Ada".to_string(), 2)]);
+
+    let heard = sync(&mut bob).await;
+    let joins: Vec<&Value> = heard.iter().filter(|v| v["type"] == "join").collect();
+    assert_eq!(joins.len(), 1, "Bob hears Ada join once: {heard:?}");
+
+    // A whisper to Ada reaches both tabs, and Bob's echo.
+    send(&mut bob, r#"{"type":"whisper","to":"ada","text":"psst"}"#).await;
+    for ws in [&mut tab1, &mut tab2, &mut bob] {
+        let w = recv_type(ws, "whisper").await;
+        assert_eq!((w["text"].as_str(), w["to"]["name"].as_str()), (Some("psst"), Some("Ada")));
+    }
+
+    // The name comes from the login.
+    send(&mut tab1, r#"{"type":"nick","name":"Eve"}"#).await;
+    assert_eq!(recv_type(&mut tab1, "error").await["code"], "name_bound");
+
+    // Closing one tab is not a leave; closing the last one is.
+    tab1.close(None).await.unwrap();
+    wait_event(&e, embedchat::EventKind::Disconnect);
+    assert!(sync(&mut bob).await.iter().all(|v| v["type"] != "leave"));
+    tab2.close(None).await.unwrap();
+    let leave = recv_type(&mut bob, "leave").await;
+    assert_eq!(leave["user"]["name"], "Ada");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_browser_key_joins_its_tabs_and_others_stay_apart() {
+    let e = engine(json!({}));
+    let key = "k3y-0f-this-browser-123456";
+    let mut a = connect(&e, &format!("name=sam&client={key}")).await;
+    welcomed(&mut a).await;
+    let mut b = connect(&e, &format!("name=other&client={key}")).await;
+    let w = welcomed(&mut b).await;
+    assert_eq!(w["name"], "sam", "same browser, same user");
+    assert_eq!(names(&w["members"]), [("sam".to_string(), 2)]);
+    let mut c = connect(&e, "name=sam").await;
+    assert_eq!(welcomed(&mut c).await["name"], "sam-2", "a stranger cannot take the name");
+    send(&mut a, r#"{"type":"nick","name":"samuel"}"#).await;
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(recv_type(ws, "nick").await["user"]["name"], "samuel");
+    }
+    assert!(sync(&mut c).await.iter().all(|v| v["type"] != "nick"), "the room hears the rename once");
+}
+
+#[test]
+fn bad_tokens_get_401_before_the_upgrade_and_are_counted() {
+    let e = engine(json!({"auth": {"secret": SECRET}}));
+    let port = e.port();
+    let forged = token("some-other-secret-xyz", json!({"sub": "1", "exp": unix_now() + 600}));
+    let expired = token(SECRET, json!({"sub": "1", "exp": unix_now() - 3600}));
+    let limited = login("1", "Ada", json!({"rooms": ["staff"]}));
+    assert_eq!(raw_upgrade(port, "/ws", "").0, 401, "required, and missing");
+    assert_eq!(raw_upgrade(port, &format!("/ws?token={forged}"), "").0, 401);
+    assert_eq!(raw_upgrade(port, &format!("/ws?token={expired}"), "").0, 401);
+    assert_eq!(raw_upgrade(port, "/ws?token=garbage", "").0, 401);
+    assert_eq!(raw_upgrade(port, &format!("/ws?token={limited}&room=lobby"), "").0, 403, "room not in token");
+    assert_eq!(raw_upgrade(port, &format!("/ws?token={limited}"), "").0, 101, "lands in its first room");
+    assert_eq!(e.stats().auth_failures, 5);
+
+    let open = engine(json!({"auth": {"secret": SECRET, "required": false}}));
+    assert_eq!(raw_upgrade(open.port(), "/ws?name=anon", "").0, 101, "anonymous allowed");
+    assert_eq!(raw_upgrade(open.port(), &format!("/ws?token={forged}"), "").0, 401, "a bad token never is");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_limited_to_rooms_cannot_join_others() {
+    let e = engine(json!({"auth": {"secret": SECRET}}));
+    let t = login("5", "Cy", json!({"rooms": ["a", "b"]}));
+    let mut ws = connect(&e, &format!("token={t}")).await;
+    assert_eq!(welcomed(&mut ws).await["room"], "a");
+    send(&mut ws, r#"{"type":"join","room":"secret"}"#).await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "forbidden_room");
+    send(&mut ws, r#"{"type":"join","room":"b"}"#).await;
+    assert_eq!(recv_type(&mut ws, "presence").await["room"], "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_publishes_kicks_and_reports_behind_its_key() {
+    let key = "api-key-0123456789abcdef";
+    let e = engine(json!({"api_key": key, "auth": {"secret": SECRET}}));
+    let port = e.port();
+    let ada = login("1", "Ada", json!({}));
+    let mut t1 = connect(&e, &format!("token={ada}")).await;
+    welcomed(&mut t1).await;
+    let mut t2 = connect(&e, &format!("token={ada}")).await;
+    welcomed(&mut t2).await;
+    let auth = format!("Authorization: Bearer {key}\r\n");
+
+    let (status, _) = http(port, "POST", "/api/publish", "Authorization: Bearer wrong\r\n", "{}");
+    assert_eq!(status, 401);
+    assert_eq!(http(port, "GET", "/api/stats", "", "").0, 401);
+    assert_eq!(e.stats().api_auth_failures, 2);
+
+    let (status, body) =
+        http(port, "POST", "/api/publish", &auth, r#"{"room":"lobby","text":"Sale at noon","from":"Shop"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["delivered"], 2);
+    let m = recv_type(&mut t1, "message").await;
+    assert_eq!((m["text"].as_str(), m["from"]["name"].as_str()), (Some("Sale at noon"), Some("Shop")));
+
+    let (status, body) = http(port, "POST", "/api/publish", &auth, r#"{"room":"no\u0000pe","text":"x"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(http(port, "POST", "/api/publish", &auth, r#"{"text":1}"#).0, 400);
+    assert_eq!(http(port, "GET", "/api/publish", &auth, "").0, 405);
+    assert_eq!(http(port, "POST", "/api/send", &auth, r#"{"id":999,"text":"x"}"#).0, 404);
+
+    let (_, rooms) = http(port, "GET", "/api/rooms", &auth, "");
+    let rooms: Value = serde_json::from_str(&rooms).unwrap();
+    assert_eq!(rooms["rooms"], json!([{"room": "lobby", "users": 1, "connections": 2, "last_id": 1}]));
+    let (_, presence) = http(port, "GET", "/api/presence?room=lobby", &auth, "");
+    let presence: Value = serde_json::from_str(&presence).unwrap();
+    let ada_there = &presence["rooms"]["lobby"]["members"][0];
+    assert_eq!((ada_there["user"].as_str(), ada_there["tabs"].as_u64()), (Some("1"), Some(2)));
+    let (_, stats) = http(port, "GET", "/api/stats", &auth, "");
+    assert_eq!(serde_json::from_str::<Value>(&stats).unwrap()["connections_open"], 2);
+
+    let (status, body) = http(port, "POST", "/api/kick", &auth, r#"{"user":"1","reason":"banned"}"#);
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()["kicked"].as_u64()), (200, Some(2)));
+    for ws in [&mut t1, &mut t2] {
+        assert_eq!(close_code(ws).await, Some(4000.into()));
+    }
+    let (_, metrics) = http(port, "GET", "/metrics", "", "");
+    assert!(metrics.contains("embedchat_api_auth_failures_total 2"), "{metrics}");
+
+    let off = engine(json!({}));
+    assert_eq!(http(off.port(), "GET", "/api/stats", &auth, "").0, 404, "no key configured: no API");
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+fn last_error() -> String {
+    // SAFETY: chat_last_error never returns NULL and the text lives until the next call here.
+    unsafe { CStr::from_ptr(chat_last_error()) }.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_connect_drives_a_daemon_through_its_control_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("embedchat-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("chat.sock");
+    let sock_s = sock.to_str().unwrap().to_string();
+    let e = engine(json!({"control_socket": sock_s}));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the daemon's user may post");
+
+    let second = embedchat::Engine::start_json(
+        &json!({"listen": "127.0.0.1:0", "control_socket": sock_s}).to_string(),
+    );
+    let err = second.err().expect("a live socket is not taken over").to_string();
+    assert!(err.contains("control_socket"), "{err}");
+
+    let mut ws = connect(&e, "name=reader").await;
+    let w = welcomed(&mut ws).await;
+    let id = w["id"].as_u64().unwrap();
+
+    let path = c(&sock_s);
+    let h = chat_connect(path.as_ptr());
+    assert!(!h.is_null(), "{}", last_error());
+    assert_eq!(chat_port(h), e.port());
+    assert_eq!(chat_broadcast(h, c("lobby").as_ptr(), c("from FPM").as_ptr()), 1);
+    assert_eq!(recv_type(&mut ws, "message").await["text"], "from FPM");
+    assert_eq!(chat_send(h, id, c("just you").as_ptr()), 0);
+    assert_eq!(recv_type(&mut ws, "whisper").await["text"], "just you");
+    assert_eq!(chat_send(h, 99_999, c("x").as_ptr()), chat_result::CHAT_ERR_UNKNOWN_CONN as i32);
+    assert_eq!(chat_broadcast(h, c("").as_ptr(), c("x").as_ptr()), chat_result::CHAT_ERR_INVALID as i32);
+    let stats = chat_stats_json(h);
+    // SAFETY: a string from chat_stats_json, freed once below.
+    let v: Value = serde_json::from_str(unsafe { CStr::from_ptr(stats) }.to_str().unwrap()).unwrap();
+    chat_string_free(stats);
+    assert_eq!(v["connections_open"], 1);
+    assert_eq!(chat_dispatch(h, 0), chat_result::CHAT_ERR_UNSUPPORTED as i32, "events stay with the daemon");
+    let mut ev = std::ptr::null_mut();
+    assert_eq!(chat_poll_event(h, 0, &mut ev), chat_result::CHAT_ERR_UNSUPPORTED as i32);
+    assert_eq!(chat_kick(h, id, c("bye").as_ptr()), 0);
+    assert_eq!(close_code(&mut ws).await, Some(4000.into()));
+
+    // Another handle, then the daemon stops: calls fail with a clear code, the socket goes.
+    let h2 = chat_connect(path.as_ptr());
+    assert_eq!(chat_stop(h), 0, "closes the handle, not the daemon");
+    assert_eq!(chat_broadcast(h, std::ptr::null(), c("x").as_ptr()), chat_result::CHAT_ERR_STOPPED as i32);
+    chat_free(h);
+    e.stop().unwrap();
+    assert!(!sock.exists(), "the socket file is removed at stop");
+    assert_eq!(chat_broadcast(h2, std::ptr::null(), c("x").as_ptr()), chat_result::CHAT_ERR_CONTROL as i32);
+    assert!(last_error().contains("chat.sock"), "{}", last_error());
+    chat_free(h2);
+    assert!(chat_connect(path.as_ptr()).is_null());
+    assert!(last_error().contains("cannot reach"), "{}", last_error());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_another_epoch_gets_the_whole_window_with_a_gap() {
+    let e = engine(json!({}));
+    e.broadcast(Some("r"), "after the restart").unwrap();
+    let mut ws = connect(&e, "room=r&since=57&epoch=an-engine-that-is-gone").await;
+    let w = recv_type(&mut ws, "welcome").await;
+    assert!(w["epoch"].as_str().is_some_and(|s| s != "an-engine-that-is-gone"));
+    let h = recv(&mut ws).await;
+    assert_eq!(
+        (h["gap"].as_bool(), h["messages"][0]["text"].as_str()),
+        (Some(true), Some("after the restart"))
+    );
+
+    let epoch = w["epoch"].as_str().unwrap();
+    let mut same = connect(&e, &format!("room=r&since=1&epoch={epoch}")).await;
+    recv_type(&mut same, "welcome").await;
+    let h = recv(&mut same).await;
+    assert_eq!((h["gap"].as_bool(), h["messages"].as_array().unwrap().len()), (Some(false), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_history_continues_its_ids_across_a_restart() {
+    let e = engine(json!({"history_epoch": "db-1"}));
+    e.restore("r", 10, 1_700_000_000_000, "ann", "kept 10").unwrap();
+    e.restore("r", 11, 1_700_000_000_001, "bob", "kept 11").unwrap();
+    assert!(e.restore("r", 11, 0, "x", "again").is_err(), "ids must increase");
+    let mut ws = connect(&e, "room=r&since=10&epoch=db-1").await;
+    recv_type(&mut ws, "welcome").await;
+    let h = recv(&mut ws).await;
+    assert_eq!((h["gap"].as_bool(), h["messages"][0]["id"].as_u64()), (Some(false), Some(11)));
+    send(&mut ws, "next").await;
+    assert_eq!(recv_type(&mut ws, "message").await["id"], 12);
+}
