@@ -1,0 +1,52 @@
+<?php
+declare(strict_types=1);
+
+namespace EmbedChat;
+
+/**
+ * One engine event, copied out of native memory (it stays valid after the callback returns).
+ * `replyToken` is non-zero when the engine waits for approve()/reject()/replace().
+ */
+final class Event
+{
+    public function __construct(
+        public readonly EventKind $kind,
+        public readonly int $seq,
+        public readonly int $connId,
+        public readonly int $msgId,
+        public readonly int $tsMs,
+        public readonly int $code,
+        public readonly ?string $room,
+        public readonly ?string $name,
+        public readonly ?string $text,
+        public readonly int $replyToken,
+        /** The event as the engine's JSON (the same fields, for logging or forwarding). */
+        public readonly string $json,
+    ) {
+    }
+
+    /** @internal Copies a native `chat_event`. */
+    public static function fromNative(\FFI\CData $ev): self
+    {
+        // PHP FFI may hand `const char *` fields over as PHP strings already.
+        $str = static fn ($p): ?string => $p === null || is_string($p) ? $p : \FFI::string($p);
+        return new self(
+            EventKind::from((int) $ev->kind),
+            (int) $ev->seq,
+            (int) $ev->conn_id,
+            (int) $ev->msg_id,
+            (int) $ev->ts_ms,
+            (int) $ev->code,
+            $str($ev->room),
+            $str($ev->name),
+            $ev->text === null || is_string($ev->text) ? $ev->text : \FFI::string($ev->text, (int) $ev->text_len),
+            (int) $ev->reply_token,
+            (string) $str($ev->json),
+        );
+    }
+
+    public function needsDecision(): bool
+    {
+        return $this->replyToken !== 0;
+    }
+}

@@ -1,0 +1,22 @@
+<?php
+declare(strict_types=1);
+
+namespace EmbedChat;
+
+/** What happened. Values mirror `enum chat_event_kind` in embedchat.h (checked by a test). */
+enum EventKind: int
+{
+    case Connect = 1;
+    case Join = 2;
+    case Message = 3;
+    case Leave = 4;
+    case Disconnect = 5;
+    /** Events were dropped because the host did not keep up; `code` says how many. */
+    case Dropped = 6;
+    /** A slow client lost messages; `code` is its running total. */
+    case Lagging = 7;
+    case Whisper = 8;
+    case Nick = 9;
+    /** A join waits for approve()/reject() (config `join_hook`). */
+    case JoinRequest = 10;
+}

@@ -1,0 +1,9 @@
+<?php
+declare(strict_types=1);
+
+namespace EmbedChat\Exception;
+
+/** No open connection has that id. */
+final class UnknownConnectionException extends EmbedChatException
+{
+}

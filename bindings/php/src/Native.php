@@ -1,0 +1,184 @@
+<?php
+declare(strict_types=1);
+
+namespace EmbedChat;
+
+use EmbedChat\Exception\BindException;
+use EmbedChat\Exception\ConfigException;
+use EmbedChat\Exception\ControlException;
+use EmbedChat\Exception\EmbedChatException;
+use EmbedChat\Exception\InvalidValueException;
+use EmbedChat\Exception\LibraryException;
+use EmbedChat\Exception\QueueFullException;
+use EmbedChat\Exception\StoppedException;
+use EmbedChat\Exception\UnknownConnectionException;
+use EmbedChat\Exception\UnknownTokenException;
+use EmbedChat\Exception\UnsupportedException;
+
+/**
+ * @internal Loads the library once per process and turns native results into exceptions, in
+ * this one place.
+ */
+final class Native
+{
+    /** The ABI this package speaks (`chat_abi_version()`). */
+    public const ABI_VERSION = 1;
+    /** The FFI scope preload.php registers, for PHP-FPM with `ffi.enable=preload`. */
+    public const SCOPE = 'EMBEDCHAT';
+
+    /** Result codes, as in `enum chat_result` (checked against the header by a test). */
+    public const RESULTS = [
+        'CHAT_OK' => 0,
+        'CHAT_ERR_NULL' => -1,
+        'CHAT_ERR_UTF8' => -2,
+        'CHAT_ERR_CONFIG' => -3,
+        'CHAT_ERR_BIND' => -4,
+        'CHAT_ERR_STOPPED' => -5,
+        'CHAT_ERR_UNKNOWN_CONN' => -6,
+        'CHAT_ERR_QUEUE_FULL' => -7,
+        'CHAT_ERR_PANIC' => -8,
+        'CHAT_ERR_INTERNAL' => -9,
+        'CHAT_ERR_INVALID' => -10,
+        'CHAT_ERR_UNKNOWN_TOKEN' => -11,
+        'CHAT_ERR_CONTROL' => -12,
+        'CHAT_ERR_UNSUPPORTED' => -13,
+    ];
+
+    /** @var array<string, \FFI> */
+    private static array $loaded = [];
+
+    public static function header(): string
+    {
+        return dirname(__DIR__) . '/embedchat.h';
+    }
+
+    /** The header with the FFI_SCOPE and FFI_LIB lines `FFI::load` and `ffi.preload` read. */
+    public static function scopedHeader(string $libraryPath): string
+    {
+        return sprintf("#define FFI_SCOPE \"%s\"\n#define FFI_LIB \"%s\"\n", self::SCOPE, addcslashes($libraryPath, '"\\'))
+            . file_get_contents(self::header());
+    }
+
+    /**
+     * The library: an explicit path, then EMBEDCHAT_LIB, then this repository's target/release,
+     * then the system library directories.
+     */
+    public static function findLibrary(?string $explicit = null): string
+    {
+        $tried = [];
+        $candidates = [];
+        if ($explicit !== null) {
+            $candidates[] = $explicit;
+        } else {
+            $env = getenv('EMBEDCHAT_LIB');
+            if (is_string($env) && $env !== '') {
+                $candidates[] = $env;
+            }
+            $candidates[] = dirname(__DIR__, 3) . '/target/release/libembedchat.so';
+            foreach (['/usr/local/lib', '/usr/lib', '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu'] as $dir) {
+                $candidates[] = "$dir/libembedchat.so";
+            }
+        }
+        foreach ($candidates as $path) {
+            if (is_file($path)) {
+                return $path;
+            }
+            $tried[] = $path;
+        }
+        throw new LibraryException(
+            'libembedchat.so not found (tried ' . implode(', ', $tried) . '). Build it with '
+            . '`cargo build --release` in the embedchat repository, then pass its path to '
+            . 'Engine::start()/connect() or set EMBEDCHAT_LIB.'
+        );
+    }
+
+    /** The loaded library: the preloaded scope if there is one, else FFI::cdef. */
+    public static function ffi(?string $libraryPath = null): \FFI
+    {
+        $key = $libraryPath ?? '';
+        if (isset(self::$loaded[$key])) {
+            return self::$loaded[$key];
+        }
+        if (!extension_loaded('ffi')) {
+            throw new LibraryException('the PHP FFI extension is not loaded (install/enable ext-ffi)');
+        }
+        $ffi = null;
+        if ($libraryPath === null) {
+            try {
+                $ffi = \FFI::scope(self::SCOPE);
+            } catch (\Throwable) {
+                $ffi = null; // not preloaded
+            }
+        }
+        if ($ffi === null) {
+            $lib = self::findLibrary($libraryPath);
+            try {
+                $ffi = \FFI::cdef((string) file_get_contents(self::header()), $lib);
+            } catch (\Throwable $e) {
+                $hint = ini_get('ffi.enable') === 'preload'
+                    ? ' (ffi.enable=preload: in PHP-FPM load it with bindings/php/preload.php, see its README)'
+                    : '';
+                throw new LibraryException("cannot load $lib: " . $e->getMessage() . $hint, 0, $e);
+            }
+        }
+        $abi = (int) $ffi->chat_abi_version();
+        if ($abi !== self::ABI_VERSION) {
+            throw new LibraryException(sprintf(
+                'libembedchat speaks ABI %d, this package ABI %d: use the package from the same release as the library',
+                $abi,
+                self::ABI_VERSION
+            ));
+        }
+        return self::$loaded[$key] = $ffi;
+    }
+
+    /** Returns a non-negative result; throws the matching exception for an error code. */
+    public static function check(\FFI $ffi, int $rc): int
+    {
+        if ($rc >= 0) {
+            return $rc;
+        }
+        throw self::error($rc, (string) $ffi->chat_last_error());
+    }
+
+    public static function error(int $rc, string $message): EmbedChatException
+    {
+        return match ($rc) {
+            self::RESULTS['CHAT_ERR_CONFIG'] => new ConfigException($message, $rc),
+            self::RESULTS['CHAT_ERR_BIND'] => new BindException($message, $rc),
+            self::RESULTS['CHAT_ERR_STOPPED'] => new StoppedException($message, $rc),
+            self::RESULTS['CHAT_ERR_UNKNOWN_CONN'] => new UnknownConnectionException($message, $rc),
+            self::RESULTS['CHAT_ERR_QUEUE_FULL'] => new QueueFullException($message, $rc),
+            self::RESULTS['CHAT_ERR_NULL'], self::RESULTS['CHAT_ERR_UTF8'], self::RESULTS['CHAT_ERR_INVALID']
+                => new InvalidValueException($message, $rc),
+            self::RESULTS['CHAT_ERR_UNKNOWN_TOKEN'] => new UnknownTokenException($message, $rc),
+            self::RESULTS['CHAT_ERR_CONTROL'] => new ControlException($message, $rc),
+            self::RESULTS['CHAT_ERR_UNSUPPORTED'] => new UnsupportedException($message, $rc),
+            default => new EmbedChatException($message, $rc),
+        };
+    }
+
+    /** Why chat_start returned NULL, as the right exception. */
+    public static function startError(string $message): EmbedChatException
+    {
+        if (str_contains($message, 'cannot listen')) {
+            return new BindException($message, self::RESULTS['CHAT_ERR_BIND']);
+        }
+        if (str_starts_with($message, 'config')) {
+            return new ConfigException($message, self::RESULTS['CHAT_ERR_CONFIG']);
+        }
+        return new EmbedChatException($message, self::RESULTS['CHAT_ERR_INTERNAL']);
+    }
+
+    /**
+     * A PHP string for a `const char *`: a NUL byte would silently cut it short in C, so it is
+     * refused here (the library itself refuses invalid UTF-8).
+     */
+    public static function text(string $s, string $what): string
+    {
+        if (str_contains($s, "\0")) {
+            throw new InvalidValueException("$what contains a NUL byte", self::RESULTS['CHAT_ERR_INVALID']);
+        }
+        return $s;
+    }
+}
