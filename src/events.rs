@@ -33,6 +33,12 @@ pub enum EventKind {
     Nick,
     /// With `join_hook`: `name` asks to join `room`; decide with the event's token.
     JoinRequest,
+    /// A message entered `room` with id `msg_id` that no `message` event reported with its id:
+    /// a held message the host approved or replaced (relay `host`), or a host message (from
+    /// `broadcast`, the HTTP API or the control socket; `conn_id` 0). With the `message` events
+    /// that carry a `msg_id`, a host sees every message that enters history exactly once (to
+    /// store it, for example).
+    Published,
 }
 
 /// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`

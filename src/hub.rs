@@ -471,7 +471,14 @@ impl Hub {
         match (held.what, decision) {
             (HeldKind::Message(text), Decision::Approve)
             | (HeldKind::Message(_), Decision::Replace(text)) => {
-                self.publish(st, held.from, &held.name, &held.room, &text, now_ms());
+                let mut ev = Event::new(EventKind::Published, held.from);
+                ev.msg_id = self.publish(st, held.from, &held.name, &held.room, &text, ev.ts);
+                if ev.msg_id > 0 {
+                    ev.room = Some(held.room);
+                    ev.name = Some(held.name);
+                    ev.text = Some(text);
+                    self.events.push(ev);
+                }
             }
             (HeldKind::Message(_), Decision::Reject(reason)) => {
                 let reason =
@@ -838,12 +845,20 @@ impl Hub {
         let seed = self.seed();
         let mut sent = 0;
         let keep = self.cfg.history_size;
-        let mut one = |name: &str, r: &mut Room| {
+        let sender: Arc<str> = from.into();
+        let mut one = |name: &Arc<str>, r: &mut Room| {
             r.seq += 1;
             let json = protocol::message(name, r.seq, ts, host, text);
             r.remember(r.seq, &json, keep);
             let wire = if seed { protocol::seed_message(text, host.name) } else { json };
             sent += self.fan_out(r, &wsframe::text(&wire), None);
+            let mut ev = Event::new(EventKind::Published, 0);
+            ev.ts = ts;
+            ev.msg_id = r.seq;
+            ev.room = Some(name.clone());
+            ev.name = Some(sender.clone());
+            ev.text = Some(text.to_string());
+            self.events.push(ev);
         };
         match room {
             Some(name) => {
@@ -851,7 +866,7 @@ impl Hub {
                 let key: Arc<str> =
                     st.rooms.get_key_value(name).map(|(k, _)| k.clone()).unwrap_or_else(|| name.into());
                 let new = !st.rooms.contains_key(&key);
-                one(name, self.room_entry(&mut st, &key));
+                one(&key, self.room_entry(&mut st, &key));
                 if new {
                     self.room_emptied(&mut st, key);
                 }

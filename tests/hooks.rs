@@ -25,10 +25,15 @@ async fn approve_replace_and_reject_each_do_what_they_say() {
     );
     assert!(matches!(e.approve(ev.token), Err(Error::UnknownToken(_))), "a decision is final");
 
+    let published = wait_event(&e, EventKind::Published);
+    assert_eq!((published.msg_id, published.text.as_deref()), (1, Some("hello")), "the host learns the id");
+
     send(&mut ann, "darn it").await;
     let ev = wait_event(&e, EventKind::Message);
     e.replace(ev.token, "d*rn it").unwrap();
     assert_eq!(recv_type(&mut ann, "message").await["text"], "d*rn it");
+    let published = wait_event(&e, EventKind::Published);
+    assert_eq!((published.msg_id, published.text.as_deref()), (2, Some("d*rn it")), "what was shown, stored");
 
     send(&mut ann, "spam spam").await;
     let ev = wait_event(&e, EventKind::Message);

@@ -14,6 +14,7 @@ typedef enum chat_event_kind {
   CHAT_EVENT_WHISPER = 8,
   CHAT_EVENT_NICK = 9,
   CHAT_EVENT_JOIN_REQUEST = 10,
+  CHAT_EVENT_PUBLISHED = 11,
 } chat_event_kind;
 
 typedef enum chat_result {

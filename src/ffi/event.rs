@@ -30,6 +30,12 @@ pub enum chat_event_kind {
     /// With `"join_hook": true`: `name` asks to join `room`; answer with `chat_approve` or
     /// `chat_reject` and `reply_token` (the JOIN event follows once it is a member).
     CHAT_EVENT_JOIN_REQUEST = 10,
+    /// A message entered `room` with id `msg_id` and no MESSAGE event reported that id: a held
+    /// message the host approved or replaced (relay `host`), or a host message from
+    /// `chat_broadcast`, the HTTP API or the control socket (conn_id 0, name = the sender shown).
+    /// With MESSAGE events whose msg_id > 0, every message that enters a room's history is
+    /// reported exactly once: what a host that stores messages listens to.
+    CHAT_EVENT_PUBLISHED = 11,
 }
 
 /// One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
@@ -93,6 +99,7 @@ impl OwnedEvent {
             EventKind::Whisper => chat_event_kind::CHAT_EVENT_WHISPER,
             EventKind::Nick => chat_event_kind::CHAT_EVENT_NICK,
             EventKind::JoinRequest => chat_event_kind::CHAT_EVENT_JOIN_REQUEST,
+            EventKind::Published => chat_event_kind::CHAT_EVENT_PUBLISHED,
         };
         let room = ev.room.as_deref().map(cstring);
         let name = ev.name.as_deref().map(cstring);
