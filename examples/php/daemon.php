@@ -1,63 +1,145 @@
 <?php
 /*
- * embedchat from PHP (CLI + FFI): the "echo bot in the lobby" scenario.
+ * The chat daemon for a PHP site, in one file (PHP CLI + FFI):
  *
  *   cargo build --release
- *   php examples/php/daemon.php 127.0.0.1:8080        # then open http://127.0.0.1:8080/
+ *   php examples/php/daemon.php 127.0.0.1:8080          # then open http://127.0.0.1:8080/
  *
- * The library is found through EMBEDCHAT_LIB or the repository's target/release. The callback is
- * a PHP closure, and it only ever runs inside chat_dispatch() on this PHP thread: the engine never
- * calls PHP from its own threads (that crashes PHP). Ctrl-C stops the engine cleanly.
+ * - every message waits for this script (relay "host"): a word filter masks bad words, a rate
+ *   note tells a fast typist to slow down, "/time" and "/help" are answered by a bot;
+ * - every accepted message is stored in SQLite (PDO), and on start the stored messages are put
+ *   back into the rooms' history under the same ids and epoch, so browsers that reconnect after
+ *   a daemon restart get exactly what they missed;
+ * - the site's pages post through the HTTP API (EMBEDCHAT_API_KEY) or the control socket
+ *   (EMBEDCHAT_SOCKET), and its login is carried in with tokens (EMBEDCHAT_SECRET); see
+ *   examples/php/site/.
+ *
+ * Options: --db=FILE (default: chat.sqlite in the system temp directory). Environment:
+ * EMBEDCHAT_LIB, EMBEDCHAT_SECRET, EMBEDCHAT_API_KEY, EMBEDCHAT_SOCKET. Ctrl-C or SIGTERM
+ * stops it cleanly (clients get close 1001).
+ *
+ * Handlers run only inside $engine->run(), on this PHP thread; the engine never calls PHP from
+ * its own threads.
  */
 declare(strict_types=1);
 
-$root = dirname(__DIR__, 2);
-$lib = getenv('EMBEDCHAT_LIB') ?: "$root/target/release/libembedchat.so";
-if (!is_file($lib)) {
-    fwrite(STDERR, "libembedchat not found at $lib: run `cargo build --release` or set EMBEDCHAT_LIB\n");
-    exit(1);
-}
-$ffi = FFI::cdef(file_get_contents("$root/bindings/php/embedchat.h"), $lib);
-if ($ffi->chat_abi_version() !== 1) {
-    fwrite(STDERR, "this script speaks ABI 1, the library ABI " . $ffi->chat_abi_version() . "\n");
-    exit(1);
-}
+require dirname(__DIR__, 2) . '/bindings/php/autoload.php';
 
-$listen = $argv[1] ?? '127.0.0.1:8080';
-$engine = $ffi->chat_start(json_encode(['listen' => $listen]));
-if ($engine === null) {
-    fwrite(STDERR, "chat_start: " . $ffi->chat_last_error() . "\n");
-    exit(1);
-}
-echo "listening on http://127.0.0.1:" . $ffi->chat_port($engine) . "\n";
+use EmbedChat\Engine;
+use EmbedChat\Event;
+use EmbedChat\EventKind;
+use EmbedChat\Exception\EmbedChatException;
 
-$onEvent = function ($userdata, $ev) use ($ffi, $engine): void {
-    echo FFI::string($ev->json), "\n";
-    if ($ev->kind === $ffi->CHAT_EVENT_MESSAGE && FFI::string($ev->text, $ev->text_len) === '/time') {
-        $rc = $ffi->chat_send($engine, $ev->conn_id, 'server time: ' . date('H:i:s') . ' (PHP ' . PHP_VERSION . ')');
-        if ($rc !== $ffi->CHAT_OK) {
-            fwrite(STDERR, "chat_send: " . $ffi->chat_last_error() . "\n");
-        }
-    }
-};
-$ffi->chat_set_callback($engine, $onEvent, null);
-
-$running = true;
-if (function_exists('pcntl_async_signals')) {
-    pcntl_async_signals(true);
-    $stop = function () use (&$running): void { $running = false; };
-    pcntl_signal(SIGINT, $stop);
-    pcntl_signal(SIGTERM, $stop);
-}
-while ($running) {
-    $n = $ffi->chat_dispatch($engine, 200); // events run $onEvent right here, on this thread
-    if ($n < 0) {
-        fwrite(STDERR, "chat_dispatch: " . $ffi->chat_last_error() . "\n");
-        break;
+$listen = '127.0.0.1:8080';
+$dbPath = sys_get_temp_dir() . '/chat.sqlite';
+foreach (array_slice($argv, 1) as $arg) {
+    if (str_starts_with($arg, '--db=')) {
+        $dbPath = substr($arg, 5);
+    } else {
+        $listen = $arg;
     }
 }
-$rc = $ffi->chat_stop($engine);
-$stats = $ffi->chat_stats_json($engine);
-echo "stopped (" . $ffi->chat_result_str($rc) . "): " . FFI::string($stats) . "\n";
-$ffi->chat_string_free($stats);
-$ffi->chat_free($engine);
+$env = static fn (string $k): ?string => ($v = getenv($k)) === false || $v === '' ? null : $v;
+
+// --- storage -----------------------------------------------------------------------------
+$db = new PDO("sqlite:$dbPath", null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+$db->exec('PRAGMA journal_mode=WAL');
+$db->exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
+$db->exec('CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL, id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+    sender TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (room, id))');
+// The history epoch names this database's message ids: it stays the same across restarts, so
+// a browser's "since" stays meaningful.
+$epoch = $db->query("SELECT value FROM meta WHERE key = 'epoch'")->fetchColumn();
+if ($epoch === false) {
+    $epoch = 'db-' . bin2hex(random_bytes(6));
+    $db->prepare("INSERT INTO meta (key, value) VALUES ('epoch', ?)")->execute([$epoch]);
+}
+$store = $db->prepare('INSERT OR IGNORE INTO messages (room, id, ts_ms, sender, text) VALUES (?, ?, ?, ?, ?)');
+
+// --- the engine --------------------------------------------------------------------------
+$config = [
+    'listen' => $listen,
+    'relay' => 'host',          // every message waits for the handlers below
+    'hook_timeout_ms' => 2000,  // ...but never longer than this (then it is published)
+    'history_epoch' => $epoch,
+    'history_size' => 100,
+];
+if ($secret = $env('EMBEDCHAT_SECRET')) {
+    $config['auth'] = ['secret' => $secret, 'required' => false]; // logged-in or anonymous
+}
+if ($key = $env('EMBEDCHAT_API_KEY')) {
+    $config['api_key'] = $key;
+}
+if ($sock = $env('EMBEDCHAT_SOCKET')) {
+    $config['control_socket'] = $sock;
+}
+try {
+    $engine = Engine::start($config);
+} catch (EmbedChatException $e) {
+    fwrite(STDERR, get_class($e) . ': ' . $e->getMessage() . "\n");
+    exit(1);
+}
+
+// Put the stored history back, oldest first, under the same ids.
+$restored = 0;
+$rows = $db->query('SELECT room, id, ts_ms, sender, text FROM (
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY room ORDER BY id DESC) AS n FROM messages)
+    WHERE n <= 100 ORDER BY room, id');
+foreach ($rows as $r) {
+    $engine->restore($r['room'], (int) $r['id'], (int) $r['ts_ms'], $r['sender'], $r['text']);
+    $restored++;
+}
+[$host, $port] = [explode(':', $listen)[0], $engine->port()];
+echo "listening on http://$host:$port (restored $restored messages from $dbPath)\n";
+
+// --- moderation and the bot ----------------------------------------------------------------
+const BAD_WORDS = ['darn', 'heck', 'fudge'];
+const RATE_WINDOW_S = 10;
+const RATE_NOTE_AFTER = 8;
+/** @var array<int, list<float>> $recent message times per connection */
+$recent = [];
+
+$engine->on(EventKind::Message, function (Event $ev, Engine $engine) use (&$recent): void {
+    $text = (string) $ev->text;
+    if ($text === '/time' || $text === '/help') {
+        $engine->reject($ev->replyToken, 'answered privately'); // bot commands are not posted
+        $engine->send($ev->connId, $text === '/time'
+            ? 'server time: ' . date('H:i:s') . ' (PHP ' . PHP_VERSION . ')'
+            : 'commands: /time, /w NAME TEXT (whisper), /nick NAME');
+        return;
+    }
+    // Rate note: the engine enforces the hard limit; this is a friendly word before it.
+    $now = microtime(true);
+    $times = array_values(array_filter($recent[$ev->connId] ?? [], static fn ($t) => $t > $now - RATE_WINDOW_S));
+    $times[] = $now;
+    $recent[$ev->connId] = $times;
+    if (count($times) === RATE_NOTE_AFTER) {
+        $engine->send($ev->connId, 'you are typing fast; give the others a chance');
+    }
+    $clean = preg_replace_callback(
+        '/\b(' . implode('|', BAD_WORDS) . ')\b/i',
+        static fn ($m) => str_repeat('*', strlen($m[0])),
+        $text,
+    );
+    if ($clean === $text) {
+        $engine->approve($ev->replyToken);
+    } else {
+        $engine->replace($ev->replyToken, $clean);
+    }
+});
+
+// Every message that enters a room, with the id browsers see: store it.
+$engine->on(EventKind::Published, function (Event $ev) use ($store): void {
+    $store->execute([$ev->room, $ev->msgId, $ev->tsMs, (string) $ev->name, (string) $ev->text]);
+});
+$engine->on(EventKind::Disconnect, function (Event $ev) use (&$recent): void {
+    unset($recent[$ev->connId]);
+});
+$engine->onAny(function (Event $ev): void {
+    echo $ev->json, "\n";
+});
+
+$engine->run(); // until SIGINT/SIGTERM, which also stops the engine
+$stats = $engine->stats();
+echo 'stopped (ok): ' . json_encode($stats) . "\n";

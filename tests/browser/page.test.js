@@ -147,3 +147,66 @@ test("scrolling up pages older history in", { timeout: 60000 }, async () => {
   await log.locator("li", { hasText: /old 30$/ }).waitFor({ timeout: 5000 });
   await log.locator("li", { hasText: /old 1$/ }).waitFor({ timeout: 5000 });
 });
+
+function startServer(listen) {
+  const proc = spawn(serverBin, ["--listen", listen, "--quiet"], { stdio: ["ignore", "pipe", "inherit"] });
+  const url = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("server did not start")), 10000);
+    proc.stdout.once("data", (d) => { clearTimeout(timer); resolve(String(d).match(/http:\/\/\S+/)[0]); });
+  });
+  const exited = new Promise((resolve) => proc.once("exit", resolve));
+  return { proc, url, exited };
+}
+
+test("a user's tabs are one member with a tab count", { timeout: 60000 }, async () => {
+  const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+  const tab1 = await context.newPage();
+  await tab1.goto(`${base}/?name=tabby&room=tabs`);
+  await tab1.locator("#state", { hasText: "connected" }).waitFor({ timeout: 10000 });
+  const tab2 = await context.newPage(); // same browser: same client key, same user
+  await tab2.goto(`${base}/?room=tabs`);
+  await tab2.locator("#members li", { hasText: "tabby (2 tabs)" }).waitFor({ timeout: 5000 });
+  assert.strictEqual(await tab2.locator("#name").inputValue(), "tabby", "the second tab is the same user");
+  const other = await person("watcher");
+  await other.page.fill("#join-name", "tabs");
+  await other.page.keyboard.press("Enter");
+  await other.page.locator("#members li", { hasText: "tabby" }).waitFor({ timeout: 5000 });
+  assert.strictEqual(await other.page.locator("#members li", { hasText: "tabby" }).count(), 1, "listed once");
+  await context.close();
+});
+
+test("the server restarts; the page reconnects and shows what it missed", { timeout: 90000 }, async () => {
+  const first = startServer("127.0.0.1:0");
+  const url = await first.url;
+  const listen = url.replace("http://", "");
+  const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+  const ann = await context.newPage();
+  await ann.goto(`${url}/?name=ann`);
+  await ann.locator("#state", { hasText: "connected" }).waitFor({ timeout: 10000 });
+  await say(ann, "before the restart");
+  await ann.locator(".log li", { hasText: "before the restart" }).waitFor({ timeout: 5000 });
+
+  // Ann's browser goes offline while the server restarts, so something is said without her.
+  await context.setOffline(true);
+  first.proc.kill("SIGINT");
+  await first.exited;
+  await ann.locator("#state", { hasText: /reconnecting|offline|connecting/ }).waitFor({ timeout: 10000 });
+  const second = startServer(listen);
+  try {
+    await second.url;
+    const bob = await (await browser.newContext()).newPage();
+    await bob.goto(`${url}/?name=bob`);
+    await bob.locator("#state", { hasText: "connected" }).waitFor({ timeout: 10000 });
+    await say(bob, "said while ann was away");
+    await bob.locator(".log li", { hasText: "said while ann was away" }).waitFor({ timeout: 5000 });
+
+    await context.setOffline(false);
+    await ann.locator("#state", { hasText: /^connected$/ }).waitFor({ timeout: 40000 });
+    await ann.locator(".log li", { hasText: "said while ann was away" }).waitFor({ timeout: 5000 });
+    await ann.locator(".log li", { hasText: "Some messages were missed" }).waitFor({ timeout: 5000 });
+    await ann.screenshot({ path: path.join(root, "target/artifacts/page-after-restart.png") });
+  } finally {
+    second.proc.kill("SIGINT");
+    await second.exited;
+  }
+});

@@ -1,0 +1,56 @@
+<?php
+/*
+ * The site's login, carried into the chat. A real site checks a password here; this one takes
+ * a name. Then it mints a login token (EmbedChat\Token, pure PHP: no FFI in FPM) and serves a
+ * page with the chat in it. The token travels in the URL fragment, which browsers never send
+ * to a server, so it stays out of access logs.
+ */
+declare(strict_types=1);
+
+use EmbedChat\Token;
+
+$cfg = require __DIR__ . '/config.php';
+session_start();
+
+if ($_SERVER['REQUEST_METHOD'] === 'POST') {
+    $name = trim((string) ($_POST['name'] ?? ''));
+    if (preg_match('/^.{1,32}$/u', $name) === 1) {
+        session_regenerate_id(true);
+        // A stable user id: all of this user's tabs are one member of the chat.
+        $_SESSION['user'] = ['id' => 'u-' . substr(hash('sha256', strtolower($name)), 0, 12), 'name' => $name];
+    }
+    header('Location: login.php', true, 303);
+    exit;
+}
+
+$user = $_SESSION['user'] ?? null;
+header('Content-Type: text/html; charset=utf-8');
+$h = static fn (string $s): string => htmlspecialchars($s, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8');
+?>
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Our site — chat</title>
+<style>
+  body { font: 16px/1.4 system-ui, sans-serif; margin: 0; display: flex; flex-direction: column; height: 100vh; }
+  header { padding: .5rem 1rem; background: #234; color: #fff; }
+  iframe { flex: 1; border: 0; width: 100%; }
+  form { padding: 2rem; }
+</style>
+</head>
+<body>
+<header>Our site<?= $user ? ' — signed in as ' . $h($user['name']) : '' ?></header>
+<?php if ($user === null): ?>
+  <form method="post">
+    <label>Your name <input name="name" required maxlength="32" autofocus></label>
+    <button>Sign in</button>
+  </form>
+<?php else:
+    $token = Token::issue($cfg['secret'], $user['id'], $user['name'], [], 3600);
+    ?>
+  <iframe title="chat" src="<?= $h($cfg['chat_url']) ?>/#token=<?= $h($token) ?>"></iframe>
+<?php endif; ?>
+</body>
+</html>
