@@ -58,7 +58,9 @@ async fn php_takes_10000_messages_through_dispatch_while_running_php_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_daemon_answers_time_and_stops_cleanly_on_sigint() {
-    time_bot_scenario(php("examples/php/daemon.php", &["127.0.0.1:0"]), "PHP").await;
+    let dir = TempDir::new("timebot");
+    let arg = format!("--db={}", dir.path("chat.sqlite"));
+    time_bot_scenario(php("examples/php/daemon.php", &["127.0.0.1:0", &arg]), "PHP").await;
 }
 
 #[test]
@@ -91,4 +93,202 @@ async fn a_php_host_approving_every_message_lets_each_one_through_in_order() {
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert!(status.success(), "{status} {rest}");
     assert_eq!(rest.trim(), format!("handled {N}, failed approvals 0"));
+}
+
+/// A scratch directory for one test, removed at the end.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("embedchat-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const API_KEY: &str = "php-test-api-key-0123456789";
+const SECRET: &str = "php-test-secret-0123456789";
+
+/// Starts examples/php/daemon.php; returns it and its port.
+fn daemon(dir: &TempDir) -> (KillOnDrop, u16) {
+    let mut child = Command::new("php")
+        .arg(root().join("examples/php/daemon.php"))
+        .arg("127.0.0.1:0")
+        .arg(format!("--db={}", dir.path("chat.sqlite")))
+        .env("EMBEDCHAT_LIB", lib_dir().join("libembedchat.so"))
+        .env("EMBEDCHAT_API_KEY", API_KEY)
+        .env("EMBEDCHAT_SOCKET", dir.path("chat.sock"))
+        .env("EMBEDCHAT_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("php");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port = first
+        .strip_prefix("listening on http://127.0.0.1:")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    // Keep reading its log so a full pipe never blocks it.
+    std::thread::spawn(move || for _ in out.lines() {});
+    (KillOnDrop(child), port)
+}
+
+fn stop(mut d: KillOnDrop) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.0.id() as i32, libc::SIGINT) };
+    assert!(wait_with_timeout(&mut d.0, Duration::from_secs(20)).success());
+}
+
+async fn ws(port: u16, query: &str) -> Client {
+    let url = format!("ws://127.0.0.1:{port}/ws?{query}");
+    tokio_tungstenite::connect_async(url).await.expect("connect").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_daemon_moderates_stores_and_restores_history_across_a_restart() {
+    let dir = TempDir::new("daemon");
+    let (d, port) = daemon(&dir);
+    let mut ann = ws(port, "name=ann").await;
+    let welcome = recv_type(&mut ann, "welcome").await;
+    let epoch = welcome["epoch"].as_str().unwrap().to_string();
+    send(&mut ann, "what the heck").await;
+    let m = recv_type(&mut ann, "message").await;
+    assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("what the ****"), Some(1)), "filtered by PHP");
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let (status, body) = http(port, "POST", "/api/publish", &auth, r#"{"room":"lobby","text":"news"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(recv_type(&mut ann, "message").await["id"], 2);
+    drop(ann);
+    stop(d);
+
+    // Back up on the same database: ann resumes after id 1 and gets exactly id 2.
+    let (d, port) = daemon(&dir);
+    let mut ann = ws(port, &format!("name=ann&since=1&epoch={epoch}")).await;
+    let w = recv_type(&mut ann, "welcome").await;
+    assert_eq!(w["epoch"], epoch.as_str(), "the epoch lives in the database");
+    let h = recv_type(&mut ann, "history").await;
+    assert_eq!(h["gap"], false);
+    let texts: Vec<&str> =
+        h["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["news"]);
+    send(&mut ann, "and on").await;
+    assert_eq!(recv_type(&mut ann, "message").await["id"], 3, "ids continue above the stored ones");
+    stop(d);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
+    let dir = TempDir::new("site");
+    let (d, port) = daemon(&dir);
+    let lib = lib_dir().join("libembedchat.so");
+
+    // php -S with PHP's default ffi.enable (=preload): FFI only through the preload.
+    let header = Command::new("php")
+        .arg(root().join("bindings/php/bin/ffi-header.php"))
+        .arg(&lib)
+        .output()
+        .expect("php");
+    assert!(header.status.success());
+    std::fs::write(dir.path("ffi.h"), &header.stdout).unwrap();
+    let web = free_port();
+    let mut cmd = Command::new("php");
+    cmd.args(["-d", &format!("ffi.preload={}", dir.path("ffi.h"))])
+        .args(["-d", "opcache.enable=1", "-d", "opcache.enable_cli=1"])
+        .args(["-d", &format!("opcache.preload={}", root().join("bindings/php/preload.php").display())]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-d", "opcache.preload_user=root"]);
+    }
+    let server = KillOnDrop(
+        cmd.args(["-S", &format!("127.0.0.1:{web}"), "-t"])
+            .arg(root().join("examples/php/site"))
+            .env("EMBEDCHAT_LIB", &lib)
+            .env("EMBEDCHAT_URL", format!("http://127.0.0.1:{port}"))
+            .env("EMBEDCHAT_API_KEY", API_KEY)
+            .env("EMBEDCHAT_SOCKET", dir.path("chat.sock"))
+            .env("EMBEDCHAT_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("php -S"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", web)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "php -S did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut reader = ws(port, "name=reader").await;
+    recv_type(&mut reader, "welcome").await;
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (status, body) = http_form(web, "/post.php", form, "room=lobby&text=Site+news");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["http"].as_u64(), v["socket"].as_u64()), (Some(1), Some(1)), "{body}");
+    let texts = [
+        recv_type(&mut reader, "message").await["text"].as_str().unwrap().to_string(),
+        recv_type(&mut reader, "message").await["text"].as_str().unwrap().to_string(),
+    ];
+    assert!(texts.contains(&"Site news".to_string()), "{texts:?}");
+    assert!(texts.contains(&"Site news (via the control socket)".to_string()), "{texts:?}");
+
+    // login.php: sign in, get the page with a token, and the token is accepted by the daemon.
+    let (status, head) = http_form(web, "/login.php", form, "name=Grace");
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: "))
+        .expect("a session")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, page) = http_form_get(web, "/login.php", &format!("Cookie: {cookie}\r\n"));
+    let token = page.split("#token=").nth(1).and_then(|r| r.split('"').next()).expect("a token in the page");
+    let mut grace = ws(port, &format!("token={token}")).await;
+    let w = recv_type(&mut grace, "welcome").await;
+    assert_eq!((w["name"].as_str(), w["bound"].as_bool()), (Some("Grace"), Some(true)));
+    drop(server);
+    stop(d);
+}
+
+/// A form POST; returns the status and the whole response (headers and body).
+fn http_form(port: u16, path: &str, headers: &str, body: &str) -> (u16, String) {
+    raw_http(port, &format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len()))
+}
+
+fn http_form_get(port: u16, path: &str, headers: &str) -> (u16, String) {
+    raw_http(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"))
+}
+
+fn raw_http(port: u16, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = if code == 303 {
+        out.clone()
+    } else {
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    };
+    (code, body)
 }
