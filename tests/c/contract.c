@@ -82,6 +82,43 @@ static void contract(void) {
     chat_free(e);
 }
 
+/* A daemon's handle (chat_connect): what it can do, what it refuses, and that a vanished daemon
+ * is an error code. Under valgrind this also checks the remote path frees everything. */
+static void control_socket(void) {
+    char path[64], cfg[160];
+    snprintf(path, sizeof path, "/tmp/embedchat-contract-%d.sock", (int)getpid());
+    snprintf(cfg, sizeof cfg, "{\"listen\": \"127.0.0.1:0\", \"control_socket\": \"%s\"}", path);
+    CHECK(chat_connect(NULL) == NULL);
+    CHECK(chat_connect("/nonexistent/embedchat.sock") == NULL);
+    CHECK(strstr(chat_last_error(), "cannot reach") != NULL);
+    chat_engine *daemon = chat_start(cfg);
+    CHECK(daemon != NULL);
+    if (!daemon) return;
+    CHECK(chat_restore(daemon, "kept", 7, 1700000000000ULL, "ann", "from the database") == CHAT_OK);
+    CHECK(chat_restore(daemon, "kept", 7, 0, "ann", "again") == CHAT_ERR_INVALID);
+    CHECK(chat_restore(daemon, NULL, 8, 0, "ann", "x") == CHAT_ERR_NULL);
+    chat_engine *site = chat_connect(path);
+    CHECK(site != NULL);
+    if (site) {
+        CHECK(chat_port(site) == chat_port(daemon));
+        CHECK(chat_broadcast(site, "lobby", "nobody here yet") == 0);
+        CHECK(chat_send(site, 424242, "x") == CHAT_ERR_UNKNOWN_CONN);
+        CHECK(chat_dispatch(site, 0) == CHAT_ERR_UNSUPPORTED);
+        CHECK(chat_approve(site, 1) == CHAT_ERR_UNSUPPORTED);
+        CHECK(chat_restore(site, "kept", 9, 0, "x", "y") == CHAT_ERR_UNSUPPORTED);
+        char *stats = chat_stats_json(site);
+        CHECK(stats != NULL && strstr(stats, "connections_open") != NULL);
+        chat_string_free(stats);
+        CHECK(chat_stop(daemon) == CHAT_OK);
+        CHECK(chat_broadcast(site, NULL, "x") == CHAT_ERR_CONTROL);
+        CHECK(chat_stop(site) == CHAT_OK);
+        CHECK(chat_broadcast(site, NULL, "x") == CHAT_ERR_STOPPED);
+        chat_free(site);
+    }
+    chat_free(daemon);
+    CHECK(access(path, F_OK) != 0);
+}
+
 static void sleep_ms(long ms) {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -234,6 +271,7 @@ static void round_trip(int i) {
 int main(int argc, char **argv) {
     int loops = argc > 1 ? atoi(argv[1]) : 50;
     contract();
+    control_socket();
     clients_vanish_mid_write();
     host_misuse();
     cross_thread_stop();
