@@ -133,6 +133,30 @@ final class EngineTest extends TestCase
         self::assertSame('message', json_decode($msg->json, true)['kind']);
     }
 
+    public function testPublishedLaggingAndDroppedEventsReport(): void
+    {
+        // A room that drops for slow readers, a tiny backlog, and a client that never reads.
+        $e = self::engine(['max_backlog_bytes' => 1024, 'rooms' => ['ticker' => ['slow_consumer' => 'drop_oldest']]]);
+        $idle = new WsClient($e->port(), 'name=idle&room=ticker');
+        self::waitFor($e, EventKind::Join);
+        $big = str_repeat('x', 60_000); // fills the socket buffers, then the backlog
+        for ($i = 0; $i < 100; $i++) {
+            $e->broadcast('ticker', "$i $big");
+        }
+        $first = self::waitFor($e, EventKind::Published);
+        self::assertSame([0, 'ticker', 'system', 1], [$first->connId, $first->room, $first->name, $first->msgId]);
+        self::assertGreaterThan(0, self::waitFor($e, EventKind::Lagging)->code, 'messages the reader lost');
+        $idle->close();
+
+        // A host that does not take its events: they are dropped, counted, and reported.
+        $busy = self::engine(['event_queue' => 16]);
+        for ($i = 0; $i < 40; $i++) {
+            $busy->broadcast('news', "n$i");
+        }
+        self::assertGreaterThan(0, self::waitFor($busy, EventKind::Dropped)->code, 'how many were lost');
+        self::assertGreaterThan(0, $busy->stats()['events_dropped']);
+    }
+
     public function testHandlersRunInDispatchAndDecideHeldMessagesAndJoins(): void
     {
         $e = self::engine(['relay' => 'host', 'join_hook' => true]);
