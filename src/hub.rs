@@ -934,15 +934,17 @@ impl Hub {
         let seq = self.events.last_seq();
         let mut rooms = serde_json::Map::new();
         let mut add = |name: &str, r: &Room| {
+            // One pass over the room for every user's connections (not one per user).
+            let mut conns_of: HashMap<&str, Vec<ConnId>> = HashMap::new();
+            for m in &r.members {
+                if let Some(c) = st.conns.get(&m.id) {
+                    conns_of.entry(&*c.user).or_default().push(m.id);
+                }
+            }
             let members: Vec<Value> = Self::members_of(&st, r)
                 .iter()
                 .map(|(id, n, tabs, user)| {
-                    let conns: Vec<ConnId> = r
-                        .members
-                        .iter()
-                        .map(|m| m.id)
-                        .filter(|c| st.conns.get(c).is_some_and(|c| c.user == *user))
-                        .collect();
+                    let conns = conns_of.get(&**user).cloned().unwrap_or_default();
                     let mut m = serde_json::json!({"id": id, "name": &**n, "tabs": tabs, "conns": conns});
                     if let Some(sub) = user.strip_prefix("sub:") {
                         m["user"] = Value::from(sub);
@@ -1084,6 +1086,37 @@ mod tests {
         let wa = drain(&a);
         assert_eq!(wa[0]["type"], "join");
         assert_eq!(wa[0]["user"]["name"], "bob");
+    }
+
+    #[test]
+    fn a_users_tabs_are_one_member_and_share_whispers() {
+        let (h, _) = hub(|_| {});
+        let ada =
+            || Identity { user: Some("sub:1".into()), name: Some("Ada".into()), bound: true, rooms: None };
+        let (watcher, t1, t2) = (Arc::new(Outbox::new()), Arc::new(Outbox::new()), Arc::new(Outbox::new()));
+        h.connect(1, named(Some("bob")), "r", Resume::default(), watcher.clone());
+        h.connect(2, ada(), "r", Resume::default(), t1.clone());
+        h.connect(3, ada(), "r", Resume::default(), t2.clone());
+        let welcome = &drain(&t2)[0];
+        assert_eq!(welcome["name"], "Ada", "the second tab is the same user, not Ada-2");
+        assert_eq!(welcome["members"][1], serde_json::json!({"id": 2, "name": "Ada", "tabs": 2}));
+        let heard: Vec<Value> = drain(&watcher).into_iter().filter(|m| m["type"] == "join").collect();
+        assert_eq!(heard.len(), 1, "Ada's two tabs join once: {heard:?}");
+        drain(&t1);
+
+        h.command(1, req(Command::Whisper { to: Target::Id(3), text: "hi".into() }));
+        assert_eq!(drain(&t1)[0]["text"], "hi", "a whisper to one tab's id reaches every tab");
+        assert_eq!(drain(&t2)[0]["text"], "hi");
+
+        h.command(2, req(Command::Nick { name: "Eve".into() }));
+        assert_eq!(drain(&t1)[0]["code"], "name_bound");
+
+        h.disconnect(2, 1000);
+        assert!(drain(&watcher).iter().all(|m| m["type"] != "leave"), "one tab closing is not a leave");
+        assert_eq!(h.members("r")[1].2, 1);
+        h.disconnect(3, 1000);
+        assert_eq!(drain(&watcher).iter().filter(|m| m["type"] == "leave").count(), 1);
+        assert_eq!(h.members("r").len(), 1);
     }
 
     #[test]
