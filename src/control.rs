@@ -212,8 +212,8 @@ pub fn bind(path: &str, mode: u32) -> io::Result<std::os::unix::net::UnixListene
 /// Longest request line; a longer one ends that control connection.
 const MAX_LINE: u64 = 1 << 20;
 
-/// Serves control connections until `stop` is notified, then removes the socket file.
-pub async fn serve(listener: UnixListener, path: String, ctx: Arc<Context>, stop: Arc<Notify>) {
+/// Serves control connections until `stop` is notified (the engine removes the file).
+pub async fn serve(listener: UnixListener, ctx: Arc<Context>, stop: Arc<Notify>) {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -223,7 +223,6 @@ pub async fn serve(listener: UnixListener, path: String, ctx: Arc<Context>, stop
             _ = stop.notified() => break,
         }
     }
-    let _ = std::fs::remove_file(path);
 }
 
 async fn client(stream: UnixStream, ctx: Arc<Context>) {

@@ -42,6 +42,8 @@ pub struct Running {
     pub ctx: Arc<Context>,
     stop_accept: Arc<Notify>,
     stop_control: Arc<Notify>,
+    /// Removed at stop, after the runtime (and the listener) is gone.
+    control_path: Option<String>,
     pub local_addr: SocketAddr,
 }
 
@@ -113,8 +115,9 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
     };
     runtime.spawn(crate::http::accept_loop(listener, ctx.clone(), stop_accept.clone()));
     let stop_control = Arc::new(Notify::new());
-    if let Some((l, path)) = control {
-        runtime.spawn(crate::control::serve(l, path, ctx.clone(), stop_control.clone()));
+    let control_path = control.as_ref().map(|(_, p)| p.clone());
+    if let Some((l, _)) = control {
+        runtime.spawn(crate::control::serve(l, ctx.clone(), stop_control.clone()));
     }
     if ctx.cfg.relay == crate::config::Relay::Host || ctx.cfg.join_hook {
         // Held messages and joins the host did not decide on get `hook_default` within ~25 ms
@@ -128,7 +131,7 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
             }
         });
     }
-    Ok(Running { runtime, ctx, stop_accept, stop_control, local_addr })
+    Ok(Running { runtime, ctx, stop_accept, stop_control, control_path, local_addr })
 }
 
 impl Running {
@@ -160,6 +163,11 @@ impl Running {
         // Dropping the runtime cancels what is left (HTTP requests in flight) and joins the
         // worker threads before returning.
         drop(self.runtime);
+        if let Some(p) = &self.control_path {
+            // Here, not in the socket's task: that task may be cancelled before it gets to it,
+            // and a host that stops expects the file gone when chat_stop returns.
+            let _ = std::fs::remove_file(p);
+        }
         ctx.events.close();
     }
 }
