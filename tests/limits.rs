@@ -166,7 +166,15 @@ fn a_silent_client_is_pinged_then_closed_with_1001() {
     let close = loop {
         let mut h = [0u8; 2];
         s.read_exact(&mut h).unwrap();
-        let mut body = vec![0; (h[1] & 0x7f) as usize];
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            n => n as usize, // the welcome and history are far below 64 KiB
+        };
+        let mut body = vec![0; len];
         s.read_exact(&mut body).unwrap();
         match h[0] & 0x0f {
             9 => saw_ping = true,
