@@ -182,6 +182,10 @@ pub struct Config {
     pub control_socket: Option<String>,
     /// File mode of the control socket, octal digits as a string.
     pub control_socket_mode: String,
+    /// Report every message that enters a room's history with its id (`published` events): held
+    /// messages once decided, and host messages from any path. For hosts that store messages;
+    /// off by default, since a host that never takes its events would only fill the queue.
+    pub published_events: bool,
     /// Names this engine's message ids. A client resuming with `since` from another epoch (an
     /// engine that has since restarted) gets the whole window with `gap: true`. Empty = a new
     /// one per start; a host that restores history across restarts sets a fixed one.
@@ -234,6 +238,7 @@ impl Default for Config {
             control_socket: None,
             control_socket_mode: "0600".into(),
             history_epoch: String::new(),
+            published_events: false,
         }
     }
 }

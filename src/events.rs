@@ -33,7 +33,8 @@ pub enum EventKind {
     Nick,
     /// With `join_hook`: `name` asks to join `room`; decide with the event's token.
     JoinRequest,
-    /// A message entered `room` with id `msg_id` that no `message` event reported with its id:
+    /// With `published_events`: a message entered `room` with id `msg_id` that no `message`
+    /// event reported with its id:
     /// a held message the host approved or replaced (relay `host`), or a host message (from
     /// `broadcast`, the HTTP API or the control socket; `conn_id` 0). With the `message` events
     /// that carry a `msg_id`, a host sees every message that enters history exactly once (to

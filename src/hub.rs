@@ -473,7 +473,7 @@ impl Hub {
             | (HeldKind::Message(_), Decision::Replace(text)) => {
                 let mut ev = Event::new(EventKind::Published, held.from);
                 ev.msg_id = self.publish(st, held.from, &held.name, &held.room, &text, ev.ts);
-                if ev.msg_id > 0 {
+                if ev.msg_id > 0 && self.cfg.published_events {
                     ev.room = Some(held.room);
                     ev.name = Some(held.name);
                     ev.text = Some(text);
@@ -852,6 +852,9 @@ impl Hub {
             r.remember(r.seq, &json, keep);
             let wire = if seed { protocol::seed_message(text, host.name) } else { json };
             sent += self.fan_out(r, &wsframe::text(&wire), None);
+            if !self.cfg.published_events {
+                return;
+            }
             let mut ev = Event::new(EventKind::Published, 0);
             ev.ts = ts;
             ev.msg_id = r.seq;

@@ -10,7 +10,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_replace_and_reject_each_do_what_they_say() {
-    let e = engine(json!({"relay": "host"}));
+    let e = engine(json!({"relay": "host", "published_events": true}));
     let mut ann = connect(&e, "name=ann").await;
     welcomed(&mut ann).await;
 

@@ -63,6 +63,7 @@ $config = [
     'relay' => 'host',          // every message waits for the handlers below
     'hook_timeout_ms' => 2000,  // ...but never longer than this (then it is published)
     'history_epoch' => $epoch,
+    'published_events' => true, // every message with its id, to store it
     'history_size' => 100,
 ];
 if ($secret = $env('EMBEDCHAT_SECRET')) {

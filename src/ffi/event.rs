@@ -30,7 +30,8 @@ pub enum chat_event_kind {
     /// With `"join_hook": true`: `name` asks to join `room`; answer with `chat_approve` or
     /// `chat_reject` and `reply_token` (the JOIN event follows once it is a member).
     CHAT_EVENT_JOIN_REQUEST = 10,
-    /// A message entered `room` with id `msg_id` and no MESSAGE event reported that id: a held
+    /// With `"published_events": true`: a message entered `room` with id `msg_id` and no
+    /// MESSAGE event reported that id: a held
     /// message the host approved or replaced (relay `host`), or a host message from
     /// `chat_broadcast`, the HTTP API or the control socket (conn_id 0, name = the sender shown).
     /// With MESSAGE events whose msg_id > 0, every message that enters a room's history is

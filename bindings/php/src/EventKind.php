@@ -19,6 +19,6 @@ enum EventKind: int
     case Nick = 9;
     /** A join waits for approve()/reject() (config `join_hook`). */
     case JoinRequest = 10;
-    /** A message entered a room with `msgId` and no Message event reported that id (approved, replaced, or from the host). */
+    /** With published_events: a message entered a room with `msgId` that no Message event reported (approved, replaced, or from the host). */
     case Published = 11;
 }

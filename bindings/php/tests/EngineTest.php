@@ -136,7 +136,8 @@ final class EngineTest extends TestCase
     public function testPublishedLaggingAndDroppedEventsReport(): void
     {
         // A room that drops for slow readers, a tiny backlog, and a client that never reads.
-        $e = self::engine(['max_backlog_bytes' => 1024, 'rooms' => ['ticker' => ['slow_consumer' => 'drop_oldest']]]);
+        $e = self::engine(['max_backlog_bytes' => 1024, 'published_events' => true,
+            'rooms' => ['ticker' => ['slow_consumer' => 'drop_oldest']]]);
         $idle = new WsClient($e->port(), 'name=idle&room=ticker');
         self::waitFor($e, EventKind::Join);
         $big = str_repeat('x', 60_000); // fills the socket buffers, then the backlog
@@ -149,7 +150,7 @@ final class EngineTest extends TestCase
         $idle->close();
 
         // A host that does not take its events: they are dropped, counted, and reported.
-        $busy = self::engine(['event_queue' => 16]);
+        $busy = self::engine(['event_queue' => 16, 'published_events' => true]);
         for ($i = 0; $i < 40; $i++) {
             $busy->broadcast('news', "n$i");
         }
