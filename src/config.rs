@@ -110,6 +110,9 @@ pub struct Config {
     pub max_backlog_bytes: usize,
     /// Events waiting for the host; past this they are dropped and counted.
     pub event_queue: usize,
+    /// Memory the waiting events may hold (their texts mostly); past it they are dropped and
+    /// counted like a full queue.
+    pub max_event_bytes: usize,
     pub callback_thread: CallbackThread,
     /// Longest display name in characters (longer names are cut).
     pub max_name_chars: usize,
@@ -204,6 +207,7 @@ impl Default for Config {
             max_fragments: 1024,
             max_backlog_bytes: 1024 * 1024,
             event_queue: 65_536,
+            max_event_bytes: 64 << 20,
             callback_thread: CallbackThread::Host,
             max_name_chars: 32,
             max_room_chars: 64,
@@ -304,6 +308,7 @@ impl Config {
         range("max_fragments", self.max_fragments, 1, 1 << 20)?;
         range("max_backlog_bytes", self.max_backlog_bytes, 1024, 1 << 30)?;
         range("event_queue", self.event_queue, 16, 1 << 24)?;
+        range("max_event_bytes", self.max_event_bytes, 64 << 10, 1 << 40)?;
         range("max_name_chars", self.max_name_chars, 1, 256)?;
         range("max_room_chars", self.max_room_chars, 1, 256)?;
         range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;

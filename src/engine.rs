@@ -92,7 +92,8 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let events = Arc::new(EventQueue::new(cfg.event_queue).map_err(StartError::Io)?);
+    let events =
+        Arc::new(EventQueue::with_limits(cfg.event_queue, cfg.max_event_bytes).map_err(StartError::Io)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
         .thread_name("embedchat-io")

@@ -90,6 +90,14 @@ impl Event {
         }
     }
 
+    /// Roughly the memory a queued event holds.
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Event>()
+            + self.text.as_ref().map_or(0, |t| t.len())
+            + self.room.as_ref().map_or(0, |r| r.len())
+            + self.name.as_ref().map_or(0, |n| n.len())
+    }
+
     /// The whole event as one JSON object.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -102,6 +110,8 @@ pub struct Closed;
 
 struct Inner {
     queue: VecDeque<Event>,
+    /// Approximate memory the queued events hold (see `Event::weight`).
+    bytes: usize,
     next_seq: u64,
     dropped_pending: u64,
     dropped_total: u64,
@@ -112,13 +122,22 @@ pub struct EventQueue {
     inner: Mutex<Inner>,
     cond: Condvar,
     capacity: usize,
+    max_bytes: usize,
     wake: WakeFd,
 }
 
 impl EventQueue {
+    #[cfg(test)]
     pub fn new(capacity: usize) -> std::io::Result<Self> {
+        Self::with_limits(capacity, usize::MAX)
+    }
+
+    /// At most `capacity` events, holding at most `max_bytes` (a host that stops taking events
+    /// while clients send 64 KiB messages must not cost gigabytes).
+    pub fn with_limits(capacity: usize, max_bytes: usize) -> std::io::Result<Self> {
         Ok(EventQueue {
             inner: Mutex::new(Inner {
+                bytes: 0,
                 queue: VecDeque::new(),
                 next_seq: 1,
                 dropped_pending: 0,
@@ -127,6 +146,7 @@ impl EventQueue {
             }),
             cond: Condvar::new(),
             capacity,
+            max_bytes,
             wake: WakeFd::new()?,
         })
     }
@@ -141,7 +161,7 @@ impl EventQueue {
         if g.closed {
             return false;
         }
-        if g.queue.len() >= self.capacity {
+        if g.queue.len() >= self.capacity || g.bytes.saturating_add(ev.weight()) > self.max_bytes {
             g.dropped_pending += 1;
             g.dropped_total += 1;
             return false;
@@ -156,6 +176,7 @@ impl EventQueue {
         if g.queue.is_empty() {
             self.wake.set();
         }
+        g.bytes += ev.weight();
         g.queue.push_back(ev);
         self.cond.notify_one();
     }
@@ -169,6 +190,7 @@ impl EventQueue {
                 return Err(Closed);
             }
             if let Some(ev) = g.queue.pop_front() {
+                g.bytes -= ev.weight();
                 if g.dropped_pending > 0 {
                     // A slot just freed: tell the host what it missed, in order.
                     let mut d = Event::new(EventKind::Dropped, 0);
@@ -292,6 +314,25 @@ mod tests {
         let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, zero timeout.
         unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_byte_budget_drops_big_events_and_reports_them() {
+        let q = EventQueue::with_limits(1000, 4096).unwrap();
+        let big = |n: usize| {
+            let mut e = Event::new(EventKind::Message, 1);
+            e.text = Some("x".repeat(n));
+            e
+        };
+        assert!(q.push(big(2000)));
+        assert!(!q.push(big(3000)), "over the byte budget");
+        assert!(q.push(big(100)), "small ones still fit");
+        assert_eq!(q.pop(Some(Duration::ZERO)).unwrap().unwrap().text.unwrap().len(), 2000);
+        let dropped = q.pop(Some(Duration::ZERO)).unwrap().unwrap();
+        assert_eq!(dropped.text.unwrap().len(), 100);
+        let report = q.pop(Some(Duration::ZERO)).unwrap().unwrap();
+        assert_eq!((report.kind, report.code), (EventKind::Dropped, 1));
+        assert!(q.push(big(3000)), "room again once taken");
     }
 
     #[test]
