@@ -21,11 +21,15 @@ use serde_json::Value;
 
 pub type ConnId = u64;
 
-/// A fresh history epoch: start time and a process-wide counter, so two engines never share one.
+/// A fresh history epoch. Made from the start time, the process and a process-wide counter so two
+/// engines never share one, and hashed so clients do not learn the server's pid or start time.
 fn new_epoch() -> String {
+    use sha1::{Digest, Sha1};
     static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{:x}-{}-{n}", now_ms(), std::process::id())
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let digest = Sha1::digest(format!("{nanos}-{}-{n}", std::process::id()).as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -60,36 +60,57 @@ final class Publisher
 
     private function request(string $method, string $path, ?array $body = null): array
     {
-        $headers = ["Authorization: Bearer {$this->apiKey}", 'Accept: application/json'];
-        $content = '';
-        if ($body !== null) {
-            $content = json_encode($body, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
-            $headers[] = 'Content-Type: application/json';
-        }
-        $ctx = stream_context_create(['http' => [
-            'method' => $method,
-            'header' => implode("\r\n", $headers),
-            'content' => $content,
-            'timeout' => $this->timeout,
-            'ignore_errors' => true, // read the JSON error body of a 4xx/5xx too
-        ]]);
-        $url = rtrim($this->baseUrl, '/') . $path;
-        $raw = @file_get_contents($url, false, $ctx);
-        if ($raw === false) {
-            $why = error_get_last()['message'] ?? 'no answer';
-            throw new ControlException("cannot reach the chat engine at $url: $why");
-        }
-        $status = 0;
-        foreach ($http_response_header ?? [] as $h) {
-            if (preg_match('#^HTTP/\S+\s+(\d{3})#', $h, $m)) {
-                $status = (int) $m[1];
-            }
-        }
+        $content = $body === null
+            ? ''
+            : json_encode($body, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
+        [$status, $raw] = $this->http($method, $path, $content);
         $data = json_decode($raw, true);
         if ($status !== 200 || !is_array($data) || ($data['ok'] ?? false) !== true) {
             $msg = is_array($data) ? ($data['message'] ?? $raw) : trim($raw);
             throw new ControlException("chat engine answered $status to $method $path: $msg", Native::RESULTS['CHAT_ERR_CONTROL']);
         }
         return $data;
+    }
+
+    /**
+     * One HTTP/1.1 request on its own connection. Written on sockets rather than the http://
+     * stream wrapper or curl, so it works where `allow_url_fopen` is off and ext-curl missing
+     * (common on shared PHP hosting). https:// needs ext-openssl.
+     *
+     * @return array{int, string} status and body
+     */
+    private function http(string $method, string $path, string $content): array
+    {
+        $url = parse_url($this->baseUrl);
+        $scheme = $url['scheme'] ?? 'http';
+        $host = $url['host'] ?? '127.0.0.1';
+        $port = $url['port'] ?? ($scheme === 'https' ? 443 : 80);
+        $prefix = rtrim($url['path'] ?? '', '/');
+        $target = ($scheme === 'https' ? 'tls' : 'tcp') . "://$host:$port";
+        $s = @stream_socket_client($target, $errno, $err, $this->timeout);
+        if ($s === false) {
+            throw new ControlException("cannot reach the chat engine at {$this->baseUrl}: $err ($errno)");
+        }
+        try {
+            stream_set_timeout($s, (int) ceil($this->timeout));
+            $hostHeader = str_contains($host, ':') ? "[$host]:$port" : "$host:$port";
+            $req = "$method $prefix$path HTTP/1.1\r\nHost: $hostHeader\r\nConnection: close\r\n"
+                . "Authorization: Bearer {$this->apiKey}\r\nAccept: application/json\r\n";
+            if ($content !== '') {
+                $req .= "Content-Type: application/json\r\nContent-Length: " . strlen($content) . "\r\n";
+            }
+            fwrite($s, "$req\r\n$content");
+            $response = stream_get_contents($s);
+            if ($response === false || $response === '' || stream_get_meta_data($s)['timed_out']) {
+                throw new ControlException("no answer from the chat engine at {$this->baseUrl} within {$this->timeout} s");
+            }
+        } finally {
+            fclose($s);
+        }
+        [$head, $bodyText] = array_pad(explode("\r\n\r\n", $response, 2), 2, '');
+        if (!preg_match('#^HTTP/1\.[01] (\d{3})#', $head, $m)) {
+            throw new ControlException("not an HTTP answer from {$this->baseUrl}");
+        }
+        return [(int) $m[1], $bodyText];
     }
 }
