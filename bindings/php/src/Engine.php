@@ -237,7 +237,8 @@ final class Engine
 
     /**
      * Runs handlers until $seconds pass (null: until stop() or a signal). With pcntl, SIGINT
-     * and SIGTERM end the loop and stop the engine cleanly (clients get close 1001).
+     * and SIGTERM end the loop, the events already queued are handled, and the engine stops
+     * cleanly (clients get close 1001).
      */
     public function run(?float $seconds = null): void
     {
@@ -281,6 +282,10 @@ final class Engine
             }
         }
         if ($signalled && !$this->isStopped()) {
+            // Handle what is already queued (a message to store, say) before stopping: events
+            // still queued when the engine stops are not delivered.
+            while (!$this->isStopped() && $this->dispatch(0) > 0) {
+            }
             $this->stop();
         }
     }
