@@ -148,6 +148,10 @@ typedef struct chat_event {
   // JOIN_REQUEST under `join_hook`): answer with `chat_approve`, `chat_reject` or (messages)
   // `chat_replace` before `hook_timeout_ms`.
   uint64_t reply_token;
+  // The site's user id (the login token's `sub`) when the connection logged in with a
+  // token (config `auth`), else NULL. Added after `reply_token` so the fields before it keep
+  // their offsets.
+  const char *user;
 } chat_event;
 
 // Called once per event with the `userdata` given to `chat_set_callback` and an event that is

@@ -56,6 +56,9 @@ pub struct Event {
     pub name: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The logged-in user (the login token's `sub`) of the connection, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
     /// Per-room message id for `message` events that were broadcast (0 = not broadcast).
     #[serde(skip_serializing_if = "is_zero")]
     pub msg_id: u64,
@@ -83,6 +86,7 @@ impl Event {
             room: None,
             name: None,
             text: None,
+            user: None,
             msg_id: 0,
             ts: crate::hub::now_ms(),
             code: 0,
@@ -96,6 +100,7 @@ impl Event {
             + self.text.as_ref().map_or(0, |t| t.len())
             + self.room.as_ref().map_or(0, |r| r.len())
             + self.name.as_ref().map_or(0, |n| n.len())
+            + self.user.as_ref().map_or(0, |u| u.len())
     }
 
     /// The whole event as one JSON object.

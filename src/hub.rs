@@ -94,6 +94,8 @@ struct Conn {
     /// Rooms in join order; the last one is the current room.
     rooms: Vec<Arc<str>>,
     allowed: Option<Arc<[String]>>,
+    /// The login token's `sub`, reported in this connection's events.
+    login: Option<Arc<str>>,
 }
 
 struct UserEntry {
@@ -300,10 +302,18 @@ impl Hub {
         }
     }
 
-    fn emit(&self, kind: EventKind, id: ConnId, room: Option<&Arc<str>>, name: &Arc<str>) {
+    fn emit(&self, st: &State, kind: EventKind, id: ConnId, room: Option<&Arc<str>>, name: &Arc<str>) {
         let mut ev = Event::new(kind, id);
         ev.room = room.cloned();
         ev.name = Some(name.clone());
+        self.push_event(st, ev);
+    }
+
+    /// Queues an event about a connection, naming its logged-in user (the token's `sub`).
+    fn push_event(&self, st: &State, mut ev: Event) {
+        if ev.user.is_none() {
+            ev.user = st.conns.get(&ev.conn_id).and_then(|c| c.login.clone());
+        }
         self.events.push(ev);
     }
 
@@ -361,11 +371,11 @@ impl Hub {
             }
         };
         let allowed = who.rooms.map(Arc::from);
-        st.conns.insert(
-            id,
-            Conn { user, name: name.clone(), outbox: outbox.clone(), rooms: Vec::new(), allowed },
-        );
-        self.emit(EventKind::Connect, id, None, &name);
+        let login = user.strip_prefix("sub:").map(Arc::from);
+        let conn =
+            Conn { user, name: name.clone(), outbox: outbox.clone(), rooms: Vec::new(), allowed, login };
+        st.conns.insert(id, conn);
+        self.emit(&st, EventKind::Connect, id, None, &name);
         if self.cfg.join_hook {
             self.hold_join(&mut st, id, room, true, resume);
         } else {
@@ -379,7 +389,9 @@ impl Hub {
     pub fn attach_silent(&self, id: ConnId, outbox: Arc<Outbox>) {
         let name: Arc<str> = format!("echo-{id}").into();
         let user = name.clone();
-        self.lock().conns.insert(id, Conn { user, name, outbox, rooms: Vec::new(), allowed: None });
+        self.lock()
+            .conns
+            .insert(id, Conn { user, name, outbox, rooms: Vec::new(), allowed: None, login: None });
     }
 
     pub fn detach_silent(&self, id: ConnId) {
@@ -418,7 +430,7 @@ impl Hub {
                 let r = &st.rooms[&key];
                 self.fan_out(r, &frame, Some(id));
             }
-            self.emit(EventKind::Join, id, Some(&key), &name);
+            self.emit(st, EventKind::Join, id, Some(&key), &name);
         }
         if self.seed() {
             return;
@@ -481,7 +493,7 @@ impl Hub {
                     ev.room = Some(held.room);
                     ev.name = Some(held.name);
                     ev.text = Some(text);
-                    self.events.push(ev);
+                    self.push_event(st, ev);
                 }
             }
             (HeldKind::Message(_), Decision::Reject(reason)) => {
@@ -525,7 +537,7 @@ impl Hub {
             deadline_ms: ev.ts + self.cfg.hook_timeout_ms + 1,
         };
         st.held.insert(ev.token, held);
-        self.events.push(ev);
+        self.push_event(st, ev);
     }
 
     /// Applies `hook_default` to held messages whose deadline passed; returns how many.
@@ -604,7 +616,7 @@ impl Hub {
                 self.fan_out(&st.rooms[&key], &frame, None);
             }
         }
-        self.emit(EventKind::Leave, id, Some(&key), &name);
+        self.emit(st, EventKind::Leave, id, Some(&key), &name);
         true
     }
 
@@ -672,7 +684,7 @@ impl Hub {
                 ev.room = Some(room);
                 ev.name = Some(name);
                 ev.text = Some(text);
-                self.events.push(ev);
+                self.push_event(&st, ev);
             }
             Command::Join { room, since, epoch } => {
                 if let Err(m) = protocol::validate_room(&room, self.cfg.max_room_chars) {
@@ -744,7 +756,7 @@ impl Hub {
                 ev.name = Some(conn.name.clone());
                 ev.text = Some(text);
                 ev.code = target_id;
-                self.events.push(ev);
+                self.push_event(&st, ev);
             }
             Command::Nick { name } => {
                 let Some(new) = protocol::clean_name(&name, self.cfg.max_name_chars) else {
@@ -793,7 +805,7 @@ impl Hub {
                 let mut ev = Event::new(EventKind::Nick, id);
                 ev.name = Some(new);
                 ev.text = Some(old.to_string());
-                self.events.push(ev);
+                self.push_event(&st, ev);
             }
             Command::Ping => {
                 if !self.seed() {
@@ -826,11 +838,13 @@ impl Hub {
                 // The final count, whatever the last power of ten reported was.
                 let mut ev = Event::new(EventKind::Lagging, id);
                 ev.name = Some(conn.name.clone());
+                ev.user = conn.login.clone();
                 ev.code = dropped;
                 self.events.push(ev);
             }
             let mut ev = Event::new(EventKind::Disconnect, id);
             ev.name = Some(conn.name);
+            ev.user = conn.login;
             ev.code = code as u64;
             self.events.push(ev);
         }

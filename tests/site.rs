@@ -131,6 +131,8 @@ async fn a_token_limited_to_rooms_cannot_join_others() {
     let t = login("5", "Cy", json!({"rooms": ["a", "b"]}));
     let mut ws = connect(&e, &format!("token={t}")).await;
     assert_eq!(welcomed(&mut ws).await["room"], "a");
+    let joined = wait_event(&e, embedchat::EventKind::Join);
+    assert_eq!(joined.user.as_deref(), Some("5"), "the host learns which site user it is");
     send(&mut ws, r#"{"type":"join","room":"secret"}"#).await;
     assert_eq!(recv_type(&mut ws, "error").await["code"], "forbidden_room");
     send(&mut ws, r#"{"type":"join","room":"b"}"#).await;

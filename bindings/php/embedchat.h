@@ -49,6 +49,7 @@ typedef struct chat_event {
   size_t text_len;
   const char *json;
   uint64_t reply_token;
+  const char *user;
 } chat_event;
 
 typedef void (*chat_event_cb)(void *userdata, const struct chat_event *ev);

@@ -47,7 +47,10 @@ $db->exec('PRAGMA journal_mode=WAL');
 $db->exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
 $db->exec('CREATE TABLE IF NOT EXISTS messages (
     room TEXT NOT NULL, id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
-    sender TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (room, id))');
+    sender TEXT NOT NULL, text TEXT NOT NULL, user TEXT, PRIMARY KEY (room, id))');
+if (!in_array('user', array_column($db->query('PRAGMA table_info(messages)')->fetchAll(), 'name'), true)) {
+    $db->exec('ALTER TABLE messages ADD COLUMN user TEXT'); // a database from before the column
+}
 // The history epoch names this database's message ids: it stays the same across restarts, so
 // a browser's "since" stays meaningful.
 $epoch = $db->query("SELECT value FROM meta WHERE key = 'epoch'")->fetchColumn();
@@ -55,7 +58,7 @@ if ($epoch === false) {
     $epoch = 'db-' . bin2hex(random_bytes(6));
     $db->prepare("INSERT INTO meta (key, value) VALUES ('epoch', ?)")->execute([$epoch]);
 }
-$store = $db->prepare('INSERT OR IGNORE INTO messages (room, id, ts_ms, sender, text) VALUES (?, ?, ?, ?, ?)');
+$store = $db->prepare('INSERT OR IGNORE INTO messages (room, id, ts_ms, sender, text, user) VALUES (?, ?, ?, ?, ?, ?)');
 
 // --- the engine --------------------------------------------------------------------------
 $config = [
@@ -130,9 +133,10 @@ $engine->on(EventKind::Message, function (Event $ev, Engine $engine) use (&$rece
     }
 });
 
-// Every message that enters a room, with the id browsers see: store it.
+// Every message that enters a room, with the id browsers see: store it, with the site's user
+// id when the sender logged in with a token.
 $engine->on(EventKind::Published, function (Event $ev) use ($store): void {
-    $store->execute([$ev->room, $ev->msgId, $ev->tsMs, (string) $ev->name, (string) $ev->text]);
+    $store->execute([$ev->room, $ev->msgId, $ev->tsMs, (string) $ev->name, (string) $ev->text, $ev->user]);
 });
 $engine->on(EventKind::Disconnect, function (Event $ev) use (&$recent): void {
     unset($recent[$ev->connId]);

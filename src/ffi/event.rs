@@ -69,6 +69,10 @@ pub struct chat_event {
     /// JOIN_REQUEST under `join_hook`): answer with `chat_approve`, `chat_reject` or (messages)
     /// `chat_replace` before `hook_timeout_ms`.
     pub reply_token: u64,
+    /// The site's user id (the login token's `sub`) when the connection logged in with a
+    /// token (config `auth`), else NULL. Added after `reply_token` so the fields before it keep
+    /// their offsets.
+    pub user: *const c_char,
 }
 
 /// The struct C sees, followed by the memory its pointers point into. `raw` comes first so a
@@ -80,6 +84,7 @@ pub(crate) struct OwnedEvent {
     name: Option<CString>,
     text: Option<Vec<u8>>,
     json: CString,
+    user: Option<CString>,
 }
 
 fn cstring(s: &str) -> CString {
@@ -104,6 +109,7 @@ impl OwnedEvent {
         };
         let room = ev.room.as_deref().map(cstring);
         let name = ev.name.as_deref().map(cstring);
+        let user = ev.user.as_deref().map(cstring);
         let text = ev.text.as_ref().map(|t| {
             let mut v = Vec::with_capacity(t.len() + 1);
             v.extend_from_slice(t.as_bytes());
@@ -125,9 +131,10 @@ impl OwnedEvent {
             text_len: text.as_ref().map_or(0, |t| t.len() - 1),
             json: json.as_ptr(),
             reply_token: ev.token,
+            user: ptr(&user),
         };
         // Moving CString/Vec values does not move their heap buffers, so the pointers stay valid.
-        Box::new(OwnedEvent { raw, room, name, text, json })
+        Box::new(OwnedEvent { raw, room, name, text, json, user })
     }
 
     pub(crate) fn as_raw(&self) -> *const chat_event {

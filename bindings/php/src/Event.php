@@ -22,6 +22,8 @@ final class Event
         public readonly int $replyToken,
         /** The event as the engine's JSON (the same fields, for logging or forwarding). */
         public readonly string $json,
+        /** The site's user id (the login token's `sub`), or null for an anonymous connection. */
+        public readonly ?string $user = null,
     ) {
     }
 
@@ -42,6 +44,7 @@ final class Event
             $ev->text === null || is_string($ev->text) ? $ev->text : \FFI::string($ev->text, (int) $ev->text_len),
             (int) $ev->reply_token,
             (string) $str($ev->json),
+            $str($ev->user),
         );
     }
 

@@ -34,6 +34,8 @@ final class SiteTest extends TestCase
         $c = new WsClient($e->port(), 'token=' . rawurlencode($t));
         $w = $c->recv();
         self::assertSame(['Ada Lovelace', true, 'maths'], [$w['name'], $w['bound'], $w['room']]);
+        $connected = $e->poll(2000);
+        self::assertSame(['42', 'Ada Lovelace'], [$connected->user, $connected->name], 'events name the site user');
 
         $forged = Token::issue('another-secret-0123456789', '42', 'Ada');
         self::assertStringContainsString('401', self::refused($e->port(), "token=$forged"));
