@@ -256,7 +256,7 @@ impl Engine {
     /// (see `chat_presence_json`). `room` None = every room with members.
     pub fn presence_json(&self, room: Option<&str>) -> Result<String, Error> {
         self.check()?;
-        Ok(self.ctx.hub.presence_json(room))
+        Ok(self.ctx.hub.presence(room).to_string())
     }
 
     /// Users in a room once each, as (one of its connection ids, name, tabs).

@@ -158,8 +158,7 @@ pub fn execute(ctx: &Context, op: Op) -> Result<Value, Failure> {
             json!({"ok": true, "rooms": rooms})
         }
         Op::Presence { room } => {
-            let mut v: Value =
-                serde_json::from_str(&ctx.hub.presence_json(room.as_deref())).unwrap_or_default();
+            let mut v = ctx.hub.presence(room.as_deref());
             v["ok"] = Value::Bool(true);
             v
         }

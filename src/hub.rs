@@ -863,16 +863,15 @@ impl Hub {
         let seed = self.seed();
         let mut sent = 0;
         let keep = self.cfg.history_size;
-        let sender: Arc<str> = from.into();
+        // Only made when published events are on: no allocation per broadcast otherwise.
+        let sender: Option<Arc<str>> = self.cfg.published_events.then(|| from.into());
         let mut one = |name: &Arc<str>, r: &mut Room| {
             r.seq += 1;
             let json = protocol::message(name, r.seq, ts, host, text);
             r.remember(r.seq, &json, keep);
             let wire = if seed { protocol::seed_message(text, host.name) } else { json };
             sent += self.fan_out(r, &wsframe::text(&wire), None);
-            if !self.cfg.published_events {
-                return;
-            }
+            let Some(sender) = &sender else { return };
             let mut ev = Event::new(EventKind::Published, 0);
             ev.ts = ts;
             ev.msg_id = r.seq;
@@ -950,7 +949,7 @@ impl Hub {
     /// (`user`: the token's `sub`, for logged-in users). Taken under the lock every membership event is
     /// queued under, so it reflects exactly the events numbered up to `seq`: a host that lost
     /// track rebuilds from this and applies only events with a higher `seq`.
-    pub fn presence_json(&self, room: Option<&str>) -> String {
+    pub fn presence(&self, room: Option<&str>) -> Value {
         let st = self.lock();
         let seq = self.events.last_seq();
         let mut rooms = serde_json::Map::new();
@@ -988,7 +987,7 @@ impl Hub {
                 }
             }
         }
-        serde_json::json!({"seq": seq, "epoch": self.epoch, "rooms": rooms}).to_string()
+        serde_json::json!({"seq": seq, "epoch": self.epoch, "rooms": rooms})
     }
 
     /// Rooms with someone in them (empty rooms kept for their history are not counted).

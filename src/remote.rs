@@ -88,21 +88,22 @@ impl Remote {
         self.call(json!({"op": "kick", "id": id, "reason": reason})).map(drop)
     }
 
-    /// The daemon's counters, as `chat_stats_json` gives them for a local engine.
-    pub fn stats_json(&self) -> Result<String, Error> {
-        let mut v = self.call(json!({"op": "stats"}))?;
+    /// A reply as the JSON a local engine would give: the same object without the `ok` flag.
+    fn call_json(&self, req: Value) -> Result<String, Error> {
+        let mut v = self.call(req)?;
         if let Value::Object(m) = &mut v {
             m.remove("ok");
         }
         Ok(v.to_string())
     }
 
+    /// The daemon's counters, as `chat_stats_json` gives them for a local engine.
+    pub fn stats_json(&self) -> Result<String, Error> {
+        self.call_json(json!({"op": "stats"}))
+    }
+
     pub fn presence_json(&self, room: Option<&str>) -> Result<String, Error> {
-        let mut v = self.call(json!({"op": "presence", "room": room}))?;
-        if let Value::Object(m) = &mut v {
-            m.remove("ok");
-        }
-        Ok(v.to_string())
+        self.call_json(json!({"op": "presence", "room": room}))
     }
 
     /// The daemon's TCP port.

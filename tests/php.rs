@@ -237,7 +237,7 @@ async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
     let mut reader = ws(port, "name=reader").await;
     recv_type(&mut reader, "welcome").await;
     let form = "Content-Type: application/x-www-form-urlencoded\r\n";
-    let (status, body) = http_form(web, "/post.php", form, "room=lobby&text=Site+news");
+    let (status, _, body) = http_response(web, "POST", "/post.php", form, "room=lobby&text=Site+news");
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((v["http"].as_u64(), v["socket"].as_u64()), (Some(1), Some(1)), "{body}");
@@ -249,7 +249,7 @@ async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
     assert!(texts.contains(&"Site news (via the control socket)".to_string()), "{texts:?}");
 
     // login.php: sign in, get the page with a token, and the token is accepted by the daemon.
-    let (status, head) = http_form(web, "/login.php", form, "name=Grace");
+    let (status, head, _) = http_response(web, "POST", "/login.php", form, "name=Grace");
     assert_eq!(status, 303, "{head}");
     let cookie = head
         .lines()
@@ -259,36 +259,11 @@ async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
         .next()
         .unwrap()
         .to_string();
-    let (_, page) = http_form_get(web, "/login.php", &format!("Cookie: {cookie}\r\n"));
+    let (_, _, page) = http_response(web, "GET", "/login.php", &format!("Cookie: {cookie}\r\n"), "");
     let token = page.split("#token=").nth(1).and_then(|r| r.split('"').next()).expect("a token in the page");
     let mut grace = ws(port, &format!("token={token}")).await;
     let w = recv_type(&mut grace, "welcome").await;
     assert_eq!((w["name"].as_str(), w["bound"].as_bool()), (Some("Grace"), Some(true)));
     drop(server);
     stop(d);
-}
-
-/// A form POST; returns the status and the whole response (headers and body).
-fn http_form(port: u16, path: &str, headers: &str, body: &str) -> (u16, String) {
-    raw_http(port, &format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len()))
-}
-
-fn http_form_get(port: u16, path: &str, headers: &str) -> (u16, String) {
-    raw_http(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"))
-}
-
-fn raw_http(port: u16, request: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if code == 303 {
-        out.clone()
-    } else {
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
-    };
-    (code, body)
 }

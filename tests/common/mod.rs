@@ -219,23 +219,37 @@ pub fn raw_close_code(s: &mut std::net::TcpStream) -> Option<u16> {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
+/// One HTTP/1.1 request with `Connection: close` and a JSON body; returns the status and body.
 pub fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    let (status, _, body) =
+        http_response(port, method, path, &format!("{headers}Content-Type: application/json\r\n"), body);
+    (status, body)
+}
+
+/// One HTTP/1.1 request with `Connection: close` (`headers`: whole lines, CRLF-terminated);
+/// returns the status, the response head and the body.
+pub fn http_response(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
+    // One write: a request that arrives in pieces is a different test.
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{headers}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    s.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).to_string();
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (code, head.to_string(), body.to_string())
 }
 
 /// An HS256 login token as a site would mint it.
