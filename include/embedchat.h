@@ -169,15 +169,18 @@ extern "C" {
 //
 // Binds synchronously and returns only once connections are accepted. Returns a handle the
 // caller owns and must release with `chat_free`, or NULL on failure with the reason in
-// `chat_last_error()`: an unknown key, wrong type or out-of-range value names the key; a busy
-// port says so. Any thread. Many engines may run in one process.
+// `chat_last_error()` and its kind in `chat_last_result()`: CHAT_ERR_CONFIG (an unknown key,
+// wrong type or out-of-range value; the text names the key), CHAT_ERR_BIND (busy port, no
+// permission), CHAT_ERR_CONTROL (the control socket), CHAT_ERR_UTF8, CHAT_ERR_INTERNAL.
+// Any thread. Many engines may run in one process.
 struct chat_engine *chat_start(const char *config_json);
 
 // Connects to an engine another process runs with `"control_socket": path` in its config
 // (a daemon), for processes that must not run an engine themselves (PHP-FPM workers).
 //
 // Returns a handle the caller owns and releases with `chat_free`, or NULL with the reason in
-// `chat_last_error()` (path NULL or not UTF-8, nothing listening, no permission). On it
+// `chat_last_error()` and `chat_last_result()` (CHAT_ERR_NULL or CHAT_ERR_UTF8 for the path;
+// CHAT_ERR_CONTROL: nothing listening, no permission). On it
 // `chat_broadcast`, `chat_send`, `chat_kick`, `chat_stats_json`, `chat_presence_json` and
 // `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
 // `chat_stop` closes only this connection. Event and moderation calls return
@@ -319,6 +322,13 @@ const char *chat_result_str(int code);
 // the same thread; copy it if you need it longer (PHP's FFI copies automatically). Successful
 // calls do not clear it. Never NULL.
 const char *chat_last_error(void);
+
+// The `chat_result` of the last failure on the calling thread (thread-local), or CHAT_OK if
+// none yet: what `chat_start` or `chat_connect` failed with when they return NULL (a bad
+// config is CHAT_ERR_CONFIG, a busy port CHAT_ERR_BIND, an unreachable daemon
+// CHAT_ERR_CONTROL), so a host need not read the text to react. Successful calls do not clear
+// it. Takes nothing, any thread, never fails.
+int chat_last_result(void);
 
 // Frees a string returned as `char *` by this library (e.g. `chat_stats_json`).
 //

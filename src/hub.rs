@@ -929,10 +929,17 @@ impl Hub {
     pub fn kick(&self, id: ConnId, reason: &str) -> Result<(), HubError> {
         let st = self.lock();
         let conn = st.conns.get(&id).ok_or(HubError::UnknownConnection(id))?;
-        if conn.outbox.close(wsframe::close::KICKED, reason) {
+        self.kick_conn(conn, reason);
+        Ok(())
+    }
+
+    /// Closes a connection with 4000 and counts it; false if it was already closing.
+    fn kick_conn(&self, conn: &Conn, reason: &str) -> bool {
+        let closed = conn.outbox.close(wsframe::close::KICKED, reason);
+        if closed {
             Stats::inc(&self.stats.kicks);
         }
-        Ok(())
+        closed
     }
 
     /// Closes every connection with `code` at once, dropping undelivered backlog (used by stop:
@@ -1020,14 +1027,7 @@ impl Hub {
         let st = self.lock();
         let key = format!("sub:{sub}");
         let Some(u) = st.users.get(key.as_str()) else { return 0 };
-        let mut n = 0;
-        for id in &u.conns {
-            if st.conns.get(id).is_some_and(|c| c.outbox.close(wsframe::close::KICKED, reason)) {
-                Stats::inc(&self.stats.kicks);
-                n += 1;
-            }
-        }
-        n
+        u.conns.iter().filter(|id| st.conns.get(id).is_some_and(|c| self.kick_conn(c, reason))).count()
     }
 
     /// Puts a message the host kept (a database) back into a room's history, e.g. after a

@@ -86,8 +86,17 @@ fn invalid_utf8_is_refused_and_named() {
 fn bad_config_returns_null_and_names_the_key() {
     assert!(chat_start(c"{\"listen\":\"127.0.0.1:0\",\"worker_threads\":0}".as_ptr()).is_null());
     assert!(last_error().contains("`worker_threads`"), "{}", last_error());
+    assert_eq!(chat_last_result(), chat_result::CHAT_ERR_CONFIG as i32, "the kind, without reading the text");
     assert!(chat_start(c"not json".as_ptr()).is_null());
     assert!(last_error().starts_with("config"), "{}", last_error());
+
+    let e = start(r#"{"listen":"127.0.0.1:0"}"#);
+    let busy = std::ffi::CString::new(format!(r#"{{"listen":"127.0.0.1:{}"}}"#, chat_port(e))).unwrap();
+    assert!(chat_start(busy.as_ptr()).is_null());
+    assert_eq!(chat_last_result(), chat_result::CHAT_ERR_BIND as i32, "{}", last_error());
+    assert!(chat_connect(c"/nonexistent/embedchat.sock".as_ptr()).is_null());
+    assert_eq!(chat_last_result(), chat_result::CHAT_ERR_CONTROL as i32);
+    chat_free(e);
 }
 
 #[test]

@@ -96,6 +96,8 @@ const char *chat_result_str(int code);
 
 const char *chat_last_error(void);
 
+int chat_last_result(void);
+
 void chat_string_free(char *s);
 
 const char *chat_version(void);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::event::{chat_event, OwnedEvent};
 use super::result::chat_result::{self, *};
-use super::{fail, guard, opt_str_arg, set_last_error, str_arg, take_box, write_out};
+use super::{fail, guard, opt_str_arg, str_arg, take_box, write_out};
 use crate::api::{CallbackThread, Config, Engine, Error, Event};
 use crate::remote::Remote;
 
@@ -119,8 +119,10 @@ fn timeout_of(ms: c_int) -> Option<Duration> {
 ///
 /// Binds synchronously and returns only once connections are accepted. Returns a handle the
 /// caller owns and must release with `chat_free`, or NULL on failure with the reason in
-/// `chat_last_error()`: an unknown key, wrong type or out-of-range value names the key; a busy
-/// port says so. Any thread. Many engines may run in one process.
+/// `chat_last_error()` and its kind in `chat_last_result()`: CHAT_ERR_CONFIG (an unknown key,
+/// wrong type or out-of-range value; the text names the key), CHAT_ERR_BIND (busy port, no
+/// permission), CHAT_ERR_CONTROL (the control socket), CHAT_ERR_UTF8, CHAT_ERR_INTERNAL.
+/// Any thread. Many engines may run in one process.
 #[no_mangle]
 pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
     guard(std::ptr::null_mut(), || {
@@ -128,19 +130,13 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
             Ok(j) => j.unwrap_or(""),
             Err(_) => return std::ptr::null_mut(),
         };
-        let cfg = match Config::from_json(json) {
-            Ok(c) => c,
-            Err(e) => {
-                set_last_error(e.to_string());
-                return std::ptr::null_mut();
-            }
-        };
-        match Engine::start(cfg) {
+        let started = Config::from_json(json).map_err(Error::Config).and_then(Engine::start);
+        match started {
             Ok(engine) => Box::into_raw(Box::new(chat_engine {
                 inner: Arc::new(Inner { target: Target::Local(engine), callback: Slot::default() }),
             })),
             Err(e) => {
-                set_last_error(e.to_string());
+                code_of(e);
                 std::ptr::null_mut()
             }
         }
@@ -151,7 +147,8 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
 /// (a daemon), for processes that must not run an engine themselves (PHP-FPM workers).
 ///
 /// Returns a handle the caller owns and releases with `chat_free`, or NULL with the reason in
-/// `chat_last_error()` (path NULL or not UTF-8, nothing listening, no permission). On it
+/// `chat_last_error()` and `chat_last_result()` (CHAT_ERR_NULL or CHAT_ERR_UTF8 for the path;
+/// CHAT_ERR_CONTROL: nothing listening, no permission). On it
 /// `chat_broadcast`, `chat_send`, `chat_kick`, `chat_stats_json`, `chat_presence_json` and
 /// `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
 /// `chat_stop` closes only this connection. Event and moderation calls return
@@ -169,7 +166,7 @@ pub extern "C" fn chat_connect(path: *const c_char) -> *mut chat_engine {
                 }),
             })),
             Err(e) => {
-                set_last_error(e.to_string());
+                code_of(e);
                 std::ptr::null_mut()
             }
         }
@@ -185,11 +182,11 @@ pub extern "C" fn chat_port(e: *const chat_engine) -> u16 {
         Ok(h) => match h.either() {
             Ok(Either::Local(en)) if !en.is_stopped() => en.port(),
             Ok(Either::Local(_)) => {
-                set_last_error("the engine is stopped");
+                fail(CHAT_ERR_STOPPED, "the engine is stopped");
                 0
             }
             Ok(Either::Remote(r)) => r.port().unwrap_or_else(|e| {
-                set_last_error(e.to_string());
+                code_of(e);
                 0
             }),
             Err(_) => 0,

@@ -7,7 +7,7 @@
 //! every pointer is reached through the checked helpers below.
 #![allow(non_camel_case_types)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -24,23 +24,25 @@ pub use strings::*;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
-}
-
-/// Records the text `chat_last_error()` returns on this thread.
-pub(crate) fn set_last_error(msg: impl Into<String>) {
-    let mut bytes = msg.into().into_bytes();
-    bytes.retain(|b| *b != 0);
-    let text = CString::new(bytes).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    static LAST_RESULT: Cell<std::ffi::c_int> = const { Cell::new(0) };
 }
 
 pub(crate) fn last_error_ptr() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// Records `msg` and returns `code` (as the C `int`).
+pub(crate) fn last_result() -> std::ffi::c_int {
+    LAST_RESULT.with(Cell::get)
+}
+
+/// Records the failure `chat_last_error()` and `chat_last_result()` report on this thread, and
+/// returns `code` (as the C `int`).
 pub(crate) fn fail(code: chat_result, msg: impl Into<String>) -> std::ffi::c_int {
-    set_last_error(msg);
+    let mut bytes = msg.into().into_bytes();
+    bytes.retain(|b| *b != 0);
+    let text = CString::new(bytes).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    LAST_RESULT.with(|r| r.set(code as std::ffi::c_int));
     code as std::ffi::c_int
 }
 
@@ -54,7 +56,7 @@ pub(crate) fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            set_last_error(format!("internal panic (please report): {what}"));
+            fail(chat_result::CHAT_ERR_PANIC, format!("internal panic (please report): {what}"));
             on_panic
         }
     }

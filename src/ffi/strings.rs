@@ -12,6 +12,16 @@ pub extern "C" fn chat_last_error() -> *const c_char {
     super::last_error_ptr()
 }
 
+/// The `chat_result` of the last failure on the calling thread (thread-local), or CHAT_OK if
+/// none yet: what `chat_start` or `chat_connect` failed with when they return NULL (a bad
+/// config is CHAT_ERR_CONFIG, a busy port CHAT_ERR_BIND, an unreachable daemon
+/// CHAT_ERR_CONTROL), so a host need not read the text to react. Successful calls do not clear
+/// it. Takes nothing, any thread, never fails.
+#[no_mangle]
+pub extern "C" fn chat_last_result() -> std::ffi::c_int {
+    super::last_result()
+}
+
 /// Frees a string returned as `char *` by this library (e.g. `chat_stats_json`).
 ///
 /// NULL is a no-op. Never pass a string from anywhere else, or the same one twice. Any thread.

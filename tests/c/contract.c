@@ -64,6 +64,7 @@ static void contract(void) {
 
     CHECK(chat_start("{\"listen\": \"127.0.0.1:0\", \"nope\": 1}") == NULL);
     CHECK(strstr(chat_last_error(), "nope") != NULL);
+    CHECK(chat_last_result() == CHAT_ERR_CONFIG);
 
     chat_engine *e = chat_start("{\"listen\": \"127.0.0.1:0\"}");
     CHECK(e != NULL);

@@ -45,7 +45,7 @@ final class Engine
         $json = json_encode($config === [] ? new \stdClass() : $config, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
         $h = $ffi->chat_start($json);
         if ($h === null) {
-            throw Native::startError((string) $ffi->chat_last_error());
+            throw Native::lastError($ffi);
         }
         return new self($ffi, $h, false);
     }
@@ -62,7 +62,7 @@ final class Engine
         $ffi = Native::ffi($libraryPath);
         $h = $ffi->chat_connect(Native::text($socketPath, 'socket path'));
         if ($h === null) {
-            throw Native::error(Native::RESULTS['CHAT_ERR_CONTROL'], (string) $ffi->chat_last_error());
+            throw Native::lastError($ffi);
         }
         return new self($ffi, $h, true);
     }

@@ -158,16 +158,10 @@ final class Native
         };
     }
 
-    /** Why chat_start returned NULL, as the right exception. */
-    public static function startError(string $message): EmbedChatException
+    /** Why a call that returns NULL (chat_start, chat_connect) failed, as the right exception. */
+    public static function lastError(\FFI $ffi): EmbedChatException
     {
-        if (str_contains($message, 'cannot listen')) {
-            return new BindException($message, self::RESULTS['CHAT_ERR_BIND']);
-        }
-        if (str_starts_with($message, 'config')) {
-            return new ConfigException($message, self::RESULTS['CHAT_ERR_CONFIG']);
-        }
-        return new EmbedChatException($message, self::RESULTS['CHAT_ERR_INTERNAL']);
+        return self::error((int) $ffi->chat_last_result(), (string) $ffi->chat_last_error());
     }
 
     /**
