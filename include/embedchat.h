@@ -112,7 +112,8 @@ typedef enum chat_result {
   CHAT_ERR_UNSUPPORTED = -13,
 } chat_result;
 
-// An engine handle: created by `chat_start`, released by `chat_free`. Opaque to C.
+// An engine handle: created by `chat_start` or `chat_connect`, released by `chat_free`.
+// Opaque to C.
 //
 // Every call holds its own reference to the insides for as long as it runs, so `chat_free` on
 // one thread never frees memory that a call on another thread (a waiting `chat_poll_event`, a
@@ -173,6 +174,9 @@ extern "C" {
 // wrong type or out-of-range value; the text names the key), CHAT_ERR_BIND (busy port, no
 // permission), CHAT_ERR_CONTROL (the control socket), CHAT_ERR_UTF8, CHAT_ERR_INTERNAL.
 // Any thread. Many engines may run in one process.
+//
+// # Safety
+// `config_json` is NULL or a NUL-terminated string.
 struct chat_engine *chat_start(const char *config_json);
 
 // Connects to an engine another process runs with `"control_socket": path` in its config
@@ -180,17 +184,23 @@ struct chat_engine *chat_start(const char *config_json);
 //
 // Returns a handle the caller owns and releases with `chat_free`, or NULL with the reason in
 // `chat_last_error()` and `chat_last_result()` (CHAT_ERR_NULL or CHAT_ERR_UTF8 for the path;
-// CHAT_ERR_CONTROL: nothing listening, no permission). On it
-// `chat_broadcast`, `chat_send`, `chat_kick`, `chat_stats_json`, `chat_presence_json` and
-// `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
+// CHAT_ERR_CONTROL: nothing listening, no permission). On it `chat_broadcast`, `chat_send`,
+// `chat_kick`, `chat_kick_user`, `chat_rooms_json`, `chat_stats_json`, `chat_presence_json`
+// and `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
 // `chat_stop` closes only this connection. Event and moderation calls return
 // CHAT_ERR_UNSUPPORTED. If the daemon goes away, calls return CHAT_ERR_CONTROL and the next
 // call connects again. One handle may be used from several threads (calls take turns).
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string.
 struct chat_engine *chat_connect(const char *path);
 
 // The TCP port the engine listens on (the real one when the config asked for port 0).
 // Returns 0 if `e` is NULL or stopped (or, for a `chat_connect` handle, the daemon is not
-// reachable). Any thread.
+// reachable), with the reason in `chat_last_error()`. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle (not yet given to `chat_free`).
 uint16_t chat_port(const struct chat_engine *e);
 
 // Sends `text` (UTF-8, copied) from the host to everyone in `room`, or to every room when
@@ -199,6 +209,9 @@ uint16_t chat_port(const struct chat_engine *e);
 // Returns how many connections it was queued to (>= 0; 0 for a room with nobody in it), or
 // CHAT_ERR_NULL (e or text NULL), CHAT_ERR_UTF8, CHAT_ERR_INVALID (bad room name, text longer
 // than max_message_bytes), CHAT_ERR_STOPPED. Any thread, including inside the callback.
+//
+// # Safety
+// `e` is NULL or a live handle; `room` and `text` are NULL or NUL-terminated strings.
 int chat_broadcast(struct chat_engine *e, const char *room, const char *text);
 
 // Sends `text` (UTF-8, copied) from the host to one connection, shown as a private message.
@@ -206,30 +219,54 @@ int chat_broadcast(struct chat_engine *e, const char *room, const char *text);
 // Returns CHAT_OK, or CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_INVALID (too long),
 // CHAT_ERR_UNKNOWN_CONN, CHAT_ERR_QUEUE_FULL (the client is not reading; it is being closed),
 // CHAT_ERR_STOPPED. Any thread, including inside the callback.
+//
+// # Safety
+// `e` is NULL or a live handle; `text` is NULL or a NUL-terminated string.
 int chat_send(struct chat_engine *e, uint64_t conn_id, const char *text);
 
 // Closes one connection with WebSocket close code 4000 and `reason` (UTF-8, NULL = none; cut
 // to fit a close frame). Returns CHAT_OK, CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_CONN or
 // CHAT_ERR_STOPPED. Any thread, including inside the callback.
+//
+// # Safety
+// `e` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
 int chat_kick(struct chat_engine *e, uint64_t conn_id, const char *reason);
+
+// Closes every connection (every tab) of a logged-in user, the login token's `sub` given as
+// `user` (UTF-8), with close code 4000 and `reason` (NULL = none). Returns how many connections
+// were closed (>= 1), or CHAT_ERR_NULL (e or user), CHAT_ERR_UTF8, CHAT_ERR_INVALID (the user
+// has no open connection), CHAT_ERR_STOPPED. Any thread, including inside the callback.
+//
+// # Safety
+// `e` is NULL or a live handle; `user` and `reason` are NULL or NUL-terminated strings.
+int chat_kick_user(struct chat_engine *e, const char *user, const char *reason);
 
 // Publishes the held message with `reply_token` as its sender wrote it (relay `host`), or
 // admits the held join (`join_hook`: the client gets its welcome or presence).
 // Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_UNKNOWN_TOKEN (already decided, or
-// `hook_timeout_ms` passed and `hook_default` applied) or CHAT_ERR_STOPPED. Any thread,
-// including inside the callback.
+// `hook_timeout_ms` passed and `hook_default` applied), CHAT_ERR_STOPPED or
+// CHAT_ERR_UNSUPPORTED (a `chat_connect` handle). Any thread, including inside the callback.
+//
+// # Safety
+// `e` is NULL or a live handle.
 int chat_approve(struct chat_engine *e, uint64_t reply_token);
 
 // Refuses the held message (its sender gets an `error`, code `rejected`) or join (a `join`
 // command gets `join_rejected`; a connection's first room closes it with 4003), with `reason`
 // (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
-// CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED. Any thread.
+// CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN, CHAT_ERR_STOPPED or CHAT_ERR_UNSUPPORTED. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
 int chat_reject(struct chat_engine *e, uint64_t reply_token, const char *reason);
 
 // Relay `host`: publishes `new_text` (UTF-8, copied) in place of the held message, from the
 // same sender in the same room. Returns CHAT_OK, CHAT_ERR_NULL (e or new_text), CHAT_ERR_UTF8,
-// CHAT_ERR_INVALID (longer than max_message_bytes), CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED.
-// Any thread.
+// CHAT_ERR_INVALID (longer than max_message_bytes), CHAT_ERR_UNKNOWN_TOKEN, CHAT_ERR_STOPPED or
+// CHAT_ERR_UNSUPPORTED. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle; `new_text` is NULL or a NUL-terminated string.
 int chat_replace(struct chat_engine *e, uint64_t reply_token, const char *new_text);
 
 // Puts a message the host kept (in its database) back into `room`'s history, for a host that
@@ -242,21 +279,33 @@ int chat_replace(struct chat_engine *e, uint64_t reply_token, const char *new_te
 // Returns CHAT_OK, or CHAT_ERR_NULL (e, room, from or text), CHAT_ERR_UTF8, CHAT_ERR_INVALID
 // (bad room name, text too long, `msg_id` not above the room's last id), CHAT_ERR_STOPPED,
 // CHAT_ERR_UNSUPPORTED (a `chat_connect` handle). Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle; `room`, `from` and `text` are NULL or NUL-terminated strings.
 int chat_restore(struct chat_engine *e, const char *room, uint64_t msg_id, uint64_t ts_ms, const char *from, const char *text);
 
 // Sets (or with `cb` NULL, removes) the event callback and its `userdata` (not touched by the
 // library). With the default `"callback_thread": "host"` the callback runs only inside
 // `chat_dispatch`, on the caller's thread; with `"engine"` the engine starts one dedicated
 // thread that calls it for every event (events that arrive while no callback is set are
-// discarded there). Returns CHAT_OK, CHAT_ERR_NULL (e) or CHAT_ERR_STOPPED. Any thread.
+// discarded there). Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_STOPPED or
+// CHAT_ERR_UNSUPPORTED. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle; `cb`, when set, may be called with `userdata` until it is
+// replaced, removed, or the engine stops.
 int chat_set_callback(struct chat_engine *e, chat_event_cb cb, void *userdata);
 
 // Waits up to `timeout_ms` (0 = do not wait, negative = until an event or stop) for an event,
 // then calls the callback on THIS thread for it and for every event already queued behind it.
 //
 // Returns how many events were handled (0 on timeout), or CHAT_ERR_NULL, CHAT_ERR_STOPPED,
-// CHAT_ERR_INVALID (no callback set, or callbacks run on the engine thread). The callback may
-// call `chat_*` functions, including `chat_stop`, but not `chat_free`.
+// CHAT_ERR_INVALID (no callback set, or callbacks run on the engine thread),
+// CHAT_ERR_UNSUPPORTED. The callback may call `chat_*` functions, including `chat_stop`, but
+// not `chat_free`.
+//
+// # Safety
+// `e` is NULL or a live handle.
 int chat_dispatch(struct chat_engine *e, int timeout_ms);
 
 // Takes the next event without a callback. Waits up to `timeout_ms` (0 = do not wait,
@@ -264,13 +313,19 @@ int chat_dispatch(struct chat_engine *e, int timeout_ms);
 // `chat_event_free`; on 0 (timeout) or an error `*out` is NULL.
 //
 // Returns 1, 0, or CHAT_ERR_NULL (e or out NULL), CHAT_ERR_STOPPED (also when `chat_stop` is
-// called on another thread while this one waits). Any thread.
+// called on another thread while this one waits), CHAT_ERR_UNSUPPORTED. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle; `out` is NULL or points to writable storage for a pointer.
 int chat_poll_event(struct chat_engine *e, int timeout_ms, struct chat_event **out);
 
 // A file descriptor that is readable while events are queued (and once the engine stops), for
 // `poll()`/`select()` loops or PHP's `stream_select` on `php://fd/N`. Do not read, write or close
 // it; `chat_poll_event`/`chat_dispatch` reset it. Valid until `chat_free`.
-// Returns the fd (>= 0), or CHAT_ERR_NULL, CHAT_ERR_STOPPED. Any thread.
+// Returns the fd (>= 0), or CHAT_ERR_NULL, CHAT_ERR_STOPPED, CHAT_ERR_UNSUPPORTED. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle.
 int chat_event_fd(const struct chat_engine *e);
 
 // Counters and gauges as a JSON object (connections, rooms, messages and bytes in and out,
@@ -278,17 +333,32 @@ int chat_event_fd(const struct chat_engine *e);
 // Also works after `chat_stop` (the final numbers). On a `chat_connect` handle, the daemon's.
 // Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, daemon
 // unreachable) with the reason in `chat_last_error()`. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle.
 char *chat_stats_json(const struct chat_engine *e);
 
 // Who is in `room` (UTF-8; NULL = every room with members) as a JSON object
 // `{"seq": N, "epoch": E, "rooms": {"lobby": {"last_id": M, "connections": C, "members":
 // [{"id", "name", "tabs", "conns": [ids], "user"?}]}}}` (each user once; `user` is the login
-// token's `sub`), where `seq` is
-// the number of the last event the snapshot reflects: a host rebuilding its bookkeeping applies
-// only events with a higher `seq` after it. A room nobody is in is absent.
+// token's `sub`), where `seq` is the number of the last event the snapshot reflects: a host
+// rebuilding its bookkeeping applies only events with a higher `seq` after it. A room nobody is
+// in is absent. This is also the member list of one room (`room` set).
 // Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, room not
 // UTF-8, stopped) with the reason in `chat_last_error()`. Any thread, including the callback.
+//
+// # Safety
+// `e` is NULL or a live handle; `room` is NULL or a NUL-terminated string.
 char *chat_presence_json(const struct chat_engine *e, const char *room);
+
+// The rooms with someone in them, by name, as a JSON array
+// `[{"room", "users", "connections", "last_id"}]` (`users` counts a user with several tabs
+// once). Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL,
+// stopped, daemon unreachable) with the reason in `chat_last_error()`. Any thread.
+//
+// # Safety
+// `e` is NULL or a live handle.
+char *chat_rooms_json(const struct chat_engine *e);
 
 // Stops the engine gracefully: no new connections, every client gets close 1001, waits up to
 // `stop_timeout_ms` for them, then joins every engine thread and closes every socket. Waiting
@@ -298,16 +368,25 @@ char *chat_presence_json(const struct chat_engine *e, const char *room);
 // valid (every call returns CHAT_ERR_STOPPED, except `chat_stats_json`) until `chat_free`.
 // Any thread, including inside the callback. On a `chat_connect` handle it closes the
 // connection to the daemon (the daemon keeps running); later calls return CHAT_ERR_STOPPED.
+//
+// # Safety
+// `e` is NULL or a live handle.
 int chat_stop(struct chat_engine *e);
 
 // Stops the engine if it is running and releases the handle. NULL is a no-op. Call it once,
 // when no other thread uses the handle any more, and never from inside the callback. Calls
 // already running on other threads (a waiting `chat_poll_event`) finish safely with
 // CHAT_ERR_STOPPED.
+//
+// # Safety
+// `e` is NULL or a handle from `chat_start`/`chat_connect`, given here exactly once.
 void chat_free(struct chat_engine *e);
 
 // Frees an event returned by `chat_poll_event`. NULL is a no-op. Any thread; never free an
 // event passed to a callback (the library owns those), and never free one twice.
+//
+// # Safety
+// `ev` is NULL or an event from `chat_poll_event`, freed exactly once.
 void chat_event_free(struct chat_event *ev);
 
 // A short English description of a result code.
@@ -333,6 +412,9 @@ int chat_last_result(void);
 // Frees a string returned as `char *` by this library (e.g. `chat_stats_json`).
 //
 // NULL is a no-op. Never pass a string from anywhere else, or the same one twice. Any thread.
+//
+// # Safety
+// `s` is NULL or a `char *` this library returned, freed exactly once.
 void chat_string_free(char *s);
 
 // The library version, e.g. "0.1.0". Static, owned by the library, never NULL. Any thread.

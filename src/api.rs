@@ -1,7 +1,11 @@
-//! The Rust API: start an engine, act on rooms and connections, take events.
+//! The Rust API: start an engine (or connect to a daemon's), act on rooms and connections, take
+//! events. The C ABI in `ffi/` is a thin layer over this `Engine`.
 //!
 //! Every method takes `&self`, so one `Engine` can be shared between threads (it is `Send` and
-//! `Sync`); `stop` may run while another thread waits for events.
+//! `Sync`); `stop` may run while another thread waits for events. The operations themselves are
+//! `host.rs`'s; this file chooses where they run: in this process (`start`), or in a daemon
+//! reached through its control socket (`connect`), where events and moderation are not
+//! available and say so (`Error::Unsupported`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,87 +14,28 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use crate::context::Context;
-use crate::engine::{self, Running, StartError};
-use crate::hub::{Decision, HubError};
+use crate::host;
+use crate::remote::Remote;
+use crate::runtime::{self, Running};
 
 pub use crate::config::{CallbackThread, Config, ConfigError, HookDefault, Protocol, Relay, SlowConsumer};
+pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{Event, EventKind};
+pub use crate::host::RoomInfo;
 pub use crate::stats::Snapshot as Stats;
 
-/// Why an engine call failed.
-#[derive(Debug)]
-pub enum Error {
-    /// The configuration is wrong; the error names the key.
-    Config(ConfigError),
-    /// The listen address could not be bound (busy port, no permission…).
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    Io(std::io::Error),
-    /// The control socket could not be set up or reached (daemon not running, gone, no
-    /// permission).
-    Control(String),
-    /// The engine was stopped.
-    Stopped,
-    UnknownConnection(u64),
-    BadRoom(String),
-    /// The connection's outbound backlog is full (it is being closed as a slow consumer).
-    QueueFull(u64),
-    /// No message waits for a decision under this token (decided already, or timed out).
-    UnknownToken(u64),
-    /// An argument is not acceptable (too long, wrong mode…); the text says which and why.
-    InvalidArgument(String),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Config(e) => e.fmt(f),
-            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            Error::Io(e) => write!(f, "I/O error: {e}"),
-            Error::Control(m) => f.write_str(m),
-            Error::Stopped => f.write_str("the engine is stopped"),
-            Error::UnknownConnection(id) => write!(f, "no open connection with id {id}"),
-            Error::BadRoom(m) => write!(f, "bad room name: {m}"),
-            Error::QueueFull(id) => {
-                write!(f, "connection {id} is not reading; its backlog is full and it is being closed")
-            }
-            Error::UnknownToken(t) => {
-                write!(f, "no message waits for a decision under token {t} (already decided, or timed out)")
-            }
-            Error::InvalidArgument(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<StartError> for Error {
-    fn from(e: StartError) -> Self {
-        match e {
-            StartError::Config(c) => Error::Config(c),
-            StartError::Bind { addr, source } => Error::Bind { addr, source },
-            e @ StartError::Control { .. } => Error::Control(e.to_string()),
-            StartError::Io(e) => Error::Io(e),
-        }
-    }
-}
-
-impl From<HubError> for Error {
-    fn from(e: HubError) -> Self {
-        match e {
-            HubError::UnknownConnection(id) => Error::UnknownConnection(id),
-            HubError::BadRoom(m) => Error::BadRoom(m),
-            HubError::QueueFull(id) => Error::QueueFull(id),
-            HubError::UnknownToken(t) => Error::UnknownToken(t),
-            e @ HubError::IdNotIncreasing { .. } => Error::InvalidArgument(e.to_string()),
-        }
-    }
-}
-
-/// A running chat server.
+/// A chat engine: one this process runs (`start`), or one a daemon runs (`connect`).
 pub struct Engine {
+    target: Target,
+}
+
+enum Target {
+    Local(Local),
+    Remote(Remote),
+}
+
+/// An engine in this process.
+struct Local {
     ctx: Arc<Context>,
     running: Mutex<Option<Running>>,
     stopped: AtomicBool,
@@ -98,115 +43,165 @@ pub struct Engine {
     event_thread: Mutex<Option<(ThreadId, JoinHandle<()>)>>,
 }
 
+const REMOTE_ONLY: &str = "a connected handle can broadcast, send, kick and read rooms, stats and \
+                           presence; events and moderation belong to the process that started the engine";
+
 impl Engine {
     /// Binds and starts serving; returns once connections are accepted.
     pub fn start(config: Config) -> Result<Engine, Error> {
-        let running = engine::start(config)?;
+        let running = runtime::start(config)?;
         Ok(Engine {
-            ctx: running.ctx.clone(),
-            local_addr: running.local_addr,
-            running: Mutex::new(Some(running)),
-            stopped: AtomicBool::new(false),
-            event_thread: Mutex::new(None),
+            target: Target::Local(Local {
+                ctx: running.ctx.clone(),
+                local_addr: running.local_addr,
+                running: Mutex::new(Some(running)),
+                stopped: AtomicBool::new(false),
+                event_thread: Mutex::new(None),
+            }),
         })
     }
 
     /// Parses a JSON config (the `chat_start` format) and starts.
     pub fn start_json(config: &str) -> Result<Engine, Error> {
-        Engine::start(Config::from_json(config).map_err(Error::Config)?)
+        Engine::start(Config::from_json(config)?)
     }
 
-    fn check(&self) -> Result<(), Error> {
-        if self.stopped.load(Ordering::SeqCst) {
-            Err(Error::Stopped)
-        } else {
-            Ok(())
+    /// A handle on the engine another process runs with `"control_socket": path` (a daemon).
+    /// Broadcast, send, kick, rooms, stats and presence act on the daemon; events and moderation
+    /// return `Error::Unsupported`; `stop` closes only this handle.
+    pub fn connect(path: &str) -> Result<Engine, Error> {
+        Ok(Engine { target: Target::Remote(Remote::connect(path)?) })
+    }
+
+    /// Whether this handle was made by `connect`.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.target, Target::Remote(_))
+    }
+
+    /// The local engine, running; `Unsupported` for a connected handle.
+    fn local(&self) -> Result<&Local, Error> {
+        match &self.target {
+            Target::Local(l) if l.stopped.load(Ordering::SeqCst) => Err(Error::Stopped),
+            Target::Local(l) => Ok(l),
+            Target::Remote(_) => Err(Error::Unsupported(REMOTE_ONLY)),
         }
     }
 
-    /// The configuration the engine runs with.
-    pub fn config(&self) -> &Config {
-        &self.ctx.cfg
+    /// The configuration the engine runs with (None for a connected handle).
+    pub fn config(&self) -> Option<&Config> {
+        match &self.target {
+            Target::Local(l) => Some(&l.ctx.cfg),
+            Target::Remote(_) => None,
+        }
     }
 
-    /// The bound address (the real port when the config asked for port 0).
+    /// The bound address (the real port when the config asked for port 0); for a connected
+    /// handle, the daemon's port on 127.0.0.1.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub fn port(&self) -> u16 {
-        self.local_addr.port()
-    }
-
-    fn check_text(&self, text: &str) -> Result<(), Error> {
-        if text.len() > self.ctx.cfg.max_message_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "text is {} bytes; max_message_bytes is {}",
-                text.len(),
-                self.ctx.cfg.max_message_bytes
-            )));
+        match &self.target {
+            Target::Local(l) => l.local_addr,
+            Target::Remote(r) => SocketAddr::from(([127, 0, 0, 1], r.port().unwrap_or(0))),
         }
-        Ok(())
+    }
+
+    /// The TCP port (0 for a connected handle whose daemon cannot be reached).
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The port, or why there is none (stopped, daemon unreachable).
+    pub fn try_port(&self) -> Result<u16, Error> {
+        match &self.target {
+            Target::Local(_) => Ok(self.local()?.local_addr.port()),
+            Target::Remote(r) => r.port(),
+        }
     }
 
     /// A host message to `room`, or to every room when None. Returns how many connections it
-    /// was queued to.
+    /// was queued to (on this node).
     pub fn broadcast(&self, room: Option<&str>, text: &str) -> Result<usize, Error> {
-        self.check()?;
-        self.check_text(text)?;
-        Ok(self.ctx.hub.broadcast(room, text, &self.ctx.cfg.host_name)?)
+        match &self.target {
+            Target::Local(_) => host::broadcast(&self.local()?.ctx, room, text, None),
+            Target::Remote(r) => r.broadcast(room, text),
+        }
     }
 
     /// A host message to one connection.
     pub fn send(&self, conn_id: u64, text: &str) -> Result<(), Error> {
-        self.check()?;
-        self.check_text(text)?;
-        Ok(self.ctx.hub.send(conn_id, text)?)
+        match &self.target {
+            Target::Local(_) => host::send(&self.local()?.ctx, conn_id, text),
+            Target::Remote(r) => r.send(conn_id, text),
+        }
     }
 
     /// Closes a connection with code 4000 and `reason`.
     pub fn kick(&self, conn_id: u64, reason: &str) -> Result<(), Error> {
-        self.check()?;
-        Ok(self.ctx.hub.kick(conn_id, reason)?)
+        match &self.target {
+            Target::Local(_) => host::kick(&self.local()?.ctx, conn_id, reason),
+            Target::Remote(r) => r.kick(conn_id, reason),
+        }
     }
 
-    /// Publishes a message held for the host (relay `host`) as its sender wrote it.
+    /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many
+    /// (`Error::UnknownUser` when the user has none open).
+    pub fn kick_user(&self, sub: &str, reason: &str) -> Result<usize, Error> {
+        match &self.target {
+            Target::Local(_) => host::kick_user(&self.local()?.ctx, sub, reason),
+            Target::Remote(r) => r.kick_user(sub, reason),
+        }
+    }
+
+    /// Rooms with someone in them, by name.
+    pub fn rooms(&self) -> Result<Vec<RoomInfo>, Error> {
+        match &self.target {
+            Target::Local(_) => host::rooms(&self.local()?.ctx),
+            Target::Remote(r) => r.rooms(),
+        }
+    }
+
+    /// Publishes a message held for the host (relay `host`) as its sender wrote it, or admits a
+    /// held join.
     pub fn approve(&self, token: u64) -> Result<(), Error> {
-        self.check()?;
-        Ok(self.ctx.hub.decide(token, Decision::Approve)?)
+        host::approve(&self.local()?.ctx, token)
     }
 
-    /// Refuses a held message; its sender gets an `error` (`rejected`) with `reason`.
+    /// Refuses a held message (its sender gets an `error` `rejected` with `reason`) or join.
     pub fn reject(&self, token: u64, reason: &str) -> Result<(), Error> {
-        self.check()?;
-        Ok(self.ctx.hub.decide(token, Decision::Reject(reason.to_string()))?)
+        host::reject(&self.local()?.ctx, token, reason)
     }
 
     /// Publishes `text` instead of a held message's text (from its sender, in its room).
     pub fn replace(&self, token: u64, text: &str) -> Result<(), Error> {
-        self.check()?;
-        self.check_text(text)?;
-        Ok(self.ctx.hub.decide(token, Decision::Replace(text.to_string()))?)
+        host::replace(&self.local()?.ctx, token, text)
+    }
+
+    /// Puts a kept message back into a room's history (oldest first, ids increasing), so a
+    /// host with a database can restart without clients losing their place (use a fixed
+    /// `history_epoch`). Shown as sent by `from`.
+    pub fn restore(&self, room: &str, id: u64, ts_ms: u64, from: &str, text: &str) -> Result<(), Error> {
+        host::restore(&self.local()?.ctx, room, id, ts_ms, from, text)
     }
 
     /// Takes the next event, waiting up to `timeout` (None = until one comes or the engine stops).
     pub fn poll_event(&self, timeout: Option<Duration>) -> Result<Option<Event>, Error> {
-        self.check()?;
-        self.ctx.events.pop(timeout).map_err(|_| Error::Stopped)
+        self.local()?.ctx.events.pop(timeout).map_err(|_| Error::Stopped)
     }
 
     /// Waits up to `timeout` for an event, then calls `f` on this thread for it and for every
     /// event already queued behind it. Returns how many were handled. `f` may call any engine
     /// method, `stop` included.
     pub fn dispatch(&self, timeout: Option<Duration>, mut f: impl FnMut(&Event)) -> Result<usize, Error> {
+        let events = &self.local()?.ctx.events;
         let Some(first) = self.poll_event(timeout)? else {
             return Ok(0);
         };
+        // `f` may stop the engine: what is queued already is still handed over (then the queue
+        // is closed and the loop ends).
         f(&first);
         let mut n = 1;
         // Only what is queued now: a busy chat must not keep the host in here forever.
-        for _ in 0..self.ctx.events.len() {
-            match self.ctx.events.pop(Some(Duration::ZERO)) {
+        for _ in 0..events.len() {
+            match events.pop(Some(Duration::ZERO)) {
                 Ok(Some(ev)) => {
                     f(&ev);
                     n += 1;
@@ -219,12 +214,12 @@ impl Engine {
 
     /// Runs `f` for every event on one dedicated thread (not a network thread) until stop.
     pub fn spawn_event_thread(&self, mut f: impl FnMut(&Event) + Send + 'static) -> Result<(), Error> {
-        self.check()?;
-        let mut slot = self.event_thread.lock().unwrap_or_else(|p| p.into_inner());
+        let local = self.local()?;
+        let mut slot = local.event_thread.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_some() {
             return Err(Error::InvalidArgument("the event thread is already running".into()));
         }
-        let ctx = self.ctx.clone();
+        let ctx = local.ctx.clone();
         let handle = std::thread::Builder::new()
             .name("embedchat-events".into())
             .spawn(move || {
@@ -241,61 +236,84 @@ impl Engine {
 
     /// File descriptor readable while events are queued (and after stop), for `poll()` loops.
     pub fn event_fd(&self) -> Result<i32, Error> {
-        self.check()?;
-        Ok(self.ctx.events.fd())
+        Ok(self.local()?.ctx.events.fd())
     }
 
-    /// Counters and gauges; also available after stop (the final numbers).
+    /// Counters and gauges; for a local engine also after stop (the final numbers). For a
+    /// connected handle, the daemon's, or all zero (`running` false) when it cannot be reached:
+    /// `stats_json` says why.
     pub fn stats(&self) -> Stats {
-        let mut s = self.ctx.snapshot();
-        s.running = !self.stopped.load(Ordering::SeqCst);
-        s
+        match &self.target {
+            Target::Local(l) => {
+                let mut s = host::stats(&l.ctx);
+                s.running = !l.stopped.load(Ordering::SeqCst);
+                s
+            }
+            Target::Remote(r) => {
+                r.stats_json().ok().and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// The counters as JSON (`chat_stats_json`), or why they cannot be had.
+    pub fn stats_json(&self) -> Result<String, Error> {
+        match &self.target {
+            Target::Local(_) => Ok(serde_json::to_string(&self.stats()).unwrap_or_default()),
+            Target::Remote(r) => r.stats_json(),
+        }
     }
 
     /// A membership snapshot as JSON, with the sequence number of the last event it reflects
     /// (see `chat_presence_json`). `room` None = every room with members.
     pub fn presence_json(&self, room: Option<&str>) -> Result<String, Error> {
-        self.check()?;
-        Ok(self.ctx.hub.presence(room).to_string())
+        match &self.target {
+            Target::Local(_) => {
+                let snap = host::presence(&self.local()?.ctx, room)?;
+                Ok(serde_json::to_string(&snap).unwrap_or_default())
+            }
+            Target::Remote(r) => r.presence_json(room),
+        }
     }
 
     /// Users in a room once each, as (one of its connection ids, name, tabs).
     pub fn members(&self, room: &str) -> Result<Vec<(u64, String, u32)>, Error> {
-        self.check()?;
-        Ok(self.ctx.hub.members(room).into_iter().map(|(id, n, t)| (id, n.to_string(), t)).collect())
+        let json = self.presence_json(Some(room))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| Error::Control(format!("unreadable presence: {e}")))?;
+        let members = v["rooms"][room]["members"].as_array().cloned().unwrap_or_default();
+        Ok(members
+            .iter()
+            .map(|m| {
+                let id = m["id"].as_u64().unwrap_or(0);
+                (id, m["name"].as_str().unwrap_or("").to_string(), m["tabs"].as_u64().unwrap_or(1) as u32)
+            })
+            .collect())
     }
 
-    /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many.
-    pub fn kick_user(&self, sub: &str, reason: &str) -> Result<usize, Error> {
-        self.check()?;
-        Ok(self.ctx.hub.kick_user(sub, reason))
-    }
-
-    /// Puts a kept message back into a room's history (oldest first, ids increasing), so a
-    /// host with a database can restart without clients losing their place (use a fixed
-    /// `history_epoch`). Shown as sent by `from`.
-    pub fn restore(&self, room: &str, id: u64, ts_ms: u64, from: &str, text: &str) -> Result<(), Error> {
-        self.check()?;
-        self.check_text(text)?;
-        Ok(self.ctx.hub.restore(room, id, ts_ms, from, text)?)
-    }
-
-    /// The engine's history epoch (see `history_epoch`).
+    /// The engine's history epoch (see `history_epoch`); "" for a connected handle.
     pub fn history_epoch(&self) -> &str {
-        self.ctx.hub.epoch()
+        match &self.target {
+            Target::Local(l) => l.ctx.hub.epoch(),
+            Target::Remote(_) => "",
+        }
     }
 
     /// Graceful stop: clients get close 1001, every thread is joined. The second call returns
-    /// `Error::Stopped`. May be called from the event callback.
+    /// `Error::Stopped`. May be called from the event callback. On a connected handle it closes
+    /// the connection to the daemon (which keeps running).
     pub fn stop(&self) -> Result<(), Error> {
-        if self.stopped.swap(true, Ordering::SeqCst) {
+        let local = match &self.target {
+            Target::Remote(r) => return if r.close() { Ok(()) } else { Err(Error::Stopped) },
+            Target::Local(l) => l,
+        };
+        if local.stopped.swap(true, Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let running = local.running.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(r) = running {
             r.stop();
         }
-        let thread = self.event_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = local.event_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((id, handle)) = thread {
             // Called from the event thread itself: it ends on its own when this call returns.
             if id != std::thread::current().id() {
@@ -306,7 +324,10 @@ impl Engine {
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+        match &self.target {
+            Target::Local(l) => l.stopped.load(Ordering::SeqCst),
+            Target::Remote(r) => r.is_closed(),
+        }
     }
 }
 

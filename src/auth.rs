@@ -5,7 +5,7 @@ use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::AuthConfig;
-use crate::hub::Identity;
+use crate::identity::Identity;
 
 /// What a token says. `sub` is the site's user id: every connection with the same `sub` is the
 /// same user (one name in presence, whispers reach every tab).
@@ -72,7 +72,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        crate::hub::now_ms() / 1000
+        crate::clock::now_ms() / 1000
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! What every connection task shares: the config, the hub, counters and the stop signal.
+//! (The hub receives only its part of the config; the HTTP side reads `site` and `admission`.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,9 +39,10 @@ impl Context {
     pub fn new(cfg: Config, events: Arc<EventQueue>) -> Self {
         let stats = Arc::new(Stats::default());
         let hub = Hub::new(&cfg, stats.clone(), events.clone());
-        let proxies = cfg.proxy_nets().unwrap_or_default();
-        let cfg_auth = cfg.auth.as_ref().map(Verifier::new);
-        let limits = Limits { max_message: cfg.max_message_bytes, max_fragments: cfg.max_fragments };
+        let proxies = cfg.admission.proxy_nets().unwrap_or_default();
+        let cfg_auth = cfg.site.auth.as_ref().map(Verifier::new);
+        let limits =
+            Limits { max_message: cfg.limits.max_message_bytes, max_fragments: cfg.limits.max_fragments };
         Context {
             cfg,
             hub,
@@ -121,7 +123,7 @@ pub struct IpSlot {
 impl Context {
     /// Takes a connection slot for `ip`, or None when it already has `max_connections_per_ip`.
     pub fn ip_slot(&self, ip: IpAddr) -> Option<IpSlot> {
-        let max = self.cfg.max_connections_per_ip;
+        let max = self.cfg.admission.max_connections_per_ip;
         let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);
         if max != 0 && *n >= max {

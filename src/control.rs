@@ -1,175 +1,20 @@
-//! What a site may ask of a running engine from outside it: publish, send, kick, rooms,
-//! presence, stats. One set of operations, reached two ways: the HTTP API (`/api/...`, Bearer
-//! `api_key`) and the local control socket (`control_socket`, one JSON object per line), which
-//! `chat_connect` speaks.
+//! The control socket (`control_socket`): a Unix socket where a daemon's engine takes the host's
+//! operations from other local processes, one JSON object per line (`host::Op`), answered with
+//! one JSON line. `chat_connect` (`remote.rs`) is its client; the operations are `host.rs`'s.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 
 use crate::context::Context;
-use crate::hub::HubError;
-use crate::protocol;
+use crate::error::{Error, ErrorKind};
+use crate::host;
 use crate::stats::Stats;
-
-/// One request. On the socket the tag is `op`; the HTTP API derives it from the path.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Op {
-    /// A message to `room` (None: every room) from `from` (None: the config's `host_name`).
-    #[serde(alias = "publish")]
-    Broadcast {
-        #[serde(default)]
-        room: Option<String>,
-        text: String,
-        #[serde(default)]
-        from: Option<String>,
-    },
-    /// A private message from the host to one connection.
-    Send {
-        id: u64,
-        text: String,
-    },
-    /// Close one connection (`id`) or every tab of a logged-in user (`user`, the token `sub`).
-    Kick {
-        #[serde(default)]
-        id: Option<u64>,
-        #[serde(default)]
-        user: Option<String>,
-        #[serde(default)]
-        reason: String,
-    },
-    Rooms,
-    Presence {
-        #[serde(default)]
-        room: Option<String>,
-    },
-    Stats,
-    Ping,
-}
-
-/// Why a request failed: a stable code (also the C result it maps to) and a sentence.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into() }
-    }
-
-    /// The HTTP status for this failure.
-    pub fn status(&self) -> u16 {
-        match self.code {
-            "unknown_connection" | "unknown_user" => 404,
-            "queue_full" | "stopped" => 503,
-            _ => 400,
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({"ok": false, "error": self.code, "message": self.message})
-    }
-}
-
-impl From<HubError> for Failure {
-    fn from(e: HubError) -> Self {
-        let code = match e {
-            HubError::UnknownConnection(_) => "unknown_connection",
-            HubError::BadRoom(_) => "bad_room",
-            HubError::QueueFull(_) => "queue_full",
-            HubError::UnknownToken(_) => "unknown_token",
-            HubError::IdNotIncreasing { .. } => "invalid",
-        };
-        Failure::new(code, e.to_string())
-    }
-}
-
-/// Parses a request body or line; the error says what is wrong with it.
-pub fn parse(text: &[u8]) -> Result<Op, Failure> {
-    serde_json::from_slice(text).map_err(|e| Failure::new("bad_request", format!("bad request: {e}")))
-}
-
-/// Carries out one request. The result is a JSON object with `"ok": true`.
-pub fn execute(ctx: &Context, op: Op) -> Result<Value, Failure> {
-    if ctx.stopping.load(Ordering::SeqCst) {
-        return Err(Failure::new("stopped", "the engine is stopping"));
-    }
-    let check_text = |text: &str| {
-        if text.len() > ctx.cfg.max_message_bytes {
-            let m =
-                format!("text is {} bytes; max_message_bytes is {}", text.len(), ctx.cfg.max_message_bytes);
-            return Err(Failure::new("invalid", m));
-        }
-        Ok(())
-    };
-    Ok(match op {
-        Op::Broadcast { room, text, from } => {
-            check_text(&text)?;
-            let from = match from {
-                Some(f) => protocol::clean_name(&f, ctx.cfg.max_name_chars)
-                    .ok_or_else(|| Failure::new("invalid", "`from` needs at least one visible character"))?,
-                None => ctx.cfg.host_name.clone(),
-            };
-            let delivered = ctx.hub.broadcast(room.as_deref(), &text, &from)?;
-            json!({"ok": true, "delivered": delivered})
-        }
-        Op::Send { id, text } => {
-            check_text(&text)?;
-            ctx.hub.send(id, &text)?;
-            json!({"ok": true})
-        }
-        Op::Kick { id, user, reason } => match (id, user) {
-            (Some(id), None) => {
-                ctx.hub.kick(id, &reason)?;
-                json!({"ok": true, "kicked": 1})
-            }
-            (None, Some(user)) => {
-                let n = ctx.hub.kick_user(&user, &reason);
-                if n == 0 {
-                    return Err(Failure::new(
-                        "unknown_user",
-                        format!("user `{user}` has no open connection"),
-                    ));
-                }
-                json!({"ok": true, "kicked": n})
-            }
-            _ => return Err(Failure::new("bad_request", "kick needs exactly one of `id` and `user`")),
-        },
-        Op::Rooms => {
-            let rooms: Vec<Value> = ctx
-                .hub
-                .rooms()
-                .into_iter()
-                .map(|(name, users, conns, last)| {
-                    json!({"room": name, "users": users, "connections": conns, "last_id": last})
-                })
-                .collect();
-            json!({"ok": true, "rooms": rooms})
-        }
-        Op::Presence { room } => {
-            let mut v = ctx.hub.presence(room.as_deref());
-            v["ok"] = Value::Bool(true);
-            v
-        }
-        Op::Stats => {
-            let mut v = serde_json::to_value(ctx.snapshot()).unwrap_or_default();
-            v["ok"] = Value::Bool(true);
-            v
-        }
-        Op::Ping => json!({"ok": true, "port": ctx.local_port, "epoch": ctx.hub.epoch()}),
-    })
-}
 
 /// Whether something is already answering on `path`: a live daemon must not lose its socket
 /// to a second one, but a file left by one that died may be replaced.
@@ -236,14 +81,14 @@ async fn client(stream: UnixStream, ctx: Arc<Context>) {
             Ok(_) => {}
         }
         let reply = if line.len() as u64 > MAX_LINE {
-            Failure::new("bad_request", "request line longer than 1 MiB").to_json()
+            Error::other(ErrorKind::BadRequest, "request line longer than 1 MiB").to_reply()
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
             Stats::inc(&ctx.stats.control_requests);
-            match parse(&line).and_then(|op| execute(&ctx, op)) {
+            match host::parse(&line).and_then(|op| host::execute(&ctx, op)) {
                 Ok(v) => v,
-                Err(f) => f.to_json(),
+                Err(e) => e.to_reply(),
             }
         };
         let mut out = reply.to_string().into_bytes();
@@ -251,30 +96,5 @@ async fn client(stream: UnixStream, ctx: Arc<Context>) {
         if write.write_all(&out).await.is_err() || line.len() as u64 > MAX_LINE {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_parse_by_op_and_refuse_unknown_fields() {
-        assert!(matches!(
-            parse(br#"{"op":"publish","room":"a","text":"hi"}"#).unwrap(),
-            Op::Broadcast { room: Some(_), .. }
-        ));
-        assert!(matches!(parse(br#"{"op":"send","id":3,"text":"x"}"#).unwrap(), Op::Send { id: 3, .. }));
-        assert!(matches!(parse(br#"{"op":"stats"}"#).unwrap(), Op::Stats));
-        assert_eq!(parse(br#"{"op":"send","id":3,"txt":"x"}"#).unwrap_err().code, "bad_request");
-        assert_eq!(parse(br#"{"op":"explode"}"#).unwrap_err().code, "bad_request");
-        assert_eq!(parse(b"not json").unwrap_err().code, "bad_request");
-    }
-
-    #[test]
-    fn failures_map_to_http_statuses() {
-        assert_eq!(Failure::from(HubError::UnknownConnection(9)).status(), 404);
-        assert_eq!(Failure::from(HubError::BadRoom("x".into())).status(), 400);
-        assert_eq!(Failure::from(HubError::QueueFull(9)).status(), 503);
     }
 }

@@ -22,12 +22,12 @@ pub enum EventKind {
     Message,
     Leave,
     Disconnect,
-    /// Events were lost because the queue was full; `code` says how many.
+    /// Events were lost because the queue was full; `count` says how many.
     Dropped,
-    /// A slow connection is losing messages to its drop policy; `code` is how many so far
+    /// A slow connection is losing messages to its drop policy; `count` is how many so far
     /// (reported at 1, 10, 100… and at disconnect).
     Lagging,
-    /// A private message: `name` sent `text` to connection `code`.
+    /// A private message: `name` sent `text` to connection `to`.
     Whisper,
     /// A rename: `name` is the new name, `text` the old one.
     Nick,
@@ -44,37 +44,59 @@ pub enum EventKind {
 
 /// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`
 /// event reports lost ones).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub seq: u64,
     pub kind: EventKind,
-    /// The connection concerned (0 for `dropped`).
+    /// The connection concerned (0 for `dropped`, and for host messages in `published`).
     pub conn_id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub room: Option<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// The logged-in user (the login token's `sub`) of the connection, if it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<Arc<str>>,
-    /// Per-room message id for `message` events that were broadcast (0 = not broadcast).
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Per-room message id for `message` events that were broadcast (0 = not broadcast), and
+    /// for `published`.
     pub msg_id: u64,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
-    /// For `disconnect`: the close code; for `dropped`: how many events were lost.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub code: u64,
-    /// Non-zero when the host is asked to decide (relay `host`): answer with approve, reject or
-    /// replace before `hook_timeout_ms`, or `hook_default` applies.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// `disconnect`: the WebSocket close code (1006 when the connection just ended).
+    pub close_code: u16,
+    /// `dropped`: how many events were lost; `lagging`: how many messages this connection lost.
+    pub count: u64,
+    /// `whisper`: the connection the whisper was addressed to.
+    pub to: u64,
+    /// Non-zero when the host is asked to decide (relay `host`, `join_hook`): answer with
+    /// approve, reject or replace before `hook_timeout_ms`, or `hook_default` applies.
     pub token: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// The JSON form of an event (`Event::to_json`, the C event's `json`): one `code` field holds
+/// whichever of close code, count or addressee the kind has, as the C struct does.
+#[derive(Serialize)]
+struct EventJson<'a> {
+    seq: u64,
+    kind: EventKind,
+    conn_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    msg_id: u64,
+    ts: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    code: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    token: u64,
 }
 
 impl Event {
@@ -88,9 +110,22 @@ impl Event {
             text: None,
             user: None,
             msg_id: 0,
-            ts: crate::hub::now_ms(),
-            code: 0,
+            ts: crate::clock::now_ms(),
+            close_code: 0,
+            count: 0,
+            to: 0,
             token: 0,
+        }
+    }
+
+    /// The one number the C struct's `code` carries for this kind: the close code
+    /// (`disconnect`), the count (`dropped`, `lagging`) or the addressee (`whisper`).
+    pub fn code(&self) -> u64 {
+        match self.kind {
+            EventKind::Disconnect => u64::from(self.close_code),
+            EventKind::Dropped | EventKind::Lagging => self.count,
+            EventKind::Whisper => self.to,
+            _ => 0,
         }
     }
 
@@ -105,7 +140,20 @@ impl Event {
 
     /// The whole event as one JSON object.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        serde_json::to_string(&EventJson {
+            seq: self.seq,
+            kind: self.kind,
+            conn_id: self.conn_id,
+            room: self.room.as_deref(),
+            name: self.name.as_deref(),
+            text: self.text.as_deref(),
+            user: self.user.as_deref(),
+            msg_id: self.msg_id,
+            ts: self.ts,
+            code: self.code(),
+            token: self.token,
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -199,7 +247,7 @@ impl EventQueue {
                 if g.dropped_pending > 0 {
                     // A slot just freed: tell the host what it missed, in order.
                     let mut d = Event::new(EventKind::Dropped, 0);
-                    d.code = std::mem::take(&mut g.dropped_pending);
+                    d.count = std::mem::take(&mut g.dropped_pending);
                     self.enqueue(&mut g, d);
                 }
                 if g.queue.is_empty() {
@@ -336,7 +384,7 @@ mod tests {
         let dropped = q.pop(Some(Duration::ZERO)).unwrap().unwrap();
         assert_eq!(dropped.text.unwrap().len(), 100);
         let report = q.pop(Some(Duration::ZERO)).unwrap().unwrap();
-        assert_eq!((report.kind, report.code), (EventKind::Dropped, 1));
+        assert_eq!((report.kind, report.count), (EventKind::Dropped, 1));
         assert!(q.push(big(3000)), "room again once taken");
     }
 
@@ -372,7 +420,7 @@ mod tests {
         assert_eq!(q.dropped_total(), 4);
         let mut kinds = Vec::new();
         while let Some(ev) = q.pop(Some(Duration::ZERO)).unwrap() {
-            kinds.push((ev.kind, ev.code));
+            kinds.push((ev.kind, ev.count));
         }
         assert_eq!(kinds.len(), 17);
         assert_eq!(kinds.last(), Some(&(EventKind::Dropped, 4)));

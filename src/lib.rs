@@ -5,22 +5,29 @@
 //! on its own threads; the host takes events on its own thread and is never called from the
 //! engine's network threads.
 //!
-//! Layers, each depending only on those below it:
-//! `ffi` → `api` → `engine` → `http` → `session` → `hub` → `protocol` / `wsframe`.
+//! Layers, each depending only on those below it (the README's Layout section says what each
+//! module is):
+//! `ffi` → `api` → `runtime` / `remote` → `http` / `control` → `host` / `session` → `context`
+//! → `hub` / `auth` → `outbox` / `events` / `stats` → `protocol` / `wsframe` → `config` /
+//! `error` / `identity` / `clock`.
 
 mod api;
 mod auth;
+mod clock;
 mod config;
 mod context;
 mod control;
-mod engine;
+mod error;
 mod events;
 pub mod ffi;
+mod host;
 mod http;
 mod hub;
+mod identity;
 mod outbox;
 mod protocol;
 mod remote;
+mod runtime;
 mod session;
 mod stats;
 mod wsframe;
@@ -50,6 +57,10 @@ pub mod fuzzing {
 }
 
 pub use api::{
-    CallbackThread, Config, ConfigError, Engine, Error, Event, EventKind, HookDefault, Protocol, Relay,
-    SlowConsumer, Stats,
+    CallbackThread, Config, ConfigError, Engine, Error, ErrorKind, Event, EventKind, HookDefault, Protocol,
+    Relay, RoomInfo, SlowConsumer, Stats,
+};
+pub use config::{
+    AdmissionConfig, AuthConfig, ChatConfig, EventsConfig, HistoryConfig, LimitsConfig, ModerationConfig,
+    RoomConfig, SiteConfig,
 };

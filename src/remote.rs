@@ -1,15 +1,19 @@
 //! A handle on an engine running in another process (a daemon), through its control socket:
-//! what `chat_connect` returns and `EmbedChat\Engine::connect` wraps. PHP-FPM workers use it to
-//! post into rooms; they cannot run an engine themselves (it would die with the request).
+//! what `Engine::connect` and `chat_connect` return and `EmbedChat\Engine::connect` wraps.
+//! PHP-FPM workers use it to post into rooms; they cannot run an engine themselves (it would die
+//! with the request). It sends `host::Op`s and reads the replies `host::execute` wrote.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::api::Error;
+use crate::error::Error;
+use crate::host::{Op, RoomInfo};
+use crate::identity::ConnId;
 
 /// How long one request may take before the daemon counts as gone.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,13 +23,15 @@ pub struct Remote {
     /// The open connection; None after a failure, reopened by the next call (a daemon that
     /// restarts is reached again without a new handle).
     conn: Mutex<Option<BufReader<UnixStream>>>,
+    /// Closed by the host (`stop`): every later call fails with `Stopped`.
+    closed: AtomicBool,
 }
 
 impl Remote {
     /// Connects and checks that an engine answers.
     pub fn connect(path: &str) -> Result<Remote, Error> {
-        let r = Remote { path: path.to_string(), conn: Mutex::new(None) };
-        r.call(json!({"op": "ping"}))?;
+        let r = Remote { path: path.to_string(), conn: Mutex::new(None), closed: AtomicBool::new(false) };
+        r.call(&Op::Ping)?;
         Ok(r)
     }
 
@@ -40,14 +46,17 @@ impl Remote {
 
     /// Sends one request and reads its reply. A request is never sent twice: if the daemon
     /// went away mid-call the caller gets an error (it may have been carried out).
-    fn call(&self, req: Value) -> Result<Value, Error> {
+    fn call(&self, op: &Op) -> Result<Value, Error> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Stopped);
+        }
         let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut conn = match slot.take() {
             Some(c) => c,
             None => self.open()?,
         };
         let lost = |e: std::io::Error| Error::Control(format!("lost the engine at {}: {e}", self.path));
-        let mut line = req.to_string().into_bytes();
+        let mut line = serde_json::to_vec(op).map_err(|e| Error::Control(e.to_string()))?;
         line.push(b'\n');
         conn.get_mut().write_all(&line).map_err(lost)?;
         let mut reply = String::new();
@@ -59,61 +68,67 @@ impl Remote {
             Err(e) => return Err(lost(e)),
         }
         *slot = Some(conn);
-        let v: Value = serde_json::from_str(&reply)
+        let mut v: Value = serde_json::from_str(&reply)
             .map_err(|e| Error::Control(format!("unreadable reply from {}: {e}", self.path)))?;
         if v["ok"] == Value::Bool(true) {
+            if let Value::Object(m) = &mut v {
+                m.remove("ok");
+            }
             return Ok(v);
         }
         let message = v["message"].as_str().unwrap_or("request failed").to_string();
-        Err(match v["error"].as_str().unwrap_or("") {
-            "unknown_connection" => Error::UnknownConnection(req["id"].as_u64().unwrap_or(0)),
-            "bad_room" => Error::BadRoom(message),
-            "queue_full" => Error::QueueFull(req["id"].as_u64().unwrap_or(0)),
-            "stopped" => Error::Stopped,
-            "invalid" | "bad_request" | "unknown_user" => Error::InvalidArgument(message),
-            _ => Error::Control(message),
-        })
+        let id = match op {
+            Op::Send { id, .. } | Op::Kick { id: Some(id), .. } => Some(*id),
+            _ => None,
+        };
+        Err(Error::from_reply(v["error"].as_str().unwrap_or(""), message, id))
     }
 
     pub fn broadcast(&self, room: Option<&str>, text: &str) -> Result<usize, Error> {
-        let v = self.call(json!({"op": "broadcast", "room": room, "text": text}))?;
+        let v = self.call(&Op::Broadcast { room: room.map(Into::into), text: text.into(), from: None })?;
         Ok(v["delivered"].as_u64().unwrap_or(0) as usize)
     }
 
-    pub fn send(&self, id: u64, text: &str) -> Result<(), Error> {
-        self.call(json!({"op": "send", "id": id, "text": text})).map(drop)
+    pub fn send(&self, id: ConnId, text: &str) -> Result<(), Error> {
+        self.call(&Op::Send { id, text: text.into() }).map(drop)
     }
 
-    pub fn kick(&self, id: u64, reason: &str) -> Result<(), Error> {
-        self.call(json!({"op": "kick", "id": id, "reason": reason})).map(drop)
+    pub fn kick(&self, id: ConnId, reason: &str) -> Result<(), Error> {
+        self.call(&Op::Kick { id: Some(id), user: None, reason: reason.into() }).map(drop)
     }
 
-    /// A reply as the JSON a local engine would give: the same object without the `ok` flag.
-    fn call_json(&self, req: Value) -> Result<String, Error> {
-        let mut v = self.call(req)?;
-        if let Value::Object(m) = &mut v {
-            m.remove("ok");
-        }
-        Ok(v.to_string())
+    pub fn kick_user(&self, user: &str, reason: &str) -> Result<usize, Error> {
+        let v = self.call(&Op::Kick { id: None, user: Some(user.into()), reason: reason.into() })?;
+        Ok(v["kicked"].as_u64().unwrap_or(0) as usize)
+    }
+
+    pub fn rooms(&self) -> Result<Vec<RoomInfo>, Error> {
+        let v = self.call(&Op::Rooms)?;
+        serde_json::from_value(v["rooms"].clone())
+            .map_err(|e| Error::Control(format!("unreadable rooms: {e}")))
     }
 
     /// The daemon's counters, as `chat_stats_json` gives them for a local engine.
     pub fn stats_json(&self) -> Result<String, Error> {
-        self.call_json(json!({"op": "stats"}))
+        Ok(self.call(&Op::Stats)?.to_string())
     }
 
     pub fn presence_json(&self, room: Option<&str>) -> Result<String, Error> {
-        self.call_json(json!({"op": "presence", "room": room}))
+        Ok(self.call(&Op::Presence { room: room.map(Into::into) })?.to_string())
     }
 
     /// The daemon's TCP port.
     pub fn port(&self) -> Result<u16, Error> {
-        let v = self.call(json!({"op": "ping"}))?;
-        Ok(v["port"].as_u64().unwrap_or(0) as u16)
+        Ok(self.call(&Op::Ping)?["port"].as_u64().unwrap_or(0) as u16)
     }
 
-    /// Forgets the connection (the daemon keeps running).
-    pub fn close(&self) {
+    /// Forgets the connection for good (the daemon keeps running); false if already closed.
+    pub fn close(&self) -> bool {
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        !self.closed.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::context::{Context, SessionGuard};
-use crate::hub::{ConnId, Identity, Resume};
+use crate::identity::{ConnId, Identity, Resume};
 use crate::outbox::Outbox;
 use crate::protocol;
 use crate::stats::Stats;
@@ -152,7 +152,7 @@ impl State {
             code: None,
             last_rx: now,
             ping_sent: None,
-            tokens: ctx.cfg.message_burst as f64,
+            tokens: ctx.cfg.limits.message_burst as f64,
             refilled: now,
             strikes: 0,
         }
@@ -170,7 +170,7 @@ struct Connection<'a> {
 impl Connection<'_> {
     async fn serve(mut self, stream: &TcpStream, early: Bytes) -> u16 {
         let ctx = self.ctx;
-        let close_timeout = Duration::from_millis(ctx.cfg.close_timeout_ms);
+        let close_timeout = Duration::from_millis(ctx.cfg.limits.close_timeout_ms);
         let mut writer = Writer::default();
         let mut deadline: Option<Instant> = None;
         if !early.is_empty() {
@@ -179,9 +179,9 @@ impl Connection<'_> {
         // `early` is a view into hyper's whole read buffer (8 KiB or more): let it go now, not
         // when the connection ends.
         drop(early);
-        let ping_interval = Duration::from_millis(ctx.cfg.ping_interval_ms);
-        let pong_timeout = Duration::from_millis(ctx.cfg.pong_timeout_ms);
-        let pings = ctx.cfg.ping_interval_ms > 0 && !ctx.cfg.echo;
+        let ping_interval = Duration::from_millis(ctx.cfg.limits.ping_interval_ms);
+        let pong_timeout = Duration::from_millis(ctx.cfg.limits.pong_timeout_ms);
+        let pings = ctx.cfg.limits.ping_interval_ms > 0 && !ctx.cfg.echo;
         // One timer for the close deadline and the ping schedule, moved rather than re-created.
         let timer = tokio::time::sleep(Duration::from_secs(86_400));
         tokio::pin!(timer);
@@ -299,7 +299,7 @@ impl Connection<'_> {
         match m {
             Incoming::Text(text) => {
                 Stats::inc(&ctx.stats.messages_in);
-                match protocol::parse_client(&text, ctx.cfg.protocol == crate::config::Protocol::Seed) {
+                match protocol::parse_client(&text, ctx.hub.wire().plain_text_only()) {
                     Ok(req) => ctx.hub.command(self.id, req),
                     Err(e) => ctx.hub.reply_error(self.id, e.code, &e.message, e.reference.as_ref()),
                 }
@@ -315,7 +315,7 @@ impl Connection<'_> {
     /// The message rate limit: true if this message may pass. A refused message gets an
     /// `error`; a whole burst of refusals in a row closes the connection with 1008.
     fn take_token(&mut self) -> bool {
-        let cfg = &self.ctx.cfg;
+        let cfg = &self.ctx.cfg.limits;
         if cfg.max_messages_per_second == 0 {
             return true;
         }
@@ -367,7 +367,7 @@ impl Connection<'_> {
             control => return self.control(control),
         };
         Stats::inc(&self.ctx.stats.messages_in);
-        if self.outbox.push(frame, self.ctx.cfg.max_backlog_bytes, crate::config::SlowConsumer::Close)
+        if self.outbox.push(frame, self.ctx.cfg.limits.max_backlog_bytes, crate::config::SlowConsumer::Close)
             == crate::outbox::Push::Overflow
         {
             Stats::inc(&self.ctx.stats.slow_consumer_closes);

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Default, Debug)]
 pub struct Stats {
@@ -34,7 +34,8 @@ pub struct Stats {
 }
 
 /// A point-in-time copy, as returned by `chat_stats_json`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Snapshot {
     pub connections_total: u64,
     pub connections_open: u64,

@@ -313,12 +313,7 @@ fn bad_room_in_the_url_is_refused_before_the_upgrade() {
     let e = engine(json!({}));
     let mut s = std::net::TcpStream::connect(("127.0.0.1", e.port())).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET /ws?room=%0A HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(upgrade_request("/ws?room=%0A", "x", "").as_bytes()).unwrap();
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"HTTP/1.1 400");

@@ -11,12 +11,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-fn masked_text(text: &str) -> Vec<u8> {
-    let mut f = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
-    f.extend_from_slice(text.as_bytes());
-    f
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_flood_gets_errors_then_close_1008() {
     let e = engine(json!({"max_messages_per_second": 1, "message_burst": 5}));
@@ -226,5 +220,5 @@ fn max_connections_gives_503() {
     let (a, mut s) = raw_upgrade(e.port(), "/ws", "");
     let (b, _) = raw_upgrade(e.port(), "/ws", "");
     assert_eq!((a, b), (101, 503));
-    s.write_all(&masked_text("hi")).unwrap();
+    s.write_all(&masked_text(b"hi")).unwrap();
 }

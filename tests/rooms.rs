@@ -108,7 +108,7 @@ async fn whispers_reach_only_the_addressee_and_echo_to_the_sender() {
     let ev = std::iter::from_fn(|| e.poll_event(Some(std::time::Duration::ZERO)).unwrap())
         .find(|ev| ev.kind == EventKind::Whisper)
         .expect("the host hears of whispers");
-    assert_eq!((ev.name.as_deref(), ev.code), (Some("bob"), ann_id));
+    assert_eq!((ev.name.as_deref(), ev.to), (Some("bob"), ann_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,66 +195,75 @@ fn c(s: &str) -> CString {
     CString::new(s).unwrap()
 }
 
-fn last_error() -> String {
-    // SAFETY: chat_last_error never returns NULL and the text lives until the next call here.
-    unsafe { CStr::from_ptr(chat_last_error()) }.to_string_lossy().into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_connect_drives_a_daemon_through_its_control_socket() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("embedchat-ctl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("chat.sock");
-    let sock_s = sock.to_str().unwrap().to_string();
-    let e = engine(json!({"control_socket": sock_s}));
-    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "only the daemon's user may post");
+    // SAFETY: the C contract: handles from chat_start/chat_connect used until chat_free,
+    // NUL-terminated strings, strings and events freed once.
+    unsafe {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("embedchat-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("chat.sock");
+        let sock_s = sock.to_str().unwrap().to_string();
+        let e = engine(json!({"control_socket": sock_s}));
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only the daemon's user may post");
 
-    let second = embedchat::Engine::start_json(
-        &json!({"listen": "127.0.0.1:0", "control_socket": sock_s}).to_string(),
-    );
-    let err = second.err().expect("a live socket is not taken over").to_string();
-    assert!(err.contains("control_socket"), "{err}");
+        let second = embedchat::Engine::start_json(
+            &json!({"listen": "127.0.0.1:0", "control_socket": sock_s}).to_string(),
+        );
+        let err = second.err().expect("a live socket is not taken over").to_string();
+        assert!(err.contains("control_socket"), "{err}");
 
-    let mut ws = connect(&e, "name=reader").await;
-    let w = welcomed(&mut ws).await;
-    let id = w["id"].as_u64().unwrap();
+        let mut ws = connect(&e, "name=reader").await;
+        let w = welcomed(&mut ws).await;
+        let id = w["id"].as_u64().unwrap();
 
-    let path = c(&sock_s);
-    let h = chat_connect(path.as_ptr());
-    assert!(!h.is_null(), "{}", last_error());
-    assert_eq!(chat_port(h), e.port());
-    assert_eq!(chat_broadcast(h, c("lobby").as_ptr(), c("from FPM").as_ptr()), 1);
-    assert_eq!(recv_type(&mut ws, "message").await["text"], "from FPM");
-    assert_eq!(chat_send(h, id, c("just you").as_ptr()), 0);
-    assert_eq!(recv_type(&mut ws, "whisper").await["text"], "just you");
-    assert_eq!(chat_send(h, 99_999, c("x").as_ptr()), chat_result::CHAT_ERR_UNKNOWN_CONN as i32);
-    assert_eq!(chat_broadcast(h, c("").as_ptr(), c("x").as_ptr()), chat_result::CHAT_ERR_INVALID as i32);
-    let stats = chat_stats_json(h);
-    // SAFETY: a string from chat_stats_json, freed once below.
-    let v: Value = serde_json::from_str(unsafe { CStr::from_ptr(stats) }.to_str().unwrap()).unwrap();
-    chat_string_free(stats);
-    assert_eq!(v["connections_open"], 1);
-    assert_eq!(chat_dispatch(h, 0), chat_result::CHAT_ERR_UNSUPPORTED as i32, "events stay with the daemon");
-    let mut ev = std::ptr::null_mut();
-    assert_eq!(chat_poll_event(h, 0, &mut ev), chat_result::CHAT_ERR_UNSUPPORTED as i32);
-    assert_eq!(chat_kick(h, id, c("bye").as_ptr()), 0);
-    assert_eq!(close_code(&mut ws).await, Some(4000.into()));
+        let path = c(&sock_s);
+        let h = chat_connect(path.as_ptr());
+        assert!(!h.is_null(), "{}", last_error());
+        assert_eq!(chat_port(h), e.port());
+        assert_eq!(chat_broadcast(h, c("lobby").as_ptr(), c("from FPM").as_ptr()), 1);
+        assert_eq!(recv_type(&mut ws, "message").await["text"], "from FPM");
+        assert_eq!(chat_send(h, id, c("just you").as_ptr()), 0);
+        assert_eq!(recv_type(&mut ws, "whisper").await["text"], "just you");
+        assert_eq!(chat_send(h, 99_999, c("x").as_ptr()), chat_result::CHAT_ERR_UNKNOWN_CONN as i32);
+        assert_eq!(chat_broadcast(h, c("").as_ptr(), c("x").as_ptr()), chat_result::CHAT_ERR_INVALID as i32);
+        let stats = chat_stats_json(h);
+        // SAFETY: a string from chat_stats_json, freed once below.
+        let v: Value = serde_json::from_str(CStr::from_ptr(stats).to_str().unwrap()).unwrap();
+        chat_string_free(stats);
+        assert_eq!(v["connections_open"], 1);
+        assert_eq!(
+            chat_dispatch(h, 0),
+            chat_result::CHAT_ERR_UNSUPPORTED as i32,
+            "events stay with the daemon"
+        );
+        let mut ev = std::ptr::null_mut();
+        assert_eq!(chat_poll_event(h, 0, &mut ev), chat_result::CHAT_ERR_UNSUPPORTED as i32);
+        assert_eq!(chat_kick(h, id, c("bye").as_ptr()), 0);
+        assert_eq!(close_code(&mut ws).await, Some(4000.into()));
 
-    // Another handle, then the daemon stops: calls fail with a clear code, the socket goes.
-    let h2 = chat_connect(path.as_ptr());
-    assert_eq!(chat_stop(h), 0, "closes the handle, not the daemon");
-    assert_eq!(chat_broadcast(h, std::ptr::null(), c("x").as_ptr()), chat_result::CHAT_ERR_STOPPED as i32);
-    chat_free(h);
-    e.stop().unwrap();
-    assert!(!sock.exists(), "the socket file is removed at stop");
-    assert_eq!(chat_broadcast(h2, std::ptr::null(), c("x").as_ptr()), chat_result::CHAT_ERR_CONTROL as i32);
-    assert!(last_error().contains("chat.sock"), "{}", last_error());
-    chat_free(h2);
-    assert!(chat_connect(path.as_ptr()).is_null());
-    assert!(last_error().contains("cannot reach"), "{}", last_error());
-    let _ = std::fs::remove_dir_all(&dir);
+        // Another handle, then the daemon stops: calls fail with a clear code, the socket goes.
+        let h2 = chat_connect(path.as_ptr());
+        assert_eq!(chat_stop(h), 0, "closes the handle, not the daemon");
+        assert_eq!(
+            chat_broadcast(h, std::ptr::null(), c("x").as_ptr()),
+            chat_result::CHAT_ERR_STOPPED as i32
+        );
+        chat_free(h);
+        e.stop().unwrap();
+        assert!(!sock.exists(), "the socket file is removed at stop");
+        assert_eq!(
+            chat_broadcast(h2, std::ptr::null(), c("x").as_ptr()),
+            chat_result::CHAT_ERR_CONTROL as i32
+        );
+        assert!(last_error().contains("chat.sock"), "{}", last_error());
+        chat_free(h2);
+        assert!(chat_connect(path.as_ptr()).is_null());
+        assert!(last_error().contains("cannot reach"), "{}", last_error());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

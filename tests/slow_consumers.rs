@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -31,15 +30,7 @@ fn sleeper(port: u16) -> TcpStream {
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
     let mut s: TcpStream = sock.into();
-    write!(
-        s,
-        "GET /ws?room=ticker HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut b = [0u8; 12];
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(&b, b"HTTP/1.1 101");
+    upgrade_on(&mut s, "/ws?room=ticker");
     s
 }
 

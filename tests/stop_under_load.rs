@@ -24,11 +24,7 @@ async fn open(port: u16, i: usize) -> std::io::Result<tokio::net::TcpStream> {
     // Spread over source addresses: one address has ~28k ports, and earlier tests used some.
     sock.bind(SocketAddr::new(Ipv4Addr::new(127, 0, 1, 1 + (i / 5000) as u8).into(), 0))?;
     let mut s = sock.connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)).await?;
-    let req = format!(
-        "GET /ws?room=storm{} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        i % ROOMS
-    );
+    let req = upgrade_request(&format!("/ws?room=storm{}", i % ROOMS), "x", "");
     s.write_all(req.as_bytes()).await?;
     Ok(s)
 }
@@ -74,12 +70,6 @@ async fn read_until_close(mut s: impl tokio::io::AsyncRead + Unpin) -> Option<u1
         }
         buf.drain(..pos);
     }
-}
-
-fn masked(text: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
-    f.extend_from_slice(text);
-    f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +129,7 @@ async fn stop_during_a_10k_connection_storm_is_bounded_and_closes_everyone_with_
             tokio::spawn(async move {
                 // Up to 10,000 messages/s offered into each room of 1,000: far more than a
                 // debug-build server can fan out, so it is saturated when the stop comes.
-                let frame = masked(b"storm storm storm storm storm storm storm storm");
+                let frame = masked_text(b"storm storm storm storm storm storm storm storm");
                 let mut tick = tokio::time::interval(Duration::from_micros(100));
                 loop {
                     tick.tick().await;

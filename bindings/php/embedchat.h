@@ -66,6 +66,8 @@ int chat_send(struct chat_engine *e, uint64_t conn_id, const char *text);
 
 int chat_kick(struct chat_engine *e, uint64_t conn_id, const char *reason);
 
+int chat_kick_user(struct chat_engine *e, const char *user, const char *reason);
+
 int chat_approve(struct chat_engine *e, uint64_t reply_token);
 
 int chat_reject(struct chat_engine *e, uint64_t reply_token, const char *reason);
@@ -85,6 +87,8 @@ int chat_event_fd(const struct chat_engine *e);
 char *chat_stats_json(const struct chat_engine *e);
 
 char *chat_presence_json(const struct chat_engine *e, const char *room);
+
+char *chat_rooms_json(const struct chat_engine *e);
 
 int chat_stop(struct chat_engine *e);
 

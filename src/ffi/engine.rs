@@ -1,15 +1,14 @@
-//! `chat_engine`: start, act, take events, stop.
+//! `chat_engine`: start or connect, act, take events, stop. Each function checks its arguments
+//! and calls the Rust `Engine`, which knows whether the engine runs here or in a daemon.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::event::{chat_event, OwnedEvent};
 use super::result::chat_result::{self, *};
-use super::{fail, guard, opt_str_arg, str_arg, take_box, write_out};
-use crate::api::{CallbackThread, Config, Engine, Error, Event};
-use crate::remote::Remote;
+use super::{entry, fail, opt_str_arg, str_arg, take_box, Failed};
+use crate::api::{CallbackThread, Engine, Error, Event};
 
 /// Called once per event with the `userdata` given to `chat_set_callback` and an event that is
 /// valid only during the call (do not free it). It runs on the thread that called
@@ -33,7 +32,8 @@ impl Callback {
 
 type Slot = Arc<Mutex<Option<Callback>>>;
 
-/// An engine handle: created by `chat_start`, released by `chat_free`. Opaque to C.
+/// An engine handle: created by `chat_start` or `chat_connect`, released by `chat_free`.
+/// Opaque to C.
 ///
 /// Every call holds its own reference to the insides for as long as it runs, so `chat_free` on
 /// one thread never frees memory that a call on another thread (a waiting `chat_poll_event`, a
@@ -43,43 +43,13 @@ pub struct chat_engine {
 }
 
 struct Inner {
-    target: Target,
+    engine: Engine,
     callback: Slot,
 }
 
-/// What a handle drives: an engine in this process (`chat_start`), or one in a daemon reached
-/// through its control socket (`chat_connect`).
-enum Target {
-    Local(Engine),
-    Remote { remote: Remote, closed: AtomicBool },
-}
-
-/// What a handle gives for the calls both kinds answer.
-enum Either<'a> {
-    Local(&'a Engine),
-    Remote(&'a Remote),
-}
-
-impl Inner {
-    fn local(&self) -> Result<&Engine, c_int> {
-        match &self.target {
-            Target::Local(e) => Ok(e),
-            Target::Remote { .. } => Err(fail(
-                CHAT_ERR_UNSUPPORTED,
-                "a handle from chat_connect can broadcast, send, kick and read stats and presence; \
-                 events and moderation belong to the process that started the engine",
-            )),
-        }
-    }
-
-    fn either(&self) -> Result<Either<'_>, c_int> {
-        match &self.target {
-            Target::Local(e) => Ok(Either::Local(e)),
-            Target::Remote { closed, .. } if closed.load(Ordering::SeqCst) => {
-                Err(fail(CHAT_ERR_STOPPED, "this chat_connect handle was closed with chat_stop"))
-            }
-            Target::Remote { remote, .. } => Ok(Either::Remote(remote)),
-        }
+impl chat_engine {
+    fn into_raw(engine: Engine) -> *mut chat_engine {
+        Box::into_raw(Box::new(chat_engine { inner: Arc::new(Inner { engine, callback: Slot::default() }) }))
     }
 }
 
@@ -88,32 +58,26 @@ fn current(slot: &Slot) -> Option<Callback> {
 }
 
 /// The engine behind `e`, kept alive for the caller's whole call, or CHAT_ERR_NULL.
-fn engine_ref(e: *const chat_engine) -> Result<Arc<Inner>, c_int> {
-    // SAFETY: the C caller passes NULL or a pointer from chat_start not yet given to chat_free;
-    // all mutation inside goes through locks and atomics, so a shared reference is sound.
-    let handle = unsafe { e.as_ref() }.ok_or_else(|| fail(CHAT_ERR_NULL, "argument `engine` is NULL"))?;
+///
+/// # Safety
+/// `e` is NULL or a handle from `chat_start`/`chat_connect` not yet given to `chat_free`.
+unsafe fn engine_ref(e: *const chat_engine) -> Result<Arc<Inner>, Failed> {
+    // SAFETY: guaranteed by the caller; all mutation inside goes through locks and atomics, so
+    // a shared reference is sound.
+    let handle =
+        unsafe { e.as_ref() }.ok_or_else(|| Failed(fail(CHAT_ERR_NULL, "argument `engine` is NULL")))?;
     Ok(handle.inner.clone())
-}
-
-/// Maps an engine error to its code and records its text.
-fn code_of(e: Error) -> c_int {
-    let code = match &e {
-        Error::Config(_) => CHAT_ERR_CONFIG,
-        Error::Bind { .. } => CHAT_ERR_BIND,
-        Error::Io(_) => CHAT_ERR_INTERNAL,
-        Error::Control(_) => CHAT_ERR_CONTROL,
-        Error::Stopped => CHAT_ERR_STOPPED,
-        Error::UnknownConnection(_) => CHAT_ERR_UNKNOWN_CONN,
-        Error::QueueFull(_) => CHAT_ERR_QUEUE_FULL,
-        Error::UnknownToken(_) => CHAT_ERR_UNKNOWN_TOKEN,
-        Error::BadRoom(_) | Error::InvalidArgument(_) => CHAT_ERR_INVALID,
-    };
-    fail(code, e.to_string())
 }
 
 fn timeout_of(ms: c_int) -> Option<Duration> {
     (ms >= 0).then(|| Duration::from_millis(ms as u64))
 }
+
+fn count(n: usize) -> c_int {
+    n.min(c_int::MAX as usize) as c_int
+}
+
+const OK: c_int = CHAT_OK as c_int;
 
 /// Starts an engine from a JSON config (NULL or "" = all defaults; see README for the keys).
 ///
@@ -123,23 +87,15 @@ fn timeout_of(ms: c_int) -> Option<Duration> {
 /// wrong type or out-of-range value; the text names the key), CHAT_ERR_BIND (busy port, no
 /// permission), CHAT_ERR_CONTROL (the control socket), CHAT_ERR_UTF8, CHAT_ERR_INTERNAL.
 /// Any thread. Many engines may run in one process.
+///
+/// # Safety
+/// `config_json` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
-    guard(std::ptr::null_mut(), || {
-        let json = match opt_str_arg(config_json, "config_json") {
-            Ok(j) => j.unwrap_or(""),
-            Err(_) => return std::ptr::null_mut(),
-        };
-        let started = Config::from_json(json).map_err(Error::Config).and_then(Engine::start);
-        match started {
-            Ok(engine) => Box::into_raw(Box::new(chat_engine {
-                inner: Arc::new(Inner { target: Target::Local(engine), callback: Slot::default() }),
-            })),
-            Err(e) => {
-                code_of(e);
-                std::ptr::null_mut()
-            }
-        }
+pub unsafe extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let json = unsafe { opt_str_arg(config_json, "config_json") }?.unwrap_or("");
+        Ok(chat_engine::into_raw(Engine::start_json(json)?))
     })
 }
 
@@ -148,51 +104,34 @@ pub extern "C" fn chat_start(config_json: *const c_char) -> *mut chat_engine {
 ///
 /// Returns a handle the caller owns and releases with `chat_free`, or NULL with the reason in
 /// `chat_last_error()` and `chat_last_result()` (CHAT_ERR_NULL or CHAT_ERR_UTF8 for the path;
-/// CHAT_ERR_CONTROL: nothing listening, no permission). On it
-/// `chat_broadcast`, `chat_send`, `chat_kick`, `chat_stats_json`, `chat_presence_json` and
-/// `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
+/// CHAT_ERR_CONTROL: nothing listening, no permission). On it `chat_broadcast`, `chat_send`,
+/// `chat_kick`, `chat_kick_user`, `chat_rooms_json`, `chat_stats_json`, `chat_presence_json`
+/// and `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
 /// `chat_stop` closes only this connection. Event and moderation calls return
 /// CHAT_ERR_UNSUPPORTED. If the daemon goes away, calls return CHAT_ERR_CONTROL and the next
 /// call connects again. One handle may be used from several threads (calls take turns).
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn chat_connect(path: *const c_char) -> *mut chat_engine {
-    guard(std::ptr::null_mut(), || {
-        let Ok(path) = str_arg(path, "path") else { return std::ptr::null_mut() };
-        match Remote::connect(path) {
-            Ok(remote) => Box::into_raw(Box::new(chat_engine {
-                inner: Arc::new(Inner {
-                    target: Target::Remote { remote, closed: AtomicBool::new(false) },
-                    callback: Slot::default(),
-                }),
-            })),
-            Err(e) => {
-                code_of(e);
-                std::ptr::null_mut()
-            }
-        }
+pub unsafe extern "C" fn chat_connect(path: *const c_char) -> *mut chat_engine {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let path = unsafe { str_arg(path, "path") }?;
+        Ok(chat_engine::into_raw(Engine::connect(path)?))
     })
 }
 
 /// The TCP port the engine listens on (the real one when the config asked for port 0).
 /// Returns 0 if `e` is NULL or stopped (or, for a `chat_connect` handle, the daemon is not
-/// reachable). Any thread.
+/// reachable), with the reason in `chat_last_error()`. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle (not yet given to `chat_free`).
 #[no_mangle]
-pub extern "C" fn chat_port(e: *const chat_engine) -> u16 {
-    guard(0, || match engine_ref(e) {
-        Ok(h) => match h.either() {
-            Ok(Either::Local(en)) if !en.is_stopped() => en.port(),
-            Ok(Either::Local(_)) => {
-                fail(CHAT_ERR_STOPPED, "the engine is stopped");
-                0
-            }
-            Ok(Either::Remote(r)) => r.port().unwrap_or_else(|e| {
-                code_of(e);
-                0
-            }),
-            Err(_) => 0,
-        },
-        Err(_) => 0,
-    })
+pub unsafe extern "C" fn chat_port(e: *const chat_engine) -> u16 {
+    // SAFETY: see the function's Safety section.
+    entry(|| Ok(unsafe { engine_ref(e) }?.engine.try_port()?))
 }
 
 /// Sends `text` (UTF-8, copied) from the host to everyone in `room`, or to every room when
@@ -201,21 +140,19 @@ pub extern "C" fn chat_port(e: *const chat_engine) -> u16 {
 /// Returns how many connections it was queued to (>= 0; 0 for a room with nobody in it), or
 /// CHAT_ERR_NULL (e or text NULL), CHAT_ERR_UTF8, CHAT_ERR_INVALID (bad room name, text longer
 /// than max_message_bytes), CHAT_ERR_STOPPED. Any thread, including inside the callback.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `room` and `text` are NULL or NUL-terminated strings.
 #[no_mangle]
-pub extern "C" fn chat_broadcast(e: *mut chat_engine, room: *const c_char, text: *const c_char) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<c_int, c_int> {
-            let h = engine_ref(e)?;
-            let room = opt_str_arg(room, "room")?;
-            let text = str_arg(text, "text")?;
-            let n = match h.either()? {
-                Either::Local(en) => en.broadcast(room, text),
-                Either::Remote(r) => r.broadcast(room, text),
-            }
-            .map_err(code_of)?;
-            Ok(n.min(c_int::MAX as usize) as c_int)
-        };
-        run().unwrap_or_else(|c| c)
+pub unsafe extern "C" fn chat_broadcast(
+    e: *mut chat_engine,
+    room: *const c_char,
+    text: *const c_char,
+) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, room, text) = unsafe { (engine_ref(e)?, opt_str_arg(room, "room")?, str_arg(text, "text")?) };
+        Ok(count(h.engine.broadcast(room, text)?))
     })
 }
 
@@ -224,83 +161,108 @@ pub extern "C" fn chat_broadcast(e: *mut chat_engine, room: *const c_char, text:
 /// Returns CHAT_OK, or CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_INVALID (too long),
 /// CHAT_ERR_UNKNOWN_CONN, CHAT_ERR_QUEUE_FULL (the client is not reading; it is being closed),
 /// CHAT_ERR_STOPPED. Any thread, including inside the callback.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `text` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn chat_send(e: *mut chat_engine, conn_id: u64, text: *const c_char) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<(), c_int> {
-            let h = engine_ref(e)?;
-            let text = str_arg(text, "text")?;
-            match h.either()? {
-                Either::Local(en) => en.send(conn_id, text),
-                Either::Remote(r) => r.send(conn_id, text),
-            }
-            .map_err(code_of)
-        };
-        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+pub unsafe extern "C" fn chat_send(e: *mut chat_engine, conn_id: u64, text: *const c_char) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, text) = unsafe { (engine_ref(e)?, str_arg(text, "text")?) };
+        h.engine.send(conn_id, text)?;
+        Ok(OK)
     })
 }
 
 /// Closes one connection with WebSocket close code 4000 and `reason` (UTF-8, NULL = none; cut
 /// to fit a close frame). Returns CHAT_OK, CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_CONN or
 /// CHAT_ERR_STOPPED. Any thread, including inside the callback.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_char) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<(), c_int> {
-            let h = engine_ref(e)?;
-            let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
-            match h.either()? {
-                Either::Local(en) => en.kick(conn_id, reason),
-                Either::Remote(r) => r.kick(conn_id, reason),
-            }
-            .map_err(code_of)
-        };
-        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+pub unsafe extern "C" fn chat_kick(e: *mut chat_engine, conn_id: u64, reason: *const c_char) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, reason) = unsafe { (engine_ref(e)?, opt_str_arg(reason, "reason")?) };
+        h.engine.kick(conn_id, reason.unwrap_or(""))?;
+        Ok(OK)
+    })
+}
+
+/// Closes every connection (every tab) of a logged-in user, the login token's `sub` given as
+/// `user` (UTF-8), with close code 4000 and `reason` (NULL = none). Returns how many connections
+/// were closed (>= 1), or CHAT_ERR_NULL (e or user), CHAT_ERR_UTF8, CHAT_ERR_INVALID (the user
+/// has no open connection), CHAT_ERR_STOPPED. Any thread, including inside the callback.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `user` and `reason` are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn chat_kick_user(
+    e: *mut chat_engine,
+    user: *const c_char,
+    reason: *const c_char,
+) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, user, reason) =
+            unsafe { (engine_ref(e)?, str_arg(user, "user")?, opt_str_arg(reason, "reason")?) };
+        Ok(count(h.engine.kick_user(user, reason.unwrap_or(""))?))
     })
 }
 
 /// Publishes the held message with `reply_token` as its sender wrote it (relay `host`), or
 /// admits the held join (`join_hook`: the client gets its welcome or presence).
 /// Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_UNKNOWN_TOKEN (already decided, or
-/// `hook_timeout_ms` passed and `hook_default` applied) or CHAT_ERR_STOPPED. Any thread,
-/// including inside the callback.
+/// `hook_timeout_ms` passed and `hook_default` applied), CHAT_ERR_STOPPED or
+/// CHAT_ERR_UNSUPPORTED (a `chat_connect` handle). Any thread, including inside the callback.
+///
+/// # Safety
+/// `e` is NULL or a live handle.
 #[no_mangle]
-pub extern "C" fn chat_approve(e: *mut chat_engine, reply_token: u64) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<(), c_int> { engine_ref(e)?.local()?.approve(reply_token).map_err(code_of) };
-        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+pub unsafe extern "C" fn chat_approve(e: *mut chat_engine, reply_token: u64) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        unsafe { engine_ref(e) }?.engine.approve(reply_token)?;
+        Ok(OK)
     })
 }
 
 /// Refuses the held message (its sender gets an `error`, code `rejected`) or join (a `join`
 /// command gets `join_rejected`; a connection's first room closes it with 4003), with `reason`
 /// (UTF-8, copied; NULL = a generic text). Returns CHAT_OK, CHAT_ERR_NULL (e),
-/// CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED. Any thread.
+/// CHAT_ERR_UTF8, CHAT_ERR_UNKNOWN_TOKEN, CHAT_ERR_STOPPED or CHAT_ERR_UNSUPPORTED. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `reason` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn chat_reject(e: *mut chat_engine, reply_token: u64, reason: *const c_char) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<(), c_int> {
-            let h = engine_ref(e)?;
-            let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
-            h.local()?.reject(reply_token, reason).map_err(code_of)
-        };
-        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+pub unsafe extern "C" fn chat_reject(e: *mut chat_engine, reply_token: u64, reason: *const c_char) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, reason) = unsafe { (engine_ref(e)?, opt_str_arg(reason, "reason")?) };
+        h.engine.reject(reply_token, reason.unwrap_or(""))?;
+        Ok(OK)
     })
 }
 
 /// Relay `host`: publishes `new_text` (UTF-8, copied) in place of the held message, from the
 /// same sender in the same room. Returns CHAT_OK, CHAT_ERR_NULL (e or new_text), CHAT_ERR_UTF8,
-/// CHAT_ERR_INVALID (longer than max_message_bytes), CHAT_ERR_UNKNOWN_TOKEN or CHAT_ERR_STOPPED.
-/// Any thread.
+/// CHAT_ERR_INVALID (longer than max_message_bytes), CHAT_ERR_UNKNOWN_TOKEN, CHAT_ERR_STOPPED or
+/// CHAT_ERR_UNSUPPORTED. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `new_text` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn chat_replace(e: *mut chat_engine, reply_token: u64, new_text: *const c_char) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<(), c_int> {
-            let h = engine_ref(e)?;
-            let text = str_arg(new_text, "new_text")?;
-            h.local()?.replace(reply_token, text).map_err(code_of)
-        };
-        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+pub unsafe extern "C" fn chat_replace(
+    e: *mut chat_engine,
+    reply_token: u64,
+    new_text: *const c_char,
+) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, text) = unsafe { (engine_ref(e)?, str_arg(new_text, "new_text")?) };
+        h.engine.replace(reply_token, text)?;
+        Ok(OK)
     })
 }
 
@@ -314,8 +276,11 @@ pub extern "C" fn chat_replace(e: *mut chat_engine, reply_token: u64, new_text: 
 /// Returns CHAT_OK, or CHAT_ERR_NULL (e, room, from or text), CHAT_ERR_UTF8, CHAT_ERR_INVALID
 /// (bad room name, text too long, `msg_id` not above the room's last id), CHAT_ERR_STOPPED,
 /// CHAT_ERR_UNSUPPORTED (a `chat_connect` handle). Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `room`, `from` and `text` are NULL or NUL-terminated strings.
 #[no_mangle]
-pub extern "C" fn chat_restore(
+pub unsafe extern "C" fn chat_restore(
     e: *mut chat_engine,
     room: *const c_char,
     msg_id: u64,
@@ -323,15 +288,13 @@ pub extern "C" fn chat_restore(
     from: *const c_char,
     text: *const c_char,
 ) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<(), c_int> {
-            let h = engine_ref(e)?;
-            let room = str_arg(room, "room")?;
-            let from = str_arg(from, "from")?;
-            let text = str_arg(text, "text")?;
-            h.local()?.restore(room, msg_id, ts_ms, from, text).map_err(code_of)
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, room, from, text) = unsafe {
+            (engine_ref(e)?, str_arg(room, "room")?, str_arg(from, "from")?, str_arg(text, "text")?)
         };
-        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+        h.engine.restore(room, msg_id, ts_ms, from, text)?;
+        Ok(OK)
     })
 }
 
@@ -339,37 +302,44 @@ pub extern "C" fn chat_restore(
 /// library). With the default `"callback_thread": "host"` the callback runs only inside
 /// `chat_dispatch`, on the caller's thread; with `"engine"` the engine starts one dedicated
 /// thread that calls it for every event (events that arrive while no callback is set are
-/// discarded there). Returns CHAT_OK, CHAT_ERR_NULL (e) or CHAT_ERR_STOPPED. Any thread.
+/// discarded there). Returns CHAT_OK, CHAT_ERR_NULL (e), CHAT_ERR_STOPPED or
+/// CHAT_ERR_UNSUPPORTED. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `cb`, when set, may be called with `userdata` until it is
+/// replaced, removed, or the engine stops.
 #[no_mangle]
-pub extern "C" fn chat_set_callback(e: *mut chat_engine, cb: chat_event_cb, userdata: *mut c_void) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<(), c_int> {
-            let h = engine_ref(e)?;
-            let engine = h.local()?;
-            if engine.is_stopped() {
-                return Err(code_of(Error::Stopped));
-            }
-            let new = cb.map(|cb| Callback { cb, userdata: userdata as usize });
-            let first = {
-                let mut slot = h.callback.lock().unwrap_or_else(|p| p.into_inner());
-                let first = slot.is_none() && new.is_some();
-                *slot = new;
-                first
-            };
-            if first && engine.config().callback_thread == CallbackThread::Engine {
-                let slot = h.callback.clone();
-                match engine.spawn_event_thread(move |ev| {
-                    if let Some(c) = current(&slot) {
-                        c.call(ev);
-                    }
-                }) {
-                    Ok(()) | Err(Error::InvalidArgument(_)) => {} // already running
-                    Err(err) => return Err(code_of(err)),
-                }
-            }
-            Ok(())
+pub unsafe extern "C" fn chat_set_callback(
+    e: *mut chat_engine,
+    cb: chat_event_cb,
+    userdata: *mut c_void,
+) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let h = unsafe { engine_ref(e) }?;
+        let engine = &h.engine;
+        // Refuses connected handles and stopped engines before anything changes.
+        engine.event_fd()?;
+        let new = cb.map(|cb| Callback { cb, userdata: userdata as usize });
+        let first = {
+            let mut slot = h.callback.lock().unwrap_or_else(|p| p.into_inner());
+            let first = slot.is_none() && new.is_some();
+            *slot = new;
+            first
         };
-        run().map_or_else(|c| c, |_| CHAT_OK as c_int)
+        if first && engine.config().is_some_and(|c| c.events.callback_thread == CallbackThread::Engine) {
+            let slot = h.callback.clone();
+            let started = engine.spawn_event_thread(move |ev| {
+                if let Some(c) = current(&slot) {
+                    c.call(ev);
+                }
+            });
+            match started {
+                Ok(()) | Err(Error::InvalidArgument(_)) => {} // already running
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(OK)
     })
 }
 
@@ -377,37 +347,35 @@ pub extern "C" fn chat_set_callback(e: *mut chat_engine, cb: chat_event_cb, user
 /// then calls the callback on THIS thread for it and for every event already queued behind it.
 ///
 /// Returns how many events were handled (0 on timeout), or CHAT_ERR_NULL, CHAT_ERR_STOPPED,
-/// CHAT_ERR_INVALID (no callback set, or callbacks run on the engine thread). The callback may
-/// call `chat_*` functions, including `chat_stop`, but not `chat_free`.
+/// CHAT_ERR_INVALID (no callback set, or callbacks run on the engine thread),
+/// CHAT_ERR_UNSUPPORTED. The callback may call `chat_*` functions, including `chat_stop`, but
+/// not `chat_free`.
+///
+/// # Safety
+/// `e` is NULL or a live handle.
 #[no_mangle]
-pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<c_int, c_int> {
-            let h = engine_ref(e)?;
-            let engine = h.local()?;
-            if engine.is_stopped() {
-                return Err(code_of(Error::Stopped));
+pub unsafe extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let h = unsafe { engine_ref(e) }?;
+        let engine = &h.engine;
+        engine.event_fd()?;
+        if engine.config().is_some_and(|c| c.events.callback_thread == CallbackThread::Engine) {
+            return Err(Failed(fail(
+                CHAT_ERR_INVALID,
+                "callbacks run on the engine thread (\"callback_thread\": \"engine\"); chat_dispatch is not used",
+            )));
+        }
+        if current(&h.callback).is_none() {
+            return Err(Failed(fail(CHAT_ERR_INVALID, "no callback set: call chat_set_callback first")));
+        }
+        let n = engine.dispatch(timeout_of(timeout_ms), |ev| {
+            // Looked up per event: the callback may replace itself.
+            if let Some(c) = current(&h.callback) {
+                c.call(ev);
             }
-            if engine.config().callback_thread == CallbackThread::Engine {
-                return Err(fail(
-                    CHAT_ERR_INVALID,
-                    "callbacks run on the engine thread (\"callback_thread\": \"engine\"); chat_dispatch is not used",
-                ));
-            }
-            if current(&h.callback).is_none() {
-                return Err(fail(CHAT_ERR_INVALID, "no callback set: call chat_set_callback first"));
-            }
-            let n = engine
-                .dispatch(timeout_of(timeout_ms), |ev| {
-                    // Looked up per event: the callback may replace itself.
-                    if let Some(c) = current(&h.callback) {
-                        c.call(ev);
-                    }
-                })
-                .map_err(code_of)?;
-            Ok(n.min(c_int::MAX as usize) as c_int)
-        };
-        run().unwrap_or_else(|c| c)
+        })?;
+        Ok(count(n))
     })
 }
 
@@ -416,42 +384,46 @@ pub extern "C" fn chat_dispatch(e: *mut chat_engine, timeout_ms: c_int) -> c_int
 /// `chat_event_free`; on 0 (timeout) or an error `*out` is NULL.
 ///
 /// Returns 1, 0, or CHAT_ERR_NULL (e or out NULL), CHAT_ERR_STOPPED (also when `chat_stop` is
-/// called on another thread while this one waits). Any thread.
+/// called on another thread while this one waits), CHAT_ERR_UNSUPPORTED. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `out` is NULL or points to writable storage for a pointer.
 #[no_mangle]
-pub extern "C" fn chat_poll_event(
+pub unsafe extern "C" fn chat_poll_event(
     e: *mut chat_engine,
     timeout_ms: c_int,
     out: *mut *mut chat_event,
 ) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
+    entry(|| {
         if out.is_null() {
-            return fail(CHAT_ERR_NULL, "argument `out` is NULL");
+            return Err(Failed(fail(CHAT_ERR_NULL, "argument `out` is NULL")));
         }
-        write_out(out, std::ptr::null_mut());
-        let run = || -> Result<c_int, c_int> {
-            let h = engine_ref(e)?;
-            match h.local()?.poll_event(timeout_of(timeout_ms)).map_err(code_of)? {
-                Some(ev) => {
-                    write_out(out, OwnedEvent::new(&ev).into_raw());
-                    Ok(1)
-                }
-                None => Ok(0),
+        // SAFETY: `out` is not NULL and points to writable storage (the Safety section).
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: see the function's Safety section.
+        let h = unsafe { engine_ref(e) }?;
+        match h.engine.poll_event(timeout_of(timeout_ms))? {
+            Some(ev) => {
+                // SAFETY: as above.
+                unsafe { *out = OwnedEvent::new(&ev).into_raw() };
+                Ok(1)
             }
-        };
-        run().unwrap_or_else(|c| c)
+            None => Ok(0),
+        }
     })
 }
 
 /// A file descriptor that is readable while events are queued (and once the engine stops), for
 /// `poll()`/`select()` loops or PHP's `stream_select` on `php://fd/N`. Do not read, write or close
 /// it; `chat_poll_event`/`chat_dispatch` reset it. Valid until `chat_free`.
-/// Returns the fd (>= 0), or CHAT_ERR_NULL, CHAT_ERR_STOPPED. Any thread.
+/// Returns the fd (>= 0), or CHAT_ERR_NULL, CHAT_ERR_STOPPED, CHAT_ERR_UNSUPPORTED. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle.
 #[no_mangle]
-pub extern "C" fn chat_event_fd(e: *const chat_engine) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || {
-        let run = || -> Result<c_int, c_int> { engine_ref(e)?.local()?.event_fd().map_err(code_of) };
-        run().unwrap_or_else(|c| c)
-    })
+pub unsafe extern "C" fn chat_event_fd(e: *const chat_engine) -> c_int {
+    // SAFETY: see the function's Safety section.
+    entry(|| Ok(unsafe { engine_ref(e) }?.engine.event_fd()?))
 }
 
 /// Counters and gauges as a JSON object (connections, rooms, messages and bytes in and out,
@@ -459,46 +431,48 @@ pub extern "C" fn chat_event_fd(e: *const chat_engine) -> c_int {
 /// Also works after `chat_stop` (the final numbers). On a `chat_connect` handle, the daemon's.
 /// Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, daemon
 /// unreachable) with the reason in `chat_last_error()`. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle.
 #[no_mangle]
-pub extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
-    guard(std::ptr::null_mut(), || {
-        let run = || -> Result<String, c_int> {
-            let h = engine_ref(e)?;
-            match h.either() {
-                Ok(Either::Remote(r)) => r.stats_json().map_err(code_of),
-                _ => match &h.target {
-                    Target::Local(en) => Ok(serde_json::to_string(&en.stats()).unwrap_or_default()),
-                    Target::Remote { .. } => {
-                        Err(fail(CHAT_ERR_STOPPED, "this chat_connect handle was closed"))
-                    }
-                },
-            }
-        };
-        run().map_or(std::ptr::null_mut(), super::strings::owned)
-    })
+pub unsafe extern "C" fn chat_stats_json(e: *const chat_engine) -> *mut c_char {
+    // SAFETY: see the function's Safety section.
+    entry(|| Ok(super::strings::owned(unsafe { engine_ref(e) }?.engine.stats_json()?)))
 }
 
 /// Who is in `room` (UTF-8; NULL = every room with members) as a JSON object
 /// `{"seq": N, "epoch": E, "rooms": {"lobby": {"last_id": M, "connections": C, "members":
 /// [{"id", "name", "tabs", "conns": [ids], "user"?}]}}}` (each user once; `user` is the login
-/// token's `sub`), where `seq` is
-/// the number of the last event the snapshot reflects: a host rebuilding its bookkeeping applies
-/// only events with a higher `seq` after it. A room nobody is in is absent.
+/// token's `sub`), where `seq` is the number of the last event the snapshot reflects: a host
+/// rebuilding its bookkeeping applies only events with a higher `seq` after it. A room nobody is
+/// in is absent. This is also the member list of one room (`room` set).
 /// Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL, room not
 /// UTF-8, stopped) with the reason in `chat_last_error()`. Any thread, including the callback.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `room` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn chat_presence_json(e: *const chat_engine, room: *const c_char) -> *mut c_char {
-    guard(std::ptr::null_mut(), || {
-        let run = || -> Result<String, c_int> {
-            let h = engine_ref(e)?;
-            let room = opt_str_arg(room, "room")?;
-            match h.either()? {
-                Either::Local(en) => en.presence_json(room),
-                Either::Remote(r) => r.presence_json(room),
-            }
-            .map_err(code_of)
-        };
-        run().map_or(std::ptr::null_mut(), super::strings::owned)
+pub unsafe extern "C" fn chat_presence_json(e: *const chat_engine, room: *const c_char) -> *mut c_char {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, room) = unsafe { (engine_ref(e)?, opt_str_arg(room, "room")?) };
+        Ok(super::strings::owned(h.engine.presence_json(room)?))
+    })
+}
+
+/// The rooms with someone in them, by name, as a JSON array
+/// `[{"room", "users", "connections", "last_id"}]` (`users` counts a user with several tabs
+/// once). Returns a string the caller owns and frees with `chat_string_free`, or NULL (e NULL,
+/// stopped, daemon unreachable) with the reason in `chat_last_error()`. Any thread.
+///
+/// # Safety
+/// `e` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn chat_rooms_json(e: *const chat_engine) -> *mut c_char {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let rooms = unsafe { engine_ref(e) }?.engine.rooms()?;
+        Ok(super::strings::owned(serde_json::to_string(&rooms).unwrap_or_default()))
     })
 }
 
@@ -510,26 +484,18 @@ pub extern "C" fn chat_presence_json(e: *const chat_engine, room: *const c_char)
 /// valid (every call returns CHAT_ERR_STOPPED, except `chat_stats_json`) until `chat_free`.
 /// Any thread, including inside the callback. On a `chat_connect` handle it closes the
 /// connection to the daemon (the daemon keeps running); later calls return CHAT_ERR_STOPPED.
+///
+/// # Safety
+/// `e` is NULL or a live handle.
 #[no_mangle]
-pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
-    guard(CHAT_ERR_PANIC as c_int, || match engine_ref(e) {
-        Ok(h) => {
-            // The callback's userdata may be freed by the host after stop: forget it first.
-            *h.callback.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            let stopped = match &h.target {
-                Target::Local(en) => en.stop().is_ok(),
-                Target::Remote { remote, closed } => {
-                    remote.close();
-                    !closed.swap(true, Ordering::SeqCst)
-                }
-            };
-            if stopped {
-                CHAT_OK as c_int
-            } else {
-                fail(CHAT_ERR_STOPPED, "the engine is already stopped")
-            }
-        }
-        Err(c) => c,
+pub unsafe extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let h = unsafe { engine_ref(e) }?;
+        // The callback's userdata may be freed by the host after stop: forget it first.
+        *h.callback.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        h.engine.stop().map_err(|_| Failed(fail(CHAT_ERR_STOPPED, "the engine is already stopped")))?;
+        Ok(OK)
     })
 }
 
@@ -537,21 +503,21 @@ pub extern "C" fn chat_stop(e: *mut chat_engine) -> c_int {
 /// when no other thread uses the handle any more, and never from inside the callback. Calls
 /// already running on other threads (a waiting `chat_poll_event`) finish safely with
 /// CHAT_ERR_STOPPED.
+///
+/// # Safety
+/// `e` is NULL or a handle from `chat_start`/`chat_connect`, given here exactly once.
 #[no_mangle]
-pub extern "C" fn chat_free(e: *mut chat_engine) {
+pub unsafe extern "C" fn chat_free(e: *mut chat_engine) {
     if e.is_null() {
         return;
     }
-    guard((), || {
-        let h = take_box(e);
-        match &h.inner.target {
-            Target::Local(en) => {
-                let _ = en.stop();
-            }
-            Target::Remote { remote, .. } => remote.close(),
-        }
+    entry(|| {
+        // SAFETY: not NULL, and the caller gives the handle back exactly once (Safety section).
+        let h = unsafe { take_box(e) };
+        let _ = h.inner.engine.stop();
         // Calls still running on other threads hold their own references; the last one frees.
         drop(h);
+        Ok(())
     })
 }
 

@@ -124,7 +124,7 @@ impl OwnedEvent {
             conn_id: ev.conn_id,
             msg_id: ev.msg_id,
             ts_ms: ev.ts,
-            code: ev.code,
+            code: ev.code(),
             room: ptr(&room),
             name: ptr(&name),
             text: text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr() as *const c_char),
@@ -148,14 +148,19 @@ impl OwnedEvent {
 
 /// Frees an event returned by `chat_poll_event`. NULL is a no-op. Any thread; never free an
 /// event passed to a callback (the library owns those), and never free one twice.
+///
+/// # Safety
+/// `ev` is NULL or an event from `chat_poll_event`, freed exactly once.
 #[no_mangle]
-pub extern "C" fn chat_event_free(ev: *mut chat_event) {
+pub unsafe extern "C" fn chat_event_free(ev: *mut chat_event) {
     if ev.is_null() {
         return;
     }
-    super::guard((), || {
-        // `ev` came from OwnedEvent::into_raw (chat_poll_event) and `raw` is the first field of
-        // the repr(C) OwnedEvent, so it is the original Box pointer.
-        drop(super::take_box(ev as *mut OwnedEvent));
+    super::entry(|| {
+        // SAFETY: `ev` came from OwnedEvent::into_raw (chat_poll_event), once (the Safety
+        // section), and `raw` is the first field of the repr(C) OwnedEvent, so it is the
+        // original Box pointer.
+        drop(unsafe { super::take_box(ev as *mut OwnedEvent) });
+        Ok(())
     })
 }

@@ -1,6 +1,9 @@
 //! `chat_result`: the codes every `int`-returning function uses, and their text.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::sync::OnceLock;
+
+use crate::error::ErrorKind;
 
 /// Result codes. `CHAT_OK` (0) is success; errors are negative. Functions that count something
 /// (`chat_broadcast`, `chat_dispatch`, `chat_poll_event`) return the count (>= 0) on success.
@@ -39,7 +42,7 @@ pub enum chat_result {
     CHAT_ERR_UNSUPPORTED = -13,
 }
 
-/// Every code, for `chat_result_str` (module-private so cbindgen does not export it).
+/// Every code (module-private so cbindgen does not export it).
 const ALL: [chat_result; 14] = [
     chat_result::CHAT_OK,
     chat_result::CHAT_ERR_NULL,
@@ -57,24 +60,31 @@ const ALL: [chat_result; 14] = [
     chat_result::CHAT_ERR_UNSUPPORTED,
 ];
 
+impl From<ErrorKind> for chat_result {
+    /// The code `src/error.rs`'s table gives the kind.
+    fn from(kind: ErrorKind) -> Self {
+        ALL.iter().copied().find(|r| *r as i32 == kind.c_code()).unwrap_or(chat_result::CHAT_ERR_INTERNAL)
+    }
+}
+
 impl chat_result {
-    fn text(self) -> &'static str {
-        match self {
-            chat_result::CHAT_OK => "ok\0",
-            chat_result::CHAT_ERR_NULL => "a required argument was NULL\0",
-            chat_result::CHAT_ERR_UTF8 => "a string argument was not valid UTF-8\0",
-            chat_result::CHAT_ERR_CONFIG => "invalid configuration\0",
-            chat_result::CHAT_ERR_BIND => "could not bind the listen address\0",
-            chat_result::CHAT_ERR_STOPPED => "the engine is stopped\0",
-            chat_result::CHAT_ERR_UNKNOWN_CONN => "no such connection\0",
-            chat_result::CHAT_ERR_QUEUE_FULL => "the connection's outbound queue is full\0",
-            chat_result::CHAT_ERR_PANIC => "internal panic caught\0",
-            chat_result::CHAT_ERR_INTERNAL => "internal error\0",
-            chat_result::CHAT_ERR_INVALID => "invalid argument\0",
-            chat_result::CHAT_ERR_UNKNOWN_TOKEN => "no message waits for that reply token\0",
-            chat_result::CHAT_ERR_CONTROL => "the control socket could not be used\0",
-            chat_result::CHAT_ERR_UNSUPPORTED => "not possible on a handle from chat_connect\0",
-        }
+    /// The description from `src/error.rs`'s table (the first kind with this code), NUL-ended.
+    fn text(self) -> &'static CStr {
+        static TEXTS: OnceLock<Vec<(i32, CString)>> = OnceLock::new();
+        let texts = TEXTS.get_or_init(|| {
+            let mut t = vec![(0, CString::new("ok").unwrap_or_default())];
+            for k in ErrorKind::ALL {
+                if !t.iter().any(|(c, _)| *c == k.c_code()) {
+                    t.push((k.c_code(), CString::new(k.describe()).unwrap_or_default()));
+                }
+            }
+            t
+        });
+        texts
+            .iter()
+            .find(|(c, _)| *c == self as i32)
+            .map(|(_, s)| s.as_c_str())
+            .unwrap_or(c"unknown result code")
     }
 }
 
@@ -84,6 +94,21 @@ impl chat_result {
 /// and positive counts get "unknown result code". Any thread; never NULL.
 #[no_mangle]
 pub extern "C" fn chat_result_str(code: c_int) -> *const c_char {
-    let text = ALL.iter().find(|r| **r as i32 == code).map(|r| r.text()).unwrap_or("unknown result code\0");
-    text.as_ptr() as *const c_char
+    let text = ALL.iter().find(|r| **r as i32 == code).map(|r| r.text()).unwrap_or(c"unknown result code");
+    text.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_c_code_here() {
+        for k in ErrorKind::ALL {
+            assert_eq!(chat_result::from(*k) as i32, k.c_code(), "{k:?}");
+        }
+        for r in ALL {
+            assert_ne!(r.text().to_bytes(), b"unknown result code", "{r:?}");
+        }
+    }
 }

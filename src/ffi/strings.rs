@@ -25,12 +25,17 @@ pub extern "C" fn chat_last_result() -> std::ffi::c_int {
 /// Frees a string returned as `char *` by this library (e.g. `chat_stats_json`).
 ///
 /// NULL is a no-op. Never pass a string from anywhere else, or the same one twice. Any thread.
+///
+/// # Safety
+/// `s` is NULL or a `char *` this library returned, freed exactly once.
 #[no_mangle]
-pub extern "C" fn chat_string_free(s: *mut c_char) {
+pub unsafe extern "C" fn chat_string_free(s: *mut c_char) {
     if s.is_null() {
         return;
     }
-    drop(take_cstring(s));
+    // SAFETY: not NULL; C passes a pointer this library made with CString::into_raw, exactly
+    // once (the Safety section).
+    drop(unsafe { CString::from_raw(s) });
 }
 
 /// The library version, e.g. "0.1.0". Static, owned by the library, never NULL. Any thread.
@@ -55,10 +60,4 @@ pub(crate) fn owned(s: String) -> *mut c_char {
     let mut bytes = s.into_bytes();
     bytes.retain(|b| *b != 0);
     CString::new(bytes).map(CString::into_raw).unwrap_or(std::ptr::null_mut())
-}
-
-fn take_cstring(s: *mut c_char) -> CString {
-    // SAFETY: the caller checked NULL; C passes a pointer this library made with
-    // CString::into_raw, exactly once.
-    unsafe { CString::from_raw(s) }
 }

@@ -177,16 +177,43 @@ pub async fn time_bot_scenario(child: Child, reply_has: &str) {
     assert!(lines.last().is_some_and(|l| l.starts_with("stopped (ok): {")), "{lines:?}");
 }
 
+/// The text of a WebSocket upgrade request for `path` (with its query), with extra header lines
+/// (`extra`: whole lines, CRLF-terminated).
+pub fn upgrade_request(path: &str, host: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Sends an upgrade request on `s` and reads the status line; panics unless it is 101.
+pub fn upgrade_on(s: &mut std::net::TcpStream, path: &str) {
+    s.write_all(upgrade_request(path, "x", "").as_bytes()).unwrap();
+    let mut b = [0u8; 12];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"HTTP/1.1 101");
+}
+
+/// A short masked text frame as a client sends it (mask 0, so the payload reads as is).
+pub fn masked_text(text: &[u8]) -> Vec<u8> {
+    assert!(text.len() < 126, "short frames only");
+    let mut f = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(text);
+    f
+}
+
+/// The library's text for the last failure on this thread.
+pub fn last_error() -> String {
+    // SAFETY: chat_last_error never returns NULL and the text lives until the next failure here.
+    unsafe { std::ffi::CStr::from_ptr(embedchat::ffi::chat_last_error()) }.to_string_lossy().into_owned()
+}
+
 /// Sends an upgrade request with extra header lines; returns the status code and the stream.
 pub fn raw_upgrade(port: u16, path: &str, extra: &str) -> (u16, std::net::TcpStream) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     // A refused request may be cut off mid-write; the answer is still read below.
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
+    let _ = s.write_all(upgrade_request(path, &format!("127.0.0.1:{port}"), extra).as_bytes());
     let mut head = Vec::new();
     let mut b = [0u8];
     while !head.ends_with(b"\r\n\r\n") {

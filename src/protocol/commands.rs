@@ -1,9 +1,5 @@
-//! Wire format: what clients send (commands) and what the server sends (JSON or seed).
-//!
-//! Pure functions, no I/O, so the whole format is unit-testable and fuzzable. The full message
-//! list is in `docs/protocol.md`.
+//! What clients send: one text message is plain chat text or a JSON command object.
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// A command parsed from one client text message.
@@ -137,181 +133,6 @@ fn clip(s: &str, max: usize) -> &str {
     }
 }
 
-/// Checks a room name: 1..=max characters, no control characters, no surrounding blanks.
-pub fn validate_room(room: &str, max_chars: usize) -> Result<(), String> {
-    if room.is_empty() {
-        return Err("room name is empty".into());
-    }
-    if room.chars().count() > max_chars {
-        return Err(format!("room name is longer than {max_chars} characters"));
-    }
-    if room.chars().any(char::is_control) {
-        return Err("room name contains control characters".into());
-    }
-    if room.trim() != room {
-        return Err("room name starts or ends with blanks".into());
-    }
-    Ok(())
-}
-
-/// Cleans a requested display name: control characters removed, blanks trimmed, cut to
-/// `max_chars`. Returns None when nothing usable is left.
-pub fn clean_name(raw: &str, max_chars: usize) -> Option<String> {
-    let no_ctl: String = raw.chars().filter(|c| !c.is_control()).collect();
-    let cut: String = no_ctl.trim().chars().take(max_chars).collect();
-    let cut = cut.trim_end().to_string();
-    (!cut.is_empty()).then_some(cut)
-}
-
-/// Who sent something, as it appears on the wire.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct User<'a> {
-    pub id: u64,
-    pub name: &'a str,
-}
-
-/// A user in a member list: `id` is one of its connections (whisper to it reaches them all),
-/// `tabs` how many of its connections are in the room.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Member<'a> {
-    pub id: u64,
-    pub name: &'a str,
-    pub tabs: u32,
-}
-
-/// What `welcome` tells a new connection about itself.
-pub struct Welcome<'a> {
-    pub id: u64,
-    pub name: &'a str,
-    /// The name comes from the site's login token; `nick` is refused.
-    pub bound: bool,
-    pub room: &'a str,
-    /// The engine's history epoch (send it back with `since` when resuming).
-    pub epoch: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Out<'a> {
-    Welcome {
-        id: u64,
-        name: &'a str,
-        bound: bool,
-        room: &'a str,
-        epoch: &'a str,
-        members: &'a [Member<'a>],
-    },
-    Presence {
-        room: &'a str,
-        members: &'a [Member<'a>],
-    },
-    Message {
-        room: &'a str,
-        id: u64,
-        ts: u64,
-        from: User<'a>,
-        text: &'a str,
-    },
-    Join {
-        room: &'a str,
-        user: User<'a>,
-    },
-    Leave {
-        room: &'a str,
-        user: User<'a>,
-    },
-    Whisper {
-        ts: u64,
-        from: User<'a>,
-        to: User<'a>,
-        text: &'a str,
-    },
-    Nick {
-        room: &'a str,
-        user: User<'a>,
-        old: &'a str,
-    },
-    Pong {
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a Value>,
-    },
-    Error {
-        code: &'a str,
-        message: &'a str,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a Value>,
-    },
-}
-
-fn to_json(out: &Out<'_>) -> String {
-    // Serializing plain strings and integers cannot fail.
-    serde_json::to_string(out).unwrap_or_default()
-}
-
-pub fn welcome(w: &Welcome<'_>, members: &[Member<'_>]) -> String {
-    to_json(&Out::Welcome { id: w.id, name: w.name, bound: w.bound, room: w.room, epoch: w.epoch, members })
-}
-
-pub fn presence(room: &str, members: &[Member<'_>]) -> String {
-    to_json(&Out::Presence { room, members })
-}
-
-pub fn message(room: &str, id: u64, ts: u64, from: User<'_>, text: &str) -> String {
-    to_json(&Out::Message { room, id, ts, from, text })
-}
-
-pub fn join(room: &str, user: User<'_>) -> String {
-    to_json(&Out::Join { room, user })
-}
-
-pub fn leave(room: &str, user: User<'_>) -> String {
-    to_json(&Out::Leave { room, user })
-}
-
-pub fn whisper(ts: u64, from: User<'_>, to: User<'_>, text: &str) -> String {
-    to_json(&Out::Whisper { ts, from, to, text })
-}
-
-pub fn nick(room: &str, user: User<'_>, old: &str) -> String {
-    to_json(&Out::Nick { room, user, old })
-}
-
-/// A `history` message from stored message objects (each already JSON), oldest first. `gap`:
-/// the client asked to resume from a message older than the window, so some are missing.
-pub fn history<'a>(room: &str, messages: impl Iterator<Item = &'a str>, gap: bool, more: bool) -> String {
-    let mut out = String::with_capacity(256);
-    out.push_str(r#"{"type":"history","room":"#);
-    out.push_str(&serde_json::to_string(room).unwrap_or_default());
-    out.push_str(&format!(r#","gap":{gap},"more":{more},"messages":["#));
-    for (i, m) in messages.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(m);
-    }
-    out.push_str("]}");
-    out
-}
-
-pub fn pong(reference: Option<&Value>) -> String {
-    to_json(&Out::Pong { reference })
-}
-
-pub fn error(code: &str, message: &str, reference: Option<&Value>) -> String {
-    to_json(&Out::Error { code, message, reference })
-}
-
-/// The seed tutorial's chat message, byte for byte what its `json_encode` produced
-/// (PHP escapes `/` and non-ASCII; browsers decode both the same, so we keep serde's form).
-pub fn seed_message(text: &str, sender: &str) -> String {
-    #[derive(Serialize)]
-    struct Seed<'a> {
-        mess: &'a str,
-        name: &'a str,
-    }
-    serde_json::to_string(&Seed { mess: text, name: sender }).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,28 +185,6 @@ mod tests {
     }
 
     #[test]
-    fn errors_carry_the_ref_of_a_readable_command() {
-        let e = parse_client(r#"{"type":"fly","ref":"r1"}"#, false).unwrap_err();
-        assert_eq!((e.code, e.reference), ("unknown_type", Some(Value::from("r1"))));
-        let v: Value = serde_json::from_str(&error("x", "y", Some(&Value::from(9)))).unwrap();
-        assert_eq!(v["ref"], 9);
-    }
-
-    #[test]
-    fn history_is_a_json_array_of_the_stored_messages() {
-        let m1 = message("r", 1, 5, User { id: 1, name: "a" }, "one");
-        let m2 = message("r", 2, 6, User { id: 1, name: "a" }, "two");
-        let v: Value =
-            serde_json::from_str(&history("r\"oom", [m1.as_str(), m2.as_str()].into_iter(), true, false))
-                .unwrap();
-        assert_eq!(v["room"], "r\"oom");
-        assert_eq!(v["gap"], true);
-        assert_eq!(v["messages"][1]["text"], "two");
-        let empty: Value = serde_json::from_str(&history("r", std::iter::empty(), false, false)).unwrap();
-        assert_eq!(empty["messages"], serde_json::json!([]));
-    }
-
-    #[test]
     fn malformed_json_is_an_error_not_text() {
         assert_eq!(parse_client("{oops", false).unwrap_err().code, "bad_json");
     }
@@ -404,43 +203,6 @@ mod tests {
         assert_eq!(parse_client(r#"{"type":"message","text":12}"#, false).unwrap_err().code, "bad_field");
         assert_eq!(parse_client(r#"{"type":"join"}"#, false).unwrap_err().code, "bad_field");
         assert_eq!(parse_client(r#"[1,2]"#, false).map(|_| ()), Ok(()), "not an object: plain text");
-    }
-
-    #[test]
-    fn room_names_are_validated() {
-        assert!(validate_room("lobby", 64).is_ok());
-        assert!(validate_room("", 64).is_err());
-        assert!(validate_room("a\nb", 64).is_err());
-        assert!(validate_room(" lobby", 64).is_err());
-        assert!(validate_room(&"x".repeat(65), 64).is_err());
-        assert!(validate_room("кухня", 64).is_ok());
-    }
-
-    #[test]
-    fn names_are_trimmed_cleaned_and_cut() {
-        assert_eq!(clean_name("  bob \n", 32).as_deref(), Some("bob"));
-        assert_eq!(clean_name("a\u{0}b", 32).as_deref(), Some("ab"));
-        assert_eq!(clean_name("   ", 32), None);
-        assert_eq!(clean_name("abcdef", 3).as_deref(), Some("abc"));
-        assert_eq!(clean_name("ab   cd", 3).as_deref(), Some("ab"));
-    }
-
-    #[test]
-    fn message_encoding_has_every_field() {
-        let v: Value =
-            serde_json::from_str(&message("lobby", 7, 123, User { id: 3, name: "bob" }, "<b>hi")).unwrap();
-        assert_eq!(v["type"], "message");
-        assert_eq!(v["room"], "lobby");
-        assert_eq!(v["id"], 7);
-        assert_eq!(v["ts"], 123);
-        assert_eq!(v["from"]["id"], 3);
-        assert_eq!(v["from"]["name"], "bob");
-        assert_eq!(v["text"], "<b>hi");
-    }
-
-    #[test]
-    fn seed_message_is_exactly_mess_then_name() {
-        assert_eq!(seed_message("hi \"you\"", "bob"), r#"{"mess":"hi \"you\"","name":"bob"}"#);
     }
 }
 
@@ -503,23 +265,6 @@ mod properties {
             prop_assert!(parse_client(&text, false).is_ok());
             if let Err(e) = parse_client(&v.to_string(), false) {
                 prop_assert!(CODES.contains(&e.code), "{:?}", e);
-            }
-        }
-
-        #[test]
-        fn any_chat_text_round_trips_through_the_server_encoding(text in any::<String>(), name in ".{1,32}") {
-            let v: Value = serde_json::from_str(&message("r", 1, 2, User { id: 3, name: &name }, &text)).unwrap();
-            prop_assert_eq!(v["text"].as_str(), Some(text.as_str()));
-            let v: Value = serde_json::from_str(&seed_message(&text, &name)).unwrap();
-            prop_assert_eq!(v["mess"].as_str(), Some(text.as_str()));
-        }
-
-        #[test]
-        fn cleaned_names_are_short_trimmed_and_printable(raw in any::<String>(), max in 1usize..40) {
-            if let Some(n) = clean_name(&raw, max) {
-                prop_assert!(n.chars().count() <= max);
-                prop_assert_eq!(n.trim(), n.as_str());
-                prop_assert!(!n.chars().any(char::is_control));
             }
         }
     }

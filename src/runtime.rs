@@ -11,30 +11,9 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::error::Error;
 use crate::events::EventQueue;
 use crate::wsframe::close;
-
-/// Why the engine did not start.
-#[derive(Debug)]
-pub enum StartError {
-    Config(crate::config::ConfigError),
-    Bind { addr: SocketAddr, source: std::io::Error },
-    Control { path: String, source: std::io::Error },
-    Io(std::io::Error),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Config(e) => e.fmt(f),
-            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            StartError::Control { path, source } => {
-                write!(f, "config key `control_socket`: cannot listen on {path}: {source}")
-            }
-            StartError::Io(e) => write!(f, "cannot start the engine: {e}"),
-        }
-    }
-}
 
 /// A running server: its runtime, shared state and the accept loop's stop signal.
 pub struct Running {
@@ -76,40 +55,42 @@ fn block_sigpipe() {
 }
 
 /// Validates the config, binds, and returns once connections are accepted.
-pub fn start(cfg: Config) -> Result<Running, StartError> {
-    cfg.validate().map_err(StartError::Config)?;
-    let addr = cfg.listen_addr().map_err(StartError::Config)?;
-    let std_listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    let local_addr = std_listener.local_addr().map_err(StartError::Io)?;
+pub fn start(cfg: Config) -> Result<Running, Error> {
+    cfg.validate()?;
+    let addr = cfg.listen_addr()?;
+    let std_listener = bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    let local_addr = std_listener.local_addr().map_err(Error::Io)?;
     // Before the runtime exists: a failed start must not drop a runtime (which panics when the
     // caller is itself async code).
-    let control = match &cfg.control_socket {
+    let control = match &cfg.site.control_socket {
         Some(path) => {
-            let mode = cfg.socket_mode().map_err(StartError::Config)?;
-            let l = crate::control::bind(path, mode)
-                .map_err(|e| StartError::Control { path: path.clone(), source: e })?;
+            let mode = cfg.site.socket_mode()?;
+            let l = crate::control::bind(path, mode).map_err(|e| {
+                Error::Control(format!("config key `control_socket`: cannot listen on {path}: {e}"))
+            })?;
             Some((l, path.clone()))
         }
         None => None,
     };
-    let events =
-        Arc::new(EventQueue::with_limits(cfg.event_queue, cfg.max_event_bytes).map_err(StartError::Io)?);
+    let events = Arc::new(
+        EventQueue::with_limits(cfg.events.event_queue, cfg.events.max_event_bytes).map_err(Error::Io)?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
         .thread_name("embedchat-io")
         .on_thread_start(block_sigpipe)
         .enable_all()
         .build()
-        .map_err(StartError::Io)?;
+        .map_err(Error::Io)?;
     let mut ctx = Context::new(cfg, events);
     ctx.local_port = local_addr.port();
     let ctx = Arc::new(ctx);
     let stop_accept = Arc::new(Notify::new());
     let (listener, control) = {
         let _enter = runtime.enter();
-        let tcp = tokio::net::TcpListener::from_std(std_listener).map_err(StartError::Io)?;
+        let tcp = tokio::net::TcpListener::from_std(std_listener).map_err(Error::Io)?;
         let unix = match control {
-            Some((l, path)) => Some((tokio::net::UnixListener::from_std(l).map_err(StartError::Io)?, path)),
+            Some((l, path)) => Some((tokio::net::UnixListener::from_std(l).map_err(Error::Io)?, path)),
             None => None,
         };
         (tcp, unix)
@@ -120,7 +101,7 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
     if let Some((l, _)) = control {
         runtime.spawn(crate::control::serve(l, ctx.clone(), stop_control.clone()));
     }
-    if ctx.cfg.relay == crate::config::Relay::Host || ctx.cfg.join_hook {
+    if ctx.cfg.moderation.holds_anything() {
         // Held messages and joins the host did not decide on get `hook_default` within ~25 ms
         // of their deadline.
         let hub_ctx = ctx.clone();
@@ -128,7 +109,7 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
             let mut tick = tokio::time::interval(Duration::from_millis(25));
             loop {
                 tick.tick().await;
-                hub_ctx.hub.expire(crate::hub::now_ms());
+                hub_ctx.hub.expire(crate::clock::now_ms());
             }
         });
     }

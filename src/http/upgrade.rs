@@ -1,199 +1,25 @@
-//! The one port: hyper serves the page and small HTTP endpoints, and checks WebSocket upgrade
-//! requests before handing the raw socket to a session.
+//! The WebSocket upgrade: every check a connection must pass before it becomes a session
+//! (method and headers, login token, room, origin, capacity, per-address limit), each refusal an
+//! HTTP status with a reason and a count.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::net::TcpStream;
 
+use super::{header_has, text, Reply};
 use crate::context::Context;
-use crate::hub::{Identity, Resume};
+use crate::identity::{Identity, Resume};
 use crate::protocol;
 use crate::session::{self, Hello};
 use crate::stats::Stats;
-
-/// The bundled chat page.
-const PAGE: &str = include_str!("../web/index.html");
-
-/// Accepts connections until `stop` is notified.
-pub async fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<Notify>) {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(stream, peer, ctx.clone()));
-                }
-                // Out of descriptors or a transient error: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            },
-            _ = stop.notified() => break,
-        }
-    }
-}
-
-async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
-    let timeout = Duration::from_millis(ctx.cfg.handshake_timeout_ms);
-    let svc_ctx = ctx.clone();
-    let svc = service_fn(move |req| handle(req, svc_ctx.clone(), peer));
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeout)
-        .max_buf_size(ctx.cfg.max_header_bytes)
-        .max_headers(ctx.cfg.max_header_count)
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
-    if let Err(e) = conn.await {
-        // hyper answered (431) or hung up (timeout) by itself; count it like every other refusal.
-        if e.is_parse_too_large() {
-            Stats::inc(&ctx.stats.header_rejects);
-        } else if e.is_timeout() {
-            Stats::inc(&ctx.stats.handshake_timeouts);
-        }
-    }
-}
-
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
-    );
-    r
-}
-
-fn text(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
-    let mut m = msg.into();
-    m.push('\n');
-    reply(status, "text/plain; charset=utf-8", m)
-}
-
-fn header_has(req: &Request<Body>, name: header::HeaderName, token: &str) -> bool {
-    req.headers()
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-async fn handle(
-    req: Request<Body>,
-    ctx: Arc<Context>,
-    peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    if header_has(&req, header::UPGRADE, "websocket") {
-        return Ok(match req.uri().path() {
-            "/ws" | "/" => upgrade(req, ctx, peer),
-            _ => text(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws"),
-        });
-    }
-    Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") if ctx.cfg.page => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET, "/metrics") if ctx.cfg.metrics => {
-            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", ctx.snapshot().prometheus())
-        }
-        (_, p) if p.starts_with("/api/") => api(req, &ctx).await,
-        _ => text(StatusCode::NOT_FOUND, "not found"),
-    })
-}
-
-fn json_reply(status: u16, v: &serde_json::Value) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    reply(status, "application/json", format!("{v}\n"))
-}
-
-/// Compares without stopping at the first differing byte, so response timing does not reveal
-/// how much of a guessed key was right.
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The HTTP API: the control operations for a site's PHP-FPM pages, behind `api_key`.
-async fn api(req: Request<Body>, ctx: &Context) -> Response<Full<Bytes>> {
-    use crate::control::{self, Failure};
-    use http_body_util::BodyExt;
-    let Some(key) = &ctx.cfg.api_key else {
-        return text(StatusCode::NOT_FOUND, "the HTTP API is off (set `api_key` in the engine config)");
-    };
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let ok = given
-        .and_then(|g| g.strip_prefix("Bearer "))
-        .is_some_and(|g| same_key(g.trim().as_bytes(), key.as_bytes()));
-    if !ok {
-        Stats::inc(&ctx.stats.api_auth_failures);
-        let mut r = json_reply(
-            401,
-            &Failure::new("unauthorized", "missing or wrong `Authorization: Bearer` key").to_json(),
-        );
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    Stats::inc(&ctx.stats.api_requests);
-    let path = req.uri().path().trim_start_matches("/api/").to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let op = match (req.method().clone(), path.as_str()) {
-        (Method::POST, "publish" | "send" | "kick") => {
-            let limit = ctx.cfg.max_message_bytes + 64 * 1024;
-            let body = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return json_reply(413, &Failure::new("too_large", "request body too large").to_json())
-                }
-            };
-            let mut v: serde_json::Value = match serde_json::from_slice(&body) {
-                Ok(v @ serde_json::Value::Object(_)) => v,
-                _ => {
-                    return json_reply(
-                        400,
-                        &Failure::new("bad_request", "the body must be a JSON object").to_json(),
-                    )
-                }
-            };
-            v["op"] = serde_json::Value::from(if path == "publish" { "broadcast" } else { path.as_str() });
-            serde_json::from_value(v).map_err(|e| Failure::new("bad_request", format!("bad request: {e}")))
-        }
-        (Method::GET, "rooms") => Ok(control::Op::Rooms),
-        (Method::GET, "stats") => Ok(control::Op::Stats),
-        (Method::GET, "presence") => {
-            let room = form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "room")
-                .map(|(_, v)| v.into_owned());
-            Ok(control::Op::Presence { room })
-        }
-        (_, "publish" | "send" | "kick" | "rooms" | "stats" | "presence") => {
-            return json_reply(
-                405,
-                &Failure::new(
-                    "method_not_allowed",
-                    "publish, send and kick are POST; rooms, presence and stats are GET",
-                )
-                .to_json(),
-            );
-        }
-        _ => return json_reply(404, &Failure::new("not_found", "unknown API path").to_json()),
-    };
-    match op.and_then(|op| control::execute(ctx, op)) {
-        Ok(v) => json_reply(200, &v),
-        Err(f) => json_reply(f.status(), &f.to_json()),
-    }
-}
 
 /// The Sec-WebSocket-Accept value for a client key (RFC 6455 section 4.2.2).
 pub fn accept_key(key: &[u8]) -> String {
@@ -203,12 +29,12 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
-fn reject(ctx: &Context, status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+fn reject(ctx: &Context, status: StatusCode, msg: &str) -> Reply {
     Stats::inc(&ctx.stats.handshake_rejects);
     text(status, msg)
 }
 
-fn auth_failed(ctx: &Context, status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+fn auth_failed(ctx: &Context, status: StatusCode, msg: &str) -> Reply {
     Stats::inc(&ctx.stats.auth_failures);
     reject(ctx, status, msg)
 }
@@ -253,7 +79,7 @@ pub fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&st
     }
 }
 
-fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Response<Full<Bytes>> {
+pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Reply {
     if req.method() != Method::GET || !header_has(&req, header::CONNECTION, "upgrade") {
         return reject(
             &ctx,
@@ -282,7 +108,7 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
     let mut client_key = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match &*k {
-            "name" => name = protocol::clean_name(&v, ctx.cfg.max_name_chars),
+            "name" => name = protocol::clean_name(&v, ctx.cfg.chat.max_name_chars),
             "room" if !v.is_empty() => room = Some(v.into_owned()),
             "since" => resume.since = v.parse::<u64>().ok(),
             "epoch" if !v.is_empty() => resume.epoch = Some(v.into_owned()),
@@ -294,11 +120,11 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
         }
     }
     let who = match (&ctx.auth, token) {
-        (Some(v), Some(t)) => match v.verify(&t, ctx.cfg.max_name_chars) {
+        (Some(v), Some(t)) => match v.verify(&t, ctx.cfg.chat.max_name_chars) {
             Ok(who) => who,
             Err(why) => return auth_failed(&ctx, StatusCode::UNAUTHORIZED, &why),
         },
-        (Some(_), None) if ctx.cfg.auth.as_ref().is_some_and(|a| a.required) => {
+        (Some(_), None) if ctx.cfg.site.auth.as_ref().is_some_and(|a| a.required) => {
             return auth_failed(&ctx, StatusCode::UNAUTHORIZED, "a login token is required (?token=)");
         }
         (None, Some(_)) => {
@@ -307,9 +133,9 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
         _ => Identity { user: client_key, name, bound: false, rooms: None },
     };
     // A token limited to some rooms lands in the first of them unless it asks for another.
-    let fallback = who.rooms.as_ref().and_then(|r| r.first()).unwrap_or(&ctx.cfg.default_room);
+    let fallback = who.rooms.as_ref().and_then(|r| r.first()).unwrap_or(&ctx.cfg.chat.default_room);
     let room = room.unwrap_or_else(|| fallback.clone());
-    if let Err(m) = protocol::validate_room(&room, ctx.cfg.max_room_chars) {
+    if let Err(m) = protocol::validate_room(&room, ctx.cfg.chat.max_room_chars) {
         return reject(&ctx, StatusCode::BAD_REQUEST, &m);
     }
     if who.rooms.as_ref().is_some_and(|allowed| !allowed.contains(&room)) {
@@ -317,14 +143,14 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
         return auth_failed(&ctx, StatusCode::FORBIDDEN, &msg);
     }
     let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if !origin_allowed(&ctx.cfg.allowed_origins, header(header::ORIGIN), header(header::HOST)) {
+    if !origin_allowed(&ctx.cfg.admission.allowed_origins, header(header::ORIGIN), header(header::HOST)) {
         Stats::inc(&ctx.stats.origin_rejects);
         return reject(&ctx, StatusCode::FORBIDDEN, "this Origin may not open a WebSocket here");
     }
     if ctx.stopping.load(Ordering::SeqCst) {
         return reject(&ctx, StatusCode::SERVICE_UNAVAILABLE, "server is stopping");
     }
-    if ctx.sessions.get() >= ctx.cfg.max_connections {
+    if ctx.sessions.get() >= ctx.cfg.admission.max_connections {
         return reject(&ctx, StatusCode::SERVICE_UNAVAILABLE, "too many connections");
     }
     let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
@@ -352,7 +178,7 @@ fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Respo
         ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     });
 
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Default::default());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -390,7 +216,8 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let cfg = crate::config::Config { trusted_proxies: vec!["10.0.0.0/8".into()], ..Default::default() };
+        let mut cfg = crate::config::Config::default();
+        cfg.admission.trusted_proxies = vec!["10.0.0.0/8".into()];
         let ctx = Context::new(cfg, Arc::new(crate::events::EventQueue::new(16).unwrap()));
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();

@@ -1,0 +1,658 @@
+//! Engine configuration: the JSON object given to `chat_start` (or built in Rust).
+//!
+//! The JSON is one flat object (every key is listed in the README); in Rust the keys are grouped
+//! by the part of the engine that reads them, and each part receives only its group: the hub
+//! gets `chat`, `history` and `moderation`, a connection gets `limits`, the upgrade check gets
+//! `admission`, the HTTP side gets `site` (secrets live only there), the event queue gets
+//! `events`. Every key has a default, unknown keys are refused, and every error names the key,
+//! because the host usually sees nothing but `chat_last_error()` and must know what to fix.
+//!
+//! To add a key: a field in its group below (with its doc comment, default and range check),
+//! and a row in the README's table. `parse.rs` finds it by itself.
+
+mod parse;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// What happens to a client's chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Relay {
+    /// Broadcast to the room at once; the host is told afterwards.
+    #[default]
+    Auto,
+    /// Held for the host: the message event carries a reply token and the host approves,
+    /// rejects or replaces it (moderation, persistence first); `hook_default` after
+    /// `hook_timeout_ms`.
+    Host,
+}
+
+/// Outgoing wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Typed JSON messages (`welcome`, `message`, `join`, …), see `docs/protocol.md`.
+    #[default]
+    Json,
+    /// The tutorial's `{"mess": text, "name": sender}` for chat messages and nothing else.
+    Seed,
+}
+
+/// What happens when a connection's unsent backlog would pass `max_backlog_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumer {
+    /// Close it with 1008 (it is not reading; it can reconnect and resume).
+    #[default]
+    Close,
+    /// Keep it, dropping its oldest queued messages to make room (tickers, presence).
+    DropOldest,
+    /// Keep it, dropping the new message.
+    DropNewest,
+}
+
+/// Settings for one room, overriding the engine's.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    pub slow_consumer: Option<SlowConsumer>,
+}
+
+/// What a held message gets when the host does not decide in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HookDefault {
+    /// Publish it as sent: a slow host must not stop the chat.
+    #[default]
+    Accept,
+    /// Refuse it: nothing unreviewed is ever published.
+    Reject,
+}
+
+/// On which thread the C callback set with `chat_set_callback` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackThread {
+    /// Only inside `chat_dispatch`, on the thread that calls it (safe for PHP).
+    #[default]
+    Host,
+    /// On one dedicated engine thread (never a tokio worker), for C/Rust hosts.
+    Engine,
+}
+
+/// Login carried into the chat: browsers connect with `?token=` holding an HS256 JWT signed
+/// with `secret` (claims `sub`, `name`, optional `rooms`, `exp`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HMAC key the site signs tokens with (at least 16 bytes).
+    pub secret: String,
+    /// Refuse connections without a token (HTTP 401). When false, anonymous visitors chat
+    /// under names they choose, and a token, if given, must still be valid.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Engine settings. The top-level fields are the engine's own; the groups go to the parts that
+/// read them. Field names are the JSON keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (see `chat_port`).
+    pub listen: String,
+    /// Tokio worker threads serving sockets.
+    pub worker_threads: usize,
+    /// How long `chat_stop` waits for clients to close before it drops them.
+    pub stop_timeout_ms: u64,
+    /// Conformance mode: every complete text or binary message is echoed to its sender and
+    /// nothing else is sent (no welcome, presence or pings). For the Autobahn test suite.
+    pub echo: bool,
+    #[serde(skip)]
+    pub chat: ChatConfig,
+    #[serde(skip)]
+    pub history: HistoryConfig,
+    #[serde(skip)]
+    pub moderation: ModerationConfig,
+    #[serde(skip)]
+    pub limits: LimitsConfig,
+    #[serde(skip)]
+    pub admission: AdmissionConfig,
+    #[serde(skip)]
+    pub events: EventsConfig,
+    #[serde(skip)]
+    pub site: SiteConfig,
+}
+
+/// Rooms, names and what clients see: read by the hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ChatConfig {
+    /// Room a client lands in when it gives none.
+    pub default_room: String,
+    pub protocol: Protocol,
+    /// Sender name of messages the host broadcasts or sends.
+    pub host_name: String,
+    /// Longest display name in characters (longer names are cut).
+    pub max_name_chars: usize,
+    /// Longest room name in characters (longer → refused).
+    pub max_room_chars: usize,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+    /// Per-room overrides, by room name: `{"ticker": {"slow_consumer": "drop_oldest"}}`.
+    pub rooms: BTreeMap<String, RoomConfig>,
+}
+
+/// What rooms remember: read by the hub's rooms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HistoryConfig {
+    /// Messages each room keeps for history, resume and late joiners (0 = none).
+    pub history_size: usize,
+    /// How many of the newest kept messages a newcomer gets on join (the rest by paging).
+    pub history_on_join: usize,
+    /// Empty rooms kept for their history; past this the one empty longest is forgotten.
+    pub max_idle_rooms: usize,
+    /// Names this engine's message ids. A client resuming with `since` from another epoch (an
+    /// engine that has since restarted) gets the whole window with `gap: true`. Empty = a new
+    /// one per start; a host that restores history across restarts sets a fixed one.
+    pub history_epoch: String,
+}
+
+/// What waits for the host's decision: read by the hub's moderation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ModerationConfig {
+    pub relay: Relay,
+    /// With relay `host` or `join_hook`: how long a message or join waits for the decision.
+    pub hook_timeout_ms: u64,
+    /// What happens to a message the host did not decide on in time.
+    pub hook_default: HookDefault,
+    /// Every join waits for the host (`join_request` event with a reply token; the first room
+    /// refused → close 4003, a `join` refused → `error`); `hook_default` after `hook_timeout_ms`.
+    pub join_hook: bool,
+}
+
+/// What one connection may do and hold: read by each connection (and by fan-out, for the
+/// backlog).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Largest client message (after reassembly of fragments); larger → close 1009.
+    pub max_message_bytes: usize,
+    /// Largest number of frames one client message may be split into; more → close 1009.
+    pub max_fragments: usize,
+    /// Outbound bytes queued for one connection before it counts as a slow consumer.
+    pub max_backlog_bytes: usize,
+    /// Policy for connections that fall `max_backlog_bytes` behind.
+    pub slow_consumer: SlowConsumer,
+    /// Messages a connection may send per second on average (token bucket); 0 = unlimited.
+    /// Excess messages get an `error` (`rate_limited`); a client that keeps going for a whole
+    /// burst's worth of refusals is closed with 1008.
+    pub max_messages_per_second: u32,
+    /// Bucket size: how many messages may come at once.
+    pub message_burst: u32,
+    /// After this much silence from a client the server pings it; 0 = never.
+    pub ping_interval_ms: u64,
+    /// How long a pinged client has to send anything (its pong) before it is closed (1001).
+    pub pong_timeout_ms: u64,
+    /// How long a closing connection may take to flush its close frame and hear the reply.
+    pub close_timeout_ms: u64,
+}
+
+/// Who may open a WebSocket: read by the upgrade check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AdmissionConfig {
+    /// Open WebSocket connections allowed at once; past it → HTTP 503.
+    pub max_connections: usize,
+    /// Open WebSocket connections per client IP; past it → HTTP 429. 0 = unlimited.
+    pub max_connections_per_ip: usize,
+    /// Origins allowed to open a WebSocket (exact `scheme://host[:port]`), `"*"` for any.
+    /// Empty (the default) = same origin only: a browser's `Origin` must match the `Host` it
+    /// connects to. Requests without `Origin` (non-browser clients) are allowed. Else HTTP 403.
+    pub allowed_origins: Vec<String>,
+    /// Proxy addresses (IPs or CIDR ranges) whose `X-Forwarded-For` is believed; for everyone
+    /// else the TCP peer address is the client's address.
+    pub trusted_proxies: Vec<String>,
+    /// Most request headers in the upgrade request; more → HTTP 431.
+    pub max_header_count: usize,
+    /// Most bytes of request line and headers; more → HTTP 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to send its HTTP request headers.
+    pub handshake_timeout_ms: u64,
+}
+
+/// What the host is told and how: read by the event queue and the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// Events waiting for the host; past this they are dropped and counted.
+    pub event_queue: usize,
+    /// Memory the waiting events may hold (their texts mostly); past it they are dropped and
+    /// counted like a full queue.
+    pub max_event_bytes: usize,
+    pub callback_thread: CallbackThread,
+    /// Report every message that enters a room's history with its id (`published` events): held
+    /// messages once decided, and host messages from any path. For hosts that store messages;
+    /// off by default, since a host that never takes its events would only fill the queue.
+    pub published_events: bool,
+}
+
+/// The site's ways in besides the chat: the page, metrics, login tokens, the HTTP API and the
+/// control socket. The secrets live here and nowhere else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SiteConfig {
+    /// Serve the bundled chat page at `GET /`.
+    pub page: bool,
+    /// Serve counters in Prometheus text format at `GET /metrics`.
+    pub metrics: bool,
+    /// Tokens from the site's login (see `AuthConfig`); absent = everyone is anonymous.
+    pub auth: Option<AuthConfig>,
+    /// Bearer key for the HTTP API (`/api/...`); absent = the API is off.
+    pub api_key: Option<String>,
+    /// Path of a local control socket (Unix domain) for `chat_connect`; absent = none.
+    pub control_socket: Option<String>,
+    /// File mode of the control socket, octal digits as a string.
+    pub control_socket_mode: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            worker_threads: 2,
+            stop_timeout_ms: 5_000,
+            echo: false,
+            chat: ChatConfig::default(),
+            history: HistoryConfig::default(),
+            moderation: ModerationConfig::default(),
+            limits: LimitsConfig::default(),
+            admission: AdmissionConfig::default(),
+            events: EventsConfig::default(),
+            site: SiteConfig::default(),
+        }
+    }
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            default_room: "lobby".into(),
+            protocol: Protocol::Json,
+            host_name: "system".into(),
+            max_name_chars: 32,
+            max_room_chars: 64,
+            max_rooms_per_connection: 16,
+            rooms: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            history_size: 100,
+            history_on_join: 50,
+            max_idle_rooms: 10_000,
+            history_epoch: String::new(),
+        }
+    }
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        ModerationConfig {
+            relay: Relay::Auto,
+            hook_timeout_ms: 2_000,
+            hook_default: HookDefault::Accept,
+            join_hook: false,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 64 * 1024,
+            max_fragments: 1024,
+            max_backlog_bytes: 1024 * 1024,
+            slow_consumer: SlowConsumer::Close,
+            max_messages_per_second: 20,
+            message_burst: 40,
+            ping_interval_ms: 30_000,
+            pong_timeout_ms: 10_000,
+            close_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            max_connections: 100_000,
+            max_connections_per_ip: 256,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_header_count: 64,
+            max_header_bytes: 16 * 1024,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            event_queue: 65_536,
+            max_event_bytes: 64 << 20,
+            callback_thread: CallbackThread::Host,
+            published_events: false,
+        }
+    }
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            page: true,
+            metrics: true,
+            auth: None,
+            api_key: None,
+            control_socket: None,
+            control_socket_mode: "0600".into(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The JSON key (dotted path) at fault; empty when the document itself is broken.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "config key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+fn range(key: &str, v: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(err(key, format!("must be between {lo} and {hi}, got {v}")));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Parses a JSON object (empty string, `{}` or `[]` = all defaults) and validates it.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let cfg = parse::from_json(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and formats; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        range("worker_threads", self.worker_threads, 1, 64)?;
+        range("stop_timeout_ms", self.stop_timeout_ms as usize, 10, 600_000)?;
+        self.chat.validate()?;
+        self.history.validate()?;
+        self.moderation.validate()?;
+        self.limits.validate()?;
+        self.admission.validate()?;
+        self.events.validate()?;
+        self.site.validate()?;
+        crate::protocol::validate_room(&self.chat.default_room, self.chat.max_room_chars)
+            .map_err(|m| err("default_room", m))
+    }
+
+    /// The `listen` key as a socket address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            err("listen", format!("`{}` is not an IP:port address such as 127.0.0.1:8080", self.listen))
+        })
+    }
+}
+
+impl ChatConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("max_name_chars", self.max_name_chars, 1, 256)?;
+        range("max_room_chars", self.max_room_chars, 1, 256)?;
+        range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;
+        if self.host_name.trim().is_empty() || self.host_name.chars().any(char::is_control) {
+            return Err(err("host_name", "must be a non-empty name without control characters"));
+        }
+        Ok(())
+    }
+
+    /// The slow-consumer policy of `room`: its override, or `default`.
+    pub fn policy_for(&self, room: &str, default: SlowConsumer) -> SlowConsumer {
+        self.rooms.get(room).and_then(|r| r.slow_consumer).unwrap_or(default)
+    }
+}
+
+impl HistoryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("history_size", self.history_size, 0, 100_000)?;
+        range("history_on_join", self.history_on_join, 0, 100_000)?;
+        range("max_idle_rooms", self.max_idle_rooms, 0, 10_000_000)?;
+        if self.history_epoch.len() > 64 || self.history_epoch.chars().any(|c| c.is_control()) {
+            return Err(err("history_epoch", "must be at most 64 bytes without control characters"));
+        }
+        Ok(())
+    }
+}
+
+impl ModerationConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("hook_timeout_ms", self.hook_timeout_ms as usize, 10, 600_000)
+    }
+
+    /// Whether anything waits for the host's decision (and so needs the deadline timer).
+    pub fn holds_anything(&self) -> bool {
+        self.relay == Relay::Host || self.join_hook
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("max_message_bytes", self.max_message_bytes, 16, 64 << 20)?;
+        range("max_fragments", self.max_fragments, 1, 1 << 20)?;
+        range("max_backlog_bytes", self.max_backlog_bytes, 1024, 1 << 30)?;
+        range("max_messages_per_second", self.max_messages_per_second as usize, 0, 1_000_000)?;
+        range("message_burst", self.message_burst as usize, 1, 1_000_000)?;
+        range("ping_interval_ms", self.ping_interval_ms as usize, 0, 3_600_000)?;
+        range("pong_timeout_ms", self.pong_timeout_ms as usize, 10, 600_000)?;
+        range("close_timeout_ms", self.close_timeout_ms as usize, 10, 600_000)
+    }
+}
+
+impl AdmissionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("max_connections", self.max_connections, 1, 10_000_000)?;
+        range("max_connections_per_ip", self.max_connections_per_ip, 0, 10_000_000)?;
+        range("max_header_count", self.max_header_count, 8, 1000)?;
+        range("max_header_bytes", self.max_header_bytes, 8192, 1 << 20)?;
+        range("handshake_timeout_ms", self.handshake_timeout_ms as usize, 100, 600_000)?;
+        for (i, o) in self.allowed_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(err(
+                    &format!("allowed_origins[{i}]"),
+                    format!("`{o}` is not \"*\" or an origin such as https://example.com"),
+                ));
+            }
+        }
+        self.proxy_nets().map(drop)
+    }
+
+    /// The `trusted_proxies` key as networks (a plain IP is a one-address network).
+    pub fn proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        err(
+                            &format!("trusted_proxies[{i}]"),
+                            format!("`{p}` is not an IP address or CIDR range"),
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+impl EventsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("event_queue", self.event_queue, 16, 1 << 24)?;
+        range("max_event_bytes", self.max_event_bytes, 64 << 10, 1 << 40)
+    }
+}
+
+impl SiteConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = &self.auth {
+            if a.secret.len() < 16 {
+                return Err(err(
+                    "auth.secret",
+                    "must be at least 16 bytes (HS256 key; 32 random bytes recommended)",
+                ));
+            }
+        }
+        if let Some(k) = &self.api_key {
+            if k.len() < 16 || k.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(err(
+                    "api_key",
+                    "must be at least 16 characters, without spaces or control characters",
+                ));
+            }
+        }
+        if let Some(p) = &self.control_socket {
+            if p.is_empty() || p.len() > 100 {
+                return Err(err(
+                    "control_socket",
+                    "must be a file path of 1 to 100 bytes (Unix socket path limit)",
+                ));
+            }
+        }
+        self.socket_mode().map(drop)
+    }
+
+    /// The control socket's file mode.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        match u32::from_str_radix(&self.control_socket_mode, 8) {
+            Ok(m) if m <= 0o777 && !self.control_socket_mode.is_empty() => Ok(m),
+            _ => Err(err("control_socket_mode", "must be octal permission digits like \"0600\"")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        for empty in ["", "{}", "[]", "  "] {
+            let c = Config::from_json(empty).unwrap();
+            assert_eq!(c.listen, "127.0.0.1:8080");
+            assert_eq!(c.chat.default_room, "lobby");
+            assert_eq!(c.worker_threads, 2);
+        }
+    }
+
+    #[test]
+    fn keys_land_in_their_groups() {
+        let c = Config::from_json(
+            r#"{"listen":"127.0.0.1:0","history_size":7,"relay":"host","max_backlog_bytes":4096,
+                "max_connections":9,"event_queue":32,"api_key":"0123456789abcdef","rooms":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.history.history_size, 7);
+        assert_eq!(c.moderation.relay, Relay::Host);
+        assert_eq!(c.limits.max_backlog_bytes, 4096);
+        assert_eq!(c.admission.max_connections, 9);
+        assert_eq!(c.events.event_queue, 32);
+        assert_eq!(c.site.api_key.as_deref(), Some("0123456789abcdef"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_json(r#"{"listen":"127.0.0.1:0","colour":"red"}"#).unwrap_err();
+        assert_eq!(e.key, "colour");
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = Config::from_json(r#"{"worker_threads":"two"}"#).unwrap_err();
+        assert_eq!(e.key, "worker_threads");
+    }
+
+    #[test]
+    fn out_of_range_names_the_key_and_bounds() {
+        let e = Config::from_json(r#"{"worker_threads":0}"#).unwrap_err();
+        assert_eq!(e.key, "worker_threads");
+        assert!(e.message.contains("between 1 and 64"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_key() {
+        let e = Config::from_json(r#"{"relay":"sometimes"}"#).unwrap_err();
+        assert_eq!(e.key, "relay");
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_key() {
+        let e = Config::from_json(r#"{"listen":"localhost"}"#).unwrap_err();
+        assert_eq!(e.key, "listen");
+    }
+
+    #[test]
+    fn list_entries_are_named_with_their_index() {
+        let e = Config::from_json(r#"{"trusted_proxies":["10.0.0.0/8","nonsense"]}"#).unwrap_err();
+        assert_eq!(e.key, "trusted_proxies[1]");
+        let e = Config::from_json(r#"{"allowed_origins":["example.com"]}"#).unwrap_err();
+        assert_eq!(e.key, "allowed_origins[0]");
+        assert!(Config::from_json(r#"{"trusted_proxies":["10.0.0.0/8","127.0.0.1"]}"#).is_ok());
+    }
+
+    #[test]
+    fn room_overrides_are_checked_too() {
+        let c = Config::from_json(r#"{"rooms":{"ticker":{"slow_consumer":"drop_oldest"}}}"#).unwrap();
+        assert_eq!(c.chat.rooms["ticker"].slow_consumer, Some(SlowConsumer::DropOldest));
+        let e = Config::from_json(r#"{"rooms":{"ticker":{"slow_consumer":"ignore"}}}"#).unwrap_err();
+        assert_eq!(e.key, "rooms.ticker.slow_consumer");
+        let e = Config::from_json(r#"{"rooms":{"ticker":{"colour":1}}}"#).unwrap_err();
+        assert_eq!(e.key, "rooms.ticker.colour");
+    }
+
+    #[test]
+    fn broken_json_is_reported() {
+        let e = Config::from_json("{").unwrap_err();
+        assert!(e.to_string().starts_with("config"), "{e}");
+    }
+}

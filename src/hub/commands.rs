@@ -1,0 +1,209 @@
+//! Client commands, one function each. A refused command gets an `error` carrying its `ref`.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::moderation::HeldKind;
+use super::{Hub, State};
+use crate::clock::now_ms;
+use crate::config::Relay;
+use crate::events::{Event, EventKind};
+use crate::identity::{ConnId, Resume};
+use crate::protocol::{self, Command, Out, Request, Target, User};
+
+/// A refusal: the `error` code and its text.
+type Refusal = (&'static str, String);
+
+impl Hub {
+    /// Carries out one command from a client.
+    pub fn command(&self, id: ConnId, req: Request) {
+        let mut st = self.lock();
+        if !st.conns.contains_key(&id) {
+            return;
+        }
+        let st = &mut *st;
+        let done = match req.cmd {
+            Command::Message { room, text } => self.cmd_message(st, id, room, text),
+            Command::Join { room, since, epoch } => self.cmd_join(st, id, room, Resume { since, epoch }),
+            Command::Leave { room } => self.cmd_leave(st, id, room),
+            Command::History { room, before, limit } => self.cmd_history(st, id, room, before, limit),
+            Command::Whisper { to, text } => self.cmd_whisper(st, id, to, text),
+            Command::Nick { name } => self.cmd_nick(st, id, name),
+            Command::Ping => {
+                self.to_conn(st, id, &Out::Pong { reference: req.reference.as_ref() });
+                Ok(())
+            }
+        };
+        if let Err((code, message)) = done {
+            self.refuse(st, id, code, &message, req.reference.as_ref());
+        }
+    }
+
+    /// The room a command names (it must be one of the connection's), or the current one.
+    fn room_of(st: &State, id: ConnId, room: Option<String>) -> Result<Arc<str>, Refusal> {
+        let conn = &st.conns[&id];
+        match room {
+            Some(r) => match conn.rooms.iter().find(|x| ***x == *r) {
+                Some(k) => Ok(k.clone()),
+                None => Err(("not_member", format!("you are not in room `{r}`"))),
+            },
+            None => conn.rooms.last().cloned().ok_or(("no_room", "join a room first".into())),
+        }
+    }
+
+    fn cmd_message(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        room: Option<String>,
+        text: String,
+    ) -> Result<(), Refusal> {
+        let room = Self::room_of(st, id, room)?;
+        if text.is_empty() {
+            return Err(("empty", "empty message".into()));
+        }
+        let name = st.conns[&id].name.clone();
+        let mut ev = Event::new(EventKind::Message, id);
+        ev.room = Some(room.clone());
+        ev.name = Some(name.clone());
+        match self.moderation.relay {
+            Relay::Auto => {
+                ev.msg_id = self.publish(st, id, &name, &room, &text, ev.ts).0;
+                ev.text = Some(text);
+                self.push_event(st, ev);
+            }
+            Relay::Host => {
+                ev.text = Some(text.clone());
+                self.hold(st, ev, room, name, HeldKind::Message(text));
+            }
+        }
+        Ok(())
+    }
+
+    fn cmd_join(&self, st: &mut State, id: ConnId, room: String, resume: Resume) -> Result<(), Refusal> {
+        protocol::validate_room(&room, self.chat.max_room_chars).map_err(|m| ("bad_room", m))?;
+        let conn = &st.conns[&id];
+        if conn.allowed.as_ref().is_some_and(|a| !a.contains(&room)) {
+            return Err(("forbidden_room", format!("your login does not allow room `{room}`")));
+        }
+        let member = conn.rooms.iter().any(|r| **r == *room);
+        if self.moderation.join_hook && !member {
+            self.hold_join(st, id, &room, false, resume);
+        } else {
+            self.join_locked(st, id, &room, false, resume);
+        }
+        Ok(())
+    }
+
+    fn cmd_leave(&self, st: &mut State, id: ConnId, room: String) -> Result<(), Refusal> {
+        if self.leave_locked(st, id, &room) {
+            Ok(())
+        } else {
+            Err(("not_member", format!("you are not in room `{room}`")))
+        }
+    }
+
+    fn cmd_history(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        room: String,
+        before: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<(), Refusal> {
+        if !st.conns[&id].rooms.iter().any(|r| **r == *room) {
+            return Err(("not_member", format!("you are not in room `{room}`")));
+        }
+        let Some(r) = st.rooms.get(room.as_str()) else { return Ok(()) };
+        let limit = limit.unwrap_or(50).clamp(1, self.history.history_size.max(1) as u64) as usize;
+        let page = r.older(before, limit);
+        let out = Out::History { room: &room, messages: &page.messages, gap: false, more: page.more };
+        self.to_conn(st, id, &out);
+        Ok(())
+    }
+
+    fn cmd_whisper(&self, st: &mut State, id: ConnId, to: Target, text: String) -> Result<(), Refusal> {
+        if text.is_empty() {
+            return Err(("empty", "empty message".into()));
+        }
+        let target = match &to {
+            Target::Id(n) => st.conns.get(n).map(|c| c.user.clone()),
+            Target::Name(n) => st.users.owner_of(n).cloned(),
+        };
+        let Some(dest) = target.as_ref().and_then(|u| st.users.get(u)) else {
+            return Err(("unknown_user", "nobody by that name or id is here".into()));
+        };
+        let conn = &st.conns[&id];
+        let target_id = dest.conns[0];
+        let from = User { id, name: &conn.name };
+        let out =
+            Out::Whisper { ts: now_ms(), from, to: User { id: target_id, name: &dest.name }, text: &text };
+        // Every tab of the recipient, and the sender's other tabs (they show the echo).
+        let mut tabs: Vec<ConnId> = dest.conns.clone();
+        if target.as_ref() != Some(&conn.user) {
+            tabs.extend(st.users.get(&conn.user).map(|u| u.conns.as_slice()).unwrap_or(&[id]));
+        }
+        self.to_conns(st, &tabs, out);
+        let mut ev = Event::new(EventKind::Whisper, id);
+        ev.name = Some(st.conns[&id].name.clone());
+        ev.text = Some(text);
+        ev.to = target_id;
+        self.push_event(st, ev);
+        Ok(())
+    }
+
+    fn cmd_nick(&self, st: &mut State, id: ConnId, name: String) -> Result<(), Refusal> {
+        let Some(new) = protocol::clean_name(&name, self.chat.max_name_chars) else {
+            return Err(("bad_name", "a name needs at least one visible character".into()));
+        };
+        let user = st.conns[&id].user.clone();
+        st.users.check_rename(&user, &new)?;
+        let new: Arc<str> = new.into();
+        let Some(entry) = st.users.get(&user) else { return Ok(()) };
+        // The user is renamed in every tab; each room it is in hears it once.
+        let tabs = entry.conns.clone();
+        let mut rooms: Vec<Arc<str>> = Vec::new();
+        for t in &tabs {
+            if let Some(c) = st.conns.get_mut(t) {
+                c.name = new.clone();
+                for r in &c.rooms {
+                    if !rooms.contains(r) {
+                        rooms.push(r.clone());
+                    }
+                }
+            }
+        }
+        let old = st.users.rename(&user, &new).unwrap_or_else(|| new.clone());
+        for room in &rooms {
+            self.to_room(st, room, Out::Nick { room, user: User { id, name: &new }, old: &old }, None);
+        }
+        let mut ev = Event::new(EventKind::Nick, id);
+        ev.name = Some(new);
+        ev.text = Some(old.to_string());
+        self.push_event(st, ev);
+        Ok(())
+    }
+
+    /// Refuses a command: an `error` (on wires that carry it) and a count.
+    pub(super) fn refuse(
+        &self,
+        st: &State,
+        id: ConnId,
+        code: &str,
+        message: &str,
+        reference: Option<&Value>,
+    ) {
+        crate::stats::Stats::inc(&self.delivery.stats.command_errors);
+        self.to_conn(st, id, &Out::Error { code, message, reference });
+    }
+
+    /// Tells a connection its message was refused before it became a command (unreadable,
+    /// binary, rate-limited), echoing the command's `ref`, if any.
+    pub fn reply_error(&self, id: ConnId, code: &str, message: &str, reference: Option<&Value>) {
+        let st = self.lock();
+        if st.conns.contains_key(&id) {
+            self.refuse(&st, id, code, message, reference);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Where messages leave the hub: into this engine's outboxes, and through the `Broker` to
+//! wherever else the room lives.
+//!
+//! Every delivery to a room goes through `Hub::to_room`, which encodes the message at most once
+//! per wire (`Frames`), pushes the same bytes into every member's bounded outbox, counts what
+//! happened (`Delivery::account`), then hands the message to the broker. The broker of a
+//! single engine has nothing to add (`LocalOnly`); a cluster's broker forwards the message to
+//! the other nodes, which deliver it to their members the same way. That is the whole seam:
+//! scale-out adds a `Broker`, not edits at every place a message is sent.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::room::Slot;
+use crate::config::SlowConsumer;
+use crate::events::{Event, EventKind, EventQueue};
+use crate::identity::ConnId;
+use crate::outbox::{Outbox, Push};
+use crate::protocol::{Out, Wire};
+use crate::stats::Stats;
+use crate::wsframe;
+
+/// A message and its frames, built lazily: at most one encoding and one frame per wire, shared
+/// by every member on that wire.
+pub struct Frames<'a> {
+    pub out: Out<'a>,
+    built: [Option<Option<Bytes>>; Wire::COUNT],
+}
+
+impl<'a> Frames<'a> {
+    pub fn new(out: Out<'a>) -> Self {
+        Frames { out, built: Default::default() }
+    }
+
+    /// With the JSON text already made (a message the room also keeps in its history).
+    pub fn with_json(out: Out<'a>, json: &str) -> Self {
+        let mut f = Frames::new(out);
+        f.built[Wire::Json.index()] = Some(Some(wsframe::text(json)));
+        f
+    }
+
+    /// The frame for `wire`, or None when that wire does not carry this message.
+    pub fn get(&mut self, wire: Wire) -> Option<&Bytes> {
+        let out = &self.out;
+        self.built[wire.index()].get_or_insert_with(|| wire.encode(out).map(|t| wsframe::text(&t))).as_ref()
+    }
+}
+
+/// What a cluster needs to hear from this node. Called after local delivery, under the hub's
+/// lock, so calls for one room arrive in the order the room's members saw them; an
+/// implementation must not block (queue the message and return).
+pub trait Broker: Send + Sync {
+    /// `out` went to this node's members of `room`; the other nodes' members need it too.
+    fn room(&self, room: &str, out: &Out<'_>);
+}
+
+/// The broker of an engine that is alone: everything is delivered locally already.
+pub struct LocalOnly;
+
+impl Broker for LocalOnly {
+    fn room(&self, _room: &str, _out: &Out<'_>) {}
+}
+
+/// Pushing frames into outboxes and counting the outcome.
+pub struct Delivery {
+    pub stats: Arc<Stats>,
+    pub events: Arc<EventQueue>,
+    pub max_backlog: usize,
+    /// The engine's slow-consumer policy (rooms may override it).
+    pub policy: SlowConsumer,
+}
+
+impl Delivery {
+    /// Pushes `frames` to every member of a room (except one); returns how many got it.
+    pub fn to_members(
+        &self,
+        members: &[Slot],
+        frames: &mut Frames<'_>,
+        policy: SlowConsumer,
+        except: Option<ConnId>,
+    ) -> usize {
+        let mut sent = 0;
+        for m in members {
+            if Some(m.id) == except {
+                continue;
+            }
+            if let Some(frame) = frames.get(m.wire) {
+                let push = m.outbox.push(frame.clone(), self.max_backlog, policy);
+                sent += usize::from(self.account(m.id, push));
+            }
+        }
+        Stats::add(&self.stats.messages_out, sent as u64);
+        sent
+    }
+
+    /// Pushes one message to one connection under the engine's policy; None when its wire does
+    /// not carry the message.
+    pub fn to_one(&self, id: ConnId, outbox: &Outbox, wire: Wire, out: &Out<'_>) -> Option<Push> {
+        let text = wire.encode(out)?;
+        let push = outbox.push(wsframe::text(&text), self.max_backlog, self.policy);
+        self.account(id, push);
+        Some(push)
+    }
+
+    /// Counts what a push did; tells the host when a connection starts or keeps lagging (at 1,
+    /// 10, 100… dropped messages, so a lagging client cannot flood the event queue). Returns
+    /// whether the frame was queued.
+    pub fn account(&self, id: ConnId, push: Push) -> bool {
+        match push {
+            Push::Queued => true,
+            Push::Overflow => {
+                Stats::inc(&self.stats.slow_consumer_closes);
+                false
+            }
+            Push::Closed => false,
+            Push::Lagging { queued, dropped, total } => {
+                Stats::add(&self.stats.messages_dropped, u64::from(dropped));
+                let before = total - u64::from(dropped);
+                if before == 0 || before.ilog10() != total.ilog10() {
+                    let mut ev = Event::new(EventKind::Lagging, id);
+                    ev.count = total;
+                    self.events.push(ev);
+                }
+                queued
+            }
+        }
+    }
+}
