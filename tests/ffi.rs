@@ -50,6 +50,8 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
         assert_eq!(chat_reject(null_mut(), 1, null()), ERR_NULL);
         assert_eq!(chat_replace(null_mut(), 1, c"x".as_ptr()), ERR_NULL);
         assert!(chat_connect(null()).is_null());
+        assert_eq!(chat_kick_user(null_mut(), c"42".as_ptr(), null()), ERR_NULL);
+        assert!(chat_rooms_json(null()).is_null());
         chat_free(null_mut());
         chat_event_free(null_mut());
         chat_string_free(null_mut());
@@ -62,6 +64,11 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
         assert_eq!(chat_broadcast(e, null(), text.as_ptr()), 0, "room NULL = every room (none yet)");
         assert_eq!(chat_replace(e, 1, null()), ERR_NULL);
         assert_eq!(chat_approve(e, 77), chat_result::CHAT_ERR_UNKNOWN_TOKEN as i32);
+        assert_eq!(chat_kick_user(e, null(), null()), ERR_NULL);
+        assert_eq!(chat_kick_user(e, c"nobody".as_ptr(), null()), ERR_INVALID, "no such user");
+        let rooms = chat_rooms_json(e);
+        assert_eq!(CStr::from_ptr(rooms).to_str().unwrap(), "[]");
+        chat_string_free(rooms);
         let p = chat_presence_json(e, null());
         // SAFETY: a string from chat_presence_json, freed once below.
         let snapshot: serde_json::Value = serde_json::from_str(CStr::from_ptr(p).to_str().unwrap()).unwrap();

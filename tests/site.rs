@@ -299,3 +299,41 @@ async fn restored_history_continues_its_ids_across_a_restart() {
     send(&mut ws, "next").await;
     assert_eq!(recv_type(&mut ws, "message").await["id"], 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_host_reaches_a_daemon_the_way_c_and_php_do() {
+    let dir = std::env::temp_dir().join(format!("embedchat-rs-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("chat.sock");
+    let daemon = engine(
+        json!({"control_socket": sock.to_str().unwrap(), "auth": {"secret": SECRET, "required": false}}),
+    );
+    let mut ann = connect(&daemon, &format!("token={}", login("7", "Ann", json!({})))).await;
+    let w = welcomed(&mut ann).await;
+
+    let site = embedchat::Engine::connect(sock.to_str().unwrap()).expect("connects");
+    assert!(site.is_remote());
+    assert_eq!(site.port(), daemon.port());
+    assert_eq!(site.broadcast(Some("lobby"), "from the site").unwrap(), 1);
+    assert_eq!(recv_type(&mut ann, "message").await["text"], "from the site");
+    site.send(w["id"].as_u64().unwrap(), "psst").unwrap();
+    assert_eq!(recv_type(&mut ann, "whisper").await["text"], "psst");
+    let rooms = site.rooms().unwrap();
+    assert_eq!((rooms[0].room.as_str(), rooms[0].users, rooms[0].last_id), ("lobby", 1, 1));
+    assert_eq!(site.members("lobby").unwrap()[0].1, "Ann");
+    assert_eq!(site.stats().connections_open, 1);
+    assert!(
+        matches!(site.poll_event(None), Err(embedchat::Error::Unsupported(_))),
+        "events stay with the daemon"
+    );
+    assert!(matches!(site.approve(1), Err(embedchat::Error::Unsupported(_))));
+    assert!(matches!(site.kick_user("nobody", ""), Err(embedchat::Error::UnknownUser(_))));
+    assert_eq!(site.kick_user("7", "signed out").unwrap(), 1);
+    assert_eq!(close_code(&mut ann).await, Some(4000.into()));
+
+    site.stop().unwrap();
+    assert!(matches!(site.broadcast(None, "x"), Err(embedchat::Error::Stopped)), "a closed handle says so");
+    assert!(!daemon.is_stopped(), "stopping the handle leaves the daemon running");
+    daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -111,6 +111,42 @@ final class Engine
         Native::check($this->ffi, $this->ffi->chat_kick($this->h(), $connId, Native::text($reason, 'reason')));
     }
 
+    /**
+     * Closes every connection (every tab) of a logged-in user, the login token's `sub`, with close
+     * code 4000 and $reason; returns how many. A user with no open connection is an
+     * InvalidValueException.
+     */
+    public function kickUser(string $user, string $reason = ''): int
+    {
+        return Native::check($this->ffi, $this->ffi->chat_kick_user(
+            $this->h(),
+            Native::text($user, 'user'),
+            Native::text($reason, 'reason'),
+        ));
+    }
+
+    /**
+     * The rooms with someone in them, by name: `[['room' => , 'users' => , 'connections' => ,
+     * 'last_id' => ], ...]` (`users` counts a user with several tabs once).
+     *
+     * @return list<array{room: string, users: int, connections: int, last_id: int}>
+     */
+    public function rooms(): array
+    {
+        return $this->json($this->ffi->chat_rooms_json($this->h()));
+    }
+
+    /**
+     * The users in $room once each: `[['id' => , 'name' => , 'tabs' => , 'conns' => [...],
+     * 'user' => ?], ...]` (`user`: the login token's `sub`). An empty list for an empty room.
+     *
+     * @return list<array<string, mixed>>
+     */
+    public function members(string $room): array
+    {
+        return $this->presence($room)['rooms'][$room]['members'] ?? [];
+    }
+
     /** Publishes a held message as written (relay "host"), or admits a held join (join_hook). */
     public function approve(int $replyToken): void
     {
@@ -160,7 +196,7 @@ final class Engine
     private function json(?\FFI\CData $s): array
     {
         if ($s === null) {
-            throw Native::error(Native::RESULTS['CHAT_ERR_STOPPED'], (string) $this->ffi->chat_last_error());
+            throw Native::lastError($this->ffi);
         }
         try {
             return json_decode(\FFI::string($s), true, 512, JSON_THROW_ON_ERROR);

@@ -5,6 +5,7 @@ namespace EmbedChat\Tests;
 
 use EmbedChat\Engine;
 use EmbedChat\Exception\ControlException;
+use EmbedChat\Exception\InvalidValueException;
 use EmbedChat\Exception\UnknownConnectionException;
 use EmbedChat\Exception\UnsupportedException;
 use EmbedChat\Publisher;
@@ -44,6 +45,14 @@ final class SiteTest extends TestCase
         self::assertStringContainsString('403', self::refused($e->port(), "token=$t&room=kitchen"));
         self::assertStringContainsString('401', self::refused($e->port(), 'name=anon'));
         self::assertSame(4, $e->stats()['auth_failures']);
+
+        $second = new WsClient($e->port(), 'token=' . rawurlencode($t));
+        $second->recv();
+        self::assertSame(['42'], array_column($e->members('maths'), 'user'), 'two tabs, one member');
+        self::assertSame(2, $e->kickUser('42', 'signed out'));
+        while ($c->recv() !== null) {
+        }
+        self::assertSame(4000, $c->closeCode);
     }
 
     public function testPublisherPostsThroughTheHttpApi(): void
@@ -89,6 +98,15 @@ final class SiteTest extends TestCase
         $site->send($w['id'], 'psst');
         self::assertSame('psst', $c->recvType('whisper')['text']);
         self::assertSame(1, $site->stats()['connections_open']);
+        self::assertEquals([['room' => 'lobby', 'users' => 1, 'connections' => 1, 'last_id' => 1]], $site->rooms());
+        self::assertSame('reader', $site->members('lobby')[0]['name']);
+        self::assertSame([], $site->members('empty'));
+        try {
+            $site->kickUser('nobody');
+            self::fail('kicked a user who is not here');
+        } catch (InvalidValueException $x) {
+            self::assertStringContainsString('nobody', $x->getMessage());
+        }
         try {
             $site->send(999_999, 'x');
             self::fail('sent');

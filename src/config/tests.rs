@@ -1,0 +1,85 @@
+//! The config's keys, groups, ranges and error messages.
+
+use super::*;
+
+#[test]
+fn empty_config_gives_defaults() {
+    for empty in ["", "{}", "[]", "  "] {
+        let c = Config::from_json(empty).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.chat.default_room, "lobby");
+        assert_eq!(c.worker_threads, 2);
+    }
+}
+
+#[test]
+fn keys_land_in_their_groups() {
+    let c = Config::from_json(
+        r#"{"listen":"127.0.0.1:0","history_size":7,"relay":"host","max_backlog_bytes":4096,
+            "max_connections":9,"event_queue":32,"api_key":"0123456789abcdef","rooms":{}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.history.history_size, 7);
+    assert_eq!(c.moderation.relay, Relay::Host);
+    assert_eq!(c.limits.max_backlog_bytes, 4096);
+    assert_eq!(c.admission.max_connections, 9);
+    assert_eq!(c.events.event_queue, 32);
+    assert_eq!(c.site.api_key.as_deref(), Some("0123456789abcdef"));
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = Config::from_json(r#"{"listen":"127.0.0.1:0","colour":"red"}"#).unwrap_err();
+    assert_eq!(e.key, "colour");
+    assert!(e.to_string().contains("colour"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let e = Config::from_json(r#"{"worker_threads":"two"}"#).unwrap_err();
+    assert_eq!(e.key, "worker_threads");
+}
+
+#[test]
+fn out_of_range_names_the_key_and_bounds() {
+    let e = Config::from_json(r#"{"worker_threads":0}"#).unwrap_err();
+    assert_eq!(e.key, "worker_threads");
+    assert!(e.message.contains("between 1 and 64"), "{e}");
+}
+
+#[test]
+fn bad_enum_value_names_the_key() {
+    let e = Config::from_json(r#"{"relay":"sometimes"}"#).unwrap_err();
+    assert_eq!(e.key, "relay");
+}
+
+#[test]
+fn bad_listen_address_names_the_key() {
+    let e = Config::from_json(r#"{"listen":"localhost"}"#).unwrap_err();
+    assert_eq!(e.key, "listen");
+}
+
+#[test]
+fn list_entries_are_named_with_their_index() {
+    let e = Config::from_json(r#"{"trusted_proxies":["10.0.0.0/8","nonsense"]}"#).unwrap_err();
+    assert_eq!(e.key, "trusted_proxies[1]");
+    let e = Config::from_json(r#"{"allowed_origins":["example.com"]}"#).unwrap_err();
+    assert_eq!(e.key, "allowed_origins[0]");
+    assert!(Config::from_json(r#"{"trusted_proxies":["10.0.0.0/8","127.0.0.1"]}"#).is_ok());
+}
+
+#[test]
+fn room_overrides_are_checked_too() {
+    let c = Config::from_json(r#"{"rooms":{"ticker":{"slow_consumer":"drop_oldest"}}}"#).unwrap();
+    assert_eq!(c.chat.rooms["ticker"].slow_consumer, Some(SlowConsumer::DropOldest));
+    let e = Config::from_json(r#"{"rooms":{"ticker":{"slow_consumer":"ignore"}}}"#).unwrap_err();
+    assert_eq!(e.key, "rooms.ticker.slow_consumer");
+    let e = Config::from_json(r#"{"rooms":{"ticker":{"colour":1}}}"#).unwrap_err();
+    assert_eq!(e.key, "rooms.ticker.colour");
+}
+
+#[test]
+fn broken_json_is_reported() {
+    let e = Config::from_json("{").unwrap_err();
+    assert!(e.to_string().starts_with("config"), "{e}");
+}

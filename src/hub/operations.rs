@@ -1,0 +1,139 @@
+//! What the host does to the chat: messages to rooms and connections, kicks, stop, restored
+//! history. Reached through `host.rs` from every surface.
+
+use std::sync::Arc;
+
+use super::{Conn, Hub};
+use crate::clock::now_ms;
+use crate::error::Error;
+use crate::events::{Event, EventKind};
+use crate::identity::ConnId;
+use crate::outbox::Push;
+use crate::protocol::{self, Out, User};
+use crate::stats::Stats;
+use crate::wsframe;
+
+impl Hub {
+    /// A host message to one room, or to every room when `room` is None. Returns how many
+    /// connections it was queued to.
+    pub fn broadcast(&self, room: Option<&str>, text: &str, from: &str) -> Result<usize, Error> {
+        if let Some(r) = room {
+            protocol::validate_room(r, self.chat.max_room_chars).map_err(Error::BadRoom)?;
+        }
+        let mut st = self.lock();
+        Stats::inc(&self.delivery.stats.host_broadcasts);
+        let ts = now_ms();
+        let keys: Vec<Arc<str>> = match room {
+            Some(name) => {
+                vec![st.rooms.get_key_value(name).map(|(k, _)| k.clone()).unwrap_or_else(|| name.into())]
+            }
+            None => st.rooms.keys().cloned().collect(),
+        };
+        let mut sent = 0;
+        for key in keys {
+            // Nobody there yet: the room is kept for its history, so later arrivals see it.
+            let new = !st.rooms.contains_key(&key);
+            self.room_entry(&mut st, &key);
+            let (id, n) = self.publish(&mut st, 0, from, &key, text, ts);
+            sent += n;
+            if new {
+                self.room_emptied(&mut st, key.clone());
+            }
+            self.published(&key, id, ts, from, text);
+        }
+        Ok(sent)
+    }
+
+    /// A `published` event for a host message, when the config asks for them.
+    fn published(&self, room: &Arc<str>, msg_id: u64, ts: u64, from: &str, text: &str) {
+        if !self.published_events {
+            return;
+        }
+        let mut ev = Event::new(EventKind::Published, 0);
+        ev.ts = ts;
+        ev.msg_id = msg_id;
+        ev.room = Some(room.clone());
+        ev.name = Some(from.into());
+        ev.text = Some(text.to_string());
+        self.delivery.events.push(ev);
+    }
+
+    /// A host message to one connection (shown as a whisper from the host).
+    pub fn send(&self, id: ConnId, text: &str) -> Result<(), Error> {
+        let st = self.lock();
+        let conn = st.conns.get(&id).ok_or(Error::UnknownConnection(id))?;
+        let host = User { id: 0, name: &self.chat.host_name };
+        let out = Out::Whisper { ts: now_ms(), from: host, to: User { id, name: &conn.name }, text };
+        match self.delivery.to_one(id, &conn.outbox, conn.wire, &out) {
+            Some(Push::Queued | Push::Lagging { queued: true, .. }) | None => {
+                Stats::inc(&self.delivery.stats.messages_out);
+                Ok(())
+            }
+            Some(Push::Overflow | Push::Closed | Push::Lagging { queued: false, .. }) => {
+                Err(Error::QueueFull(id))
+            }
+        }
+    }
+
+    /// Closes one connection with code 4000 and `reason`.
+    pub fn kick(&self, id: ConnId, reason: &str) -> Result<(), Error> {
+        let st = self.lock();
+        let conn = st.conns.get(&id).ok_or(Error::UnknownConnection(id))?;
+        self.kick_conn(conn, reason);
+        Ok(())
+    }
+
+    /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many.
+    pub fn kick_user(&self, sub: &str, reason: &str) -> usize {
+        let st = self.lock();
+        let Some(u) = st.users.get(&format!("sub:{sub}")) else { return 0 };
+        u.conns.iter().filter(|id| st.conns.get(id).is_some_and(|c| self.kick_conn(c, reason))).count()
+    }
+
+    /// Closes a connection with 4000 and counts it; false if it was already closing.
+    fn kick_conn(&self, conn: &Conn, reason: &str) -> bool {
+        let closed = conn.outbox.close(wsframe::close::KICKED, reason);
+        if closed {
+            Stats::inc(&self.delivery.stats.kicks);
+        }
+        closed
+    }
+
+    /// Closes every connection with `code` at once, dropping undelivered backlog (used by stop:
+    /// 1001; delivering megabytes of backlog first would make stop unbounded).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let st = self.lock();
+        for c in st.conns.values() {
+            c.outbox.close_discarding(code, reason);
+        }
+    }
+
+    /// Puts a message the host kept (a database) back into a room's history, e.g. after a
+    /// restart. Ids must increase per room; the room's next message continues above `id`, so a
+    /// client resuming with `since` (and the same `history_epoch`) gets exactly what it missed.
+    pub fn restore(&self, room: &str, id: u64, ts: u64, from: &str, text: &str) -> Result<(), Error> {
+        protocol::validate_room(room, self.chat.max_room_chars).map_err(Error::BadRoom)?;
+        let mut st = self.lock();
+        let key: Arc<str> =
+            st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
+        let new = !st.rooms.contains_key(&key);
+        let keep = self.history.history_size;
+        let r = self.room_entry(&mut st, &key);
+        if id <= r.seq {
+            let last = r.seq;
+            if new {
+                self.room_emptied(&mut st, key);
+            }
+            return Err(Error::InvalidArgument(format!(
+                "message id {id} is not above room `{room}`'s last id {last}; restore oldest first"
+            )));
+        }
+        r.seq = id;
+        let json = protocol::message(room, id, ts, User { id: 0, name: from }, text);
+        r.remember(id, &json, keep);
+        if new {
+            self.room_emptied(&mut st, key);
+        }
+        Ok(())
+    }
+}
