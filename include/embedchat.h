@@ -214,6 +214,14 @@ uint16_t chat_port(const struct chat_engine *e);
 // `e` is NULL or a live handle; `room` and `text` are NULL or NUL-terminated strings.
 int chat_broadcast(struct chat_engine *e, const char *room, const char *text);
 
+// `chat_broadcast`, shown as sent by `from` (UTF-8, copied; NULL = the config's `host_name`),
+// for a bot or a named service ("Front desk"); the name is cleaned like a client's.
+// Returns as `chat_broadcast`, and CHAT_ERR_INVALID for a `from` with nothing visible in it.
+//
+// # Safety
+// `e` is NULL or a live handle; `room`, `text` and `from` are NULL or NUL-terminated strings.
+int chat_broadcast_from(struct chat_engine *e, const char *room, const char *text, const char *from);
+
 // Sends `text` (UTF-8, copied) from the host to one connection, shown as a private message.
 //
 // Returns CHAT_OK, or CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_INVALID (too long),

@@ -120,9 +120,18 @@ impl Engine {
     /// A host message to `room`, or to every room when None. Returns how many connections it
     /// was queued to (on this node).
     pub fn broadcast(&self, room: Option<&str>, text: &str) -> Result<usize, Error> {
+        self.broadcast_as(room, text, None)
+    }
+
+    /// `broadcast`, shown as sent by `from` (a bot, "Front desk") instead of `host_name`.
+    pub fn broadcast_from(&self, room: Option<&str>, text: &str, from: &str) -> Result<usize, Error> {
+        self.broadcast_as(room, text, Some(from))
+    }
+
+    fn broadcast_as(&self, room: Option<&str>, text: &str, from: Option<&str>) -> Result<usize, Error> {
         match &self.target {
-            Target::Local(_) => host::broadcast(&self.local()?.ctx, room, text, None),
-            Target::Remote(r) => r.broadcast(room, text),
+            Target::Local(_) => host::broadcast(&self.local()?.ctx, room, text, from),
+            Target::Remote(r) => r.broadcast(room, text, from),
         }
     }
 

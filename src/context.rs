@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::events::EventQueue;
-use crate::hub::Hub;
+use crate::hub::{Hub, LocalOnly};
 use crate::stats::Stats;
 use crate::wsframe::Limits;
 
@@ -38,7 +38,7 @@ pub struct Context {
 impl Context {
     pub fn new(cfg: Config, events: Arc<EventQueue>) -> Self {
         let stats = Arc::new(Stats::default());
-        let hub = Hub::new(&cfg, stats.clone(), events.clone());
+        let hub = Hub::new((&cfg).into(), stats.clone(), events.clone(), Box::new(LocalOnly));
         let proxies = cfg.admission.proxy_nets().unwrap_or_default();
         let cfg_auth = cfg.site.auth.as_ref().map(Verifier::new);
         let limits =

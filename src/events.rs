@@ -71,6 +71,26 @@ pub struct Event {
     pub token: u64,
 }
 
+impl Serialize for Event {
+    /// As `to_json`: the C struct's fields, with one `code`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EventJson {
+            seq: self.seq,
+            kind: self.kind,
+            conn_id: self.conn_id,
+            room: self.room.as_deref(),
+            name: self.name.as_deref(),
+            text: self.text.as_deref(),
+            user: self.user.as_deref(),
+            msg_id: self.msg_id,
+            ts: self.ts,
+            code: self.code(),
+            token: self.token,
+        }
+        .serialize(s)
+    }
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -140,20 +160,7 @@ impl Event {
 
     /// The whole event as one JSON object.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&EventJson {
-            seq: self.seq,
-            kind: self.kind,
-            conn_id: self.conn_id,
-            room: self.room.as_deref(),
-            name: self.name.as_deref(),
-            text: self.text.as_deref(),
-            user: self.user.as_deref(),
-            msg_id: self.msg_id,
-            ts: self.ts,
-            code: self.code(),
-            token: self.token,
-        })
-        .unwrap_or_default()
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 

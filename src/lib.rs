@@ -8,8 +8,8 @@
 //! Layers, each depending only on those below it (the README's Layout section says what each
 //! module is):
 //! `ffi` → `api` → `runtime` / `remote` → `http` / `control` → `host` / `session` → `context`
-//! → `hub` / `auth` → `outbox` / `events` / `stats` → `protocol` / `wsframe` → `config` /
-//! `error` / `identity` / `clock`.
+//! → `hub` / `auth` → `outbox` / `events` / `stats` → `error` → `config` → `protocol` /
+//! `wsframe` → `identity` / `clock`.
 
 mod api;
 mod auth;

@@ -84,8 +84,9 @@ impl Remote {
         Err(Error::from_reply(v["error"].as_str().unwrap_or(""), message, id))
     }
 
-    pub fn broadcast(&self, room: Option<&str>, text: &str) -> Result<usize, Error> {
-        let v = self.call(&Op::Broadcast { room: room.map(Into::into), text: text.into(), from: None })?;
+    pub fn broadcast(&self, room: Option<&str>, text: &str, from: Option<&str>) -> Result<usize, Error> {
+        let op = Op::Broadcast { room: room.map(Into::into), text: text.into(), from: from.map(Into::into) };
+        let v = self.call(&op)?;
         Ok(v["delivered"].as_u64().unwrap_or(0) as usize)
     }
 

@@ -52,6 +52,7 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
         assert!(chat_connect(null()).is_null());
         assert_eq!(chat_kick_user(null_mut(), c"42".as_ptr(), null()), ERR_NULL);
         assert!(chat_rooms_json(null()).is_null());
+        assert_eq!(chat_broadcast_from(null_mut(), null(), c"x".as_ptr(), null()), ERR_NULL);
         chat_free(null_mut());
         chat_event_free(null_mut());
         chat_string_free(null_mut());
@@ -65,6 +66,12 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
         assert_eq!(chat_replace(e, 1, null()), ERR_NULL);
         assert_eq!(chat_approve(e, 77), chat_result::CHAT_ERR_UNKNOWN_TOKEN as i32);
         assert_eq!(chat_kick_user(e, null(), null()), ERR_NULL);
+        assert_eq!(chat_broadcast_from(e, null(), c"x".as_ptr(), c"Front desk".as_ptr()), 0);
+        assert_eq!(
+            chat_broadcast_from(e, null(), c"x".as_ptr(), c" \n".as_ptr()),
+            ERR_INVALID,
+            "nothing visible"
+        );
         assert_eq!(chat_kick_user(e, c"nobody".as_ptr(), null()), ERR_INVALID, "no such user");
         let rooms = chat_rooms_json(e);
         assert_eq!(CStr::from_ptr(rooms).to_str().unwrap(), "[]");

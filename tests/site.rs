@@ -316,10 +316,12 @@ async fn a_rust_host_reaches_a_daemon_the_way_c_and_php_do() {
     assert_eq!(site.port(), daemon.port());
     assert_eq!(site.broadcast(Some("lobby"), "from the site").unwrap(), 1);
     assert_eq!(recv_type(&mut ann, "message").await["text"], "from the site");
+    assert_eq!(site.broadcast_from(Some("lobby"), "9 o'clock", "Front desk").unwrap(), 1);
+    assert_eq!(recv_type(&mut ann, "message").await["from"]["name"], "Front desk");
     site.send(w["id"].as_u64().unwrap(), "psst").unwrap();
     assert_eq!(recv_type(&mut ann, "whisper").await["text"], "psst");
     let rooms = site.rooms().unwrap();
-    assert_eq!((rooms[0].room.as_str(), rooms[0].users, rooms[0].last_id), ("lobby", 1, 1));
+    assert_eq!((rooms[0].room.as_str(), rooms[0].users, rooms[0].last_id), ("lobby", 1, 2));
     assert_eq!(site.members("lobby").unwrap()[0].1, "Ann");
     assert_eq!(site.stats().connections_open, 1);
     assert!(

@@ -62,6 +62,8 @@ uint16_t chat_port(const struct chat_engine *e);
 
 int chat_broadcast(struct chat_engine *e, const char *room, const char *text);
 
+int chat_broadcast_from(struct chat_engine *e, const char *room, const char *text, const char *from);
+
 int chat_send(struct chat_engine *e, uint64_t conn_id, const char *text);
 
 int chat_kick(struct chat_engine *e, uint64_t conn_id, const char *reason);

@@ -17,19 +17,28 @@ use super::{
 
 pub(super) fn from_json(text: &str) -> Result<Config, ConfigError> {
     let text = if text.trim().is_empty() { "{}" } else { text };
-    let value: Value = serde_json::from_str(text).map_err(|e| {
+    let top: Top = serde_json::from_str(text).map_err(|e| {
         err("", format!("not valid JSON at line {} column {}: {}", e.line(), e.column(), strip_position(&e)))
     })?;
-    let mut map = match value {
-        Value::Object(m) => m,
-        // PHP's json_encode writes an empty map as `[]`.
-        Value::Array(a) if a.is_empty() => Map::new(),
-        other => return Err(err("", format!("must be a JSON object, not {}", kind_of(&other)))),
+    let entries = match top {
+        Top::Object(entries) => entries,
+        Top::Other(other) => return Err(err("", format!("must be a JSON object, not {}", kind_of(&other)))),
     };
-    if map.get("rooms").is_some_and(|r| r.as_array().is_some_and(Vec::is_empty)) {
-        map.insert("rooms".into(), Value::Object(Map::new()));
+    // In the order written, so the first mistake is the one reported.
+    check_known_keys(&entries)?;
+    let mut map = Map::new();
+    for (key, value) in entries {
+        if map.contains_key(&key) {
+            return Err(err(&key, "given twice"));
+        }
+        // PHP's json_encode writes an empty map as `[]`.
+        let value = if key == "rooms" && value.as_array().is_some_and(Vec::is_empty) {
+            Value::Object(Map::new())
+        } else {
+            value
+        };
+        map.insert(key, value);
     }
-    check_known_keys(&map)?;
     let map = Value::Object(map);
     let mut cfg: Config = group(&map)?;
     cfg.chat = group(&map)?;
@@ -57,9 +66,61 @@ fn known_keys() -> Vec<&'static str> {
     .concat()
 }
 
-fn check_known_keys(map: &Map<String, Value>) -> Result<(), ConfigError> {
+/// The top-level document: an object's entries in the order written (PHP's `[]` is an empty
+/// object), or any other value, to be refused.
+enum Top {
+    Object(Vec<(String, Value)>),
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for Top {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Top, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Top::Object(entries))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Top, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = s.next_element::<Value>()? {
+                    items.push(v);
+                }
+                Ok(if items.is_empty() { Top::Object(Vec::new()) } else { Top::Other(Value::Array(items)) })
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Top, E> {
+                Ok(Top::Other(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Top, E> {
+                Ok(Top::Other(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Top, E> {
+                Ok(Top::Other(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Top, E> {
+                Ok(Top::Other(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Top, E> {
+                Ok(Top::Other(Value::from(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Top, E> {
+                Ok(Top::Other(Value::Null))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn check_known_keys(entries: &[(String, Value)]) -> Result<(), ConfigError> {
     let known = known_keys();
-    for key in map.keys() {
+    for (key, _) in entries {
         if !known.contains(&key.as_str()) {
             let hint = known
                 .iter()
@@ -202,6 +263,14 @@ mod tests {
         assert!(e.message.contains("line 3 column"), "{e}");
         let e = from_json("42").unwrap_err();
         assert!(e.message.contains("must be a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_and_the_first_mistake_is_named() {
+        let e = from_json(r#"{"listen": "127.0.0.1:0", "listen": "127.0.0.1:1"}"#).unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("listen", "given twice"));
+        let e = from_json(r#"{"zeta": 1, "alpha": 2}"#).unwrap_err();
+        assert_eq!(e.key, "zeta", "in the order written");
     }
 
     #[test]

@@ -156,6 +156,31 @@ pub unsafe extern "C" fn chat_broadcast(
     })
 }
 
+/// `chat_broadcast`, shown as sent by `from` (UTF-8, copied; NULL = the config's `host_name`),
+/// for a bot or a named service ("Front desk"); the name is cleaned like a client's.
+/// Returns as `chat_broadcast`, and CHAT_ERR_INVALID for a `from` with nothing visible in it.
+///
+/// # Safety
+/// `e` is NULL or a live handle; `room`, `text` and `from` are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn chat_broadcast_from(
+    e: *mut chat_engine,
+    room: *const c_char,
+    text: *const c_char,
+    from: *const c_char,
+) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        let (h, room, text, from) = unsafe {
+            (engine_ref(e)?, opt_str_arg(room, "room")?, str_arg(text, "text")?, opt_str_arg(from, "from")?)
+        };
+        Ok(count(match from {
+            Some(from) => h.engine.broadcast_from(room, text, from)?,
+            None => h.engine.broadcast(room, text)?,
+        }))
+    })
+}
+
 /// Sends `text` (UTF-8, copied) from the host to one connection, shown as a private message.
 ///
 /// Returns CHAT_OK, or CHAT_ERR_NULL, CHAT_ERR_UTF8, CHAT_ERR_INVALID (too long),

@@ -137,14 +137,16 @@ impl Hub {
         let conn = &st.conns[&id];
         let target_id = dest.conns[0];
         let from = User { id, name: &conn.name };
-        let out =
-            Out::Whisper { ts: now_ms(), from, to: User { id: target_id, name: &dest.name }, text: &text };
+        let (ts, to) = (now_ms(), User { id: target_id, name: &dest.name });
+        let whisper = || Out::Whisper { ts, from, to, text: &text };
         // Every tab of the recipient, and the sender's other tabs (they show the echo).
-        let mut tabs: Vec<ConnId> = dest.conns.clone();
-        if target.as_ref() != Some(&conn.user) {
-            tabs.extend(st.users.get(&conn.user).map(|u| u.conns.as_slice()).unwrap_or(&[id]));
+        let dest_key = target.clone().unwrap_or_default();
+        if dest_key != conn.user {
+            let alone = [id];
+            let own: &[ConnId] = st.users.get(&conn.user).map_or(&alone, |u| u.conns.as_slice());
+            self.to_user(st, &conn.user, own, whisper());
         }
-        self.to_conns(st, &tabs, out);
+        self.to_user(st, &dest_key, &dest.conns, whisper());
         let mut ev = Event::new(EventKind::Whisper, id);
         ev.name = Some(st.conns[&id].name.clone());
         ev.text = Some(text);
@@ -201,9 +203,6 @@ impl Hub {
     /// Tells a connection its message was refused before it became a command (unreadable,
     /// binary, rate-limited), echoing the command's `ref`, if any.
     pub fn reply_error(&self, id: ConnId, code: &str, message: &str, reference: Option<&Value>) {
-        let st = self.lock();
-        if st.conns.contains_key(&id) {
-            self.refuse(&st, id, code, message, reference);
-        }
+        self.refuse(&self.lock(), id, code, message, reference);
     }
 }

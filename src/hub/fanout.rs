@@ -53,6 +53,8 @@ impl<'a> Frames<'a> {
 pub trait Broker: Send + Sync {
     /// `out` went to this node's members of `room`; the other nodes' members need it too.
     fn room(&self, room: &str, out: &Out<'_>);
+    /// `out` (a whisper) went to this node's tabs of `user`; its tabs elsewhere need it too.
+    fn user(&self, user: &str, out: &Out<'_>);
 }
 
 /// The broker of an engine that is alone: everything is delivered locally already.
@@ -60,6 +62,7 @@ pub struct LocalOnly;
 
 impl Broker for LocalOnly {
     fn room(&self, _room: &str, _out: &Out<'_>) {}
+    fn user(&self, _user: &str, _out: &Out<'_>) {}
 }
 
 /// Pushing frames into outboxes and counting the outcome.

@@ -2,10 +2,11 @@
 //! every rule here is testable without a network.
 //!
 //! One lock guards the whole chat state (`State`); every operation takes it once. The parts:
-//! this file has the hub itself, connections coming and going, joining and leaving, and the
-//! host's operations; `room.rs` one room and its history; `users.rs` names and tabs;
-//! `commands.rs` the client commands; `moderation.rs` what waits for the host; `presence.rs`
-//! member lists and snapshots; `fanout.rs` where messages leave the hub.
+//! this file has the hub itself, connections coming and going, joining and leaving; `room.rs`
+//! one room and its history; `users.rs` names and tabs; `commands.rs` the client commands;
+//! `moderation.rs` what waits for the host; `operations.rs` what the host does (broadcast,
+//! send, kick, restore); `presence.rs` member lists and snapshots; `fanout.rs` where messages
+//! leave the hub; `tests.rs` the rules, without sockets.
 
 mod commands;
 mod fanout;
@@ -18,7 +19,7 @@ mod users;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::config::{ChatConfig, Config, HistoryConfig, ModerationConfig, Protocol};
+use crate::config::{ChatConfig, Config, HistoryConfig, ModerationConfig, Protocol, SlowConsumer};
 use crate::events::{Event, EventKind, EventQueue};
 use crate::identity::{ConnId, Identity, Resume};
 use crate::outbox::{Outbox, Push};
@@ -76,6 +77,30 @@ struct State {
     retired_seq: u64,
 }
 
+/// The parts of the engine's config the hub reads; it never sees the rest (no secrets).
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub chat: ChatConfig,
+    pub history: HistoryConfig,
+    pub moderation: ModerationConfig,
+    pub max_backlog_bytes: usize,
+    pub slow_consumer: SlowConsumer,
+    pub published_events: bool,
+}
+
+impl From<&Config> for HubConfig {
+    fn from(cfg: &Config) -> Self {
+        HubConfig {
+            chat: cfg.chat.clone(),
+            history: cfg.history.clone(),
+            moderation: cfg.moderation.clone(),
+            max_backlog_bytes: cfg.limits.max_backlog_bytes,
+            slow_consumer: cfg.limits.slow_consumer,
+            published_events: cfg.events.published_events,
+        }
+    }
+}
+
 pub struct Hub {
     state: Mutex<State>,
     chat: ChatConfig,
@@ -91,8 +116,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for one engine; it keeps only the parts of `cfg` it reads.
-    pub fn new(cfg: &Config, stats: Arc<Stats>, events: Arc<EventQueue>) -> Self {
+    /// A hub for one engine. `broker` is where messages go besides this engine's own
+    /// connections (`LocalOnly` for an engine that is alone).
+    pub fn new(cfg: HubConfig, stats: Arc<Stats>, events: Arc<EventQueue>, broker: Box<dyn Broker>) -> Self {
         let epoch = if cfg.history.history_epoch.is_empty() {
             new_epoch()
         } else {
@@ -104,19 +130,19 @@ impl Hub {
         };
         Hub {
             state: Mutex::default(),
-            chat: cfg.chat.clone(),
-            history: cfg.history.clone(),
-            moderation: cfg.moderation.clone(),
-            published_events: cfg.events.published_events,
+            chat: cfg.chat,
+            history: cfg.history,
+            moderation: cfg.moderation,
+            published_events: cfg.published_events,
             wire,
             epoch,
             delivery: Delivery {
                 stats,
                 events,
-                max_backlog: cfg.limits.max_backlog_bytes,
-                policy: cfg.limits.slow_consumer,
+                max_backlog: cfg.max_backlog_bytes,
+                policy: cfg.slow_consumer,
             },
-            broker: Box::new(LocalOnly),
+            broker,
         }
     }
 
@@ -152,8 +178,9 @@ impl Hub {
         self.delivery.to_one(id, &c.outbox, c.wire, out)
     }
 
-    /// Sends `out` to several connections, encoded once per wire.
-    fn to_conns(&self, st: &State, ids: &[ConnId], out: Out<'_>) {
+    /// Sends `out` to the tabs of a user (`ids`, this engine's), encoded once per wire, then to
+    /// the broker for the user's tabs elsewhere.
+    fn to_user(&self, st: &State, user: &str, ids: &[ConnId], out: Out<'_>) {
         let mut frames = Frames::new(out);
         for id in ids {
             if let Some(c) = st.conns.get(id) {
@@ -163,6 +190,7 @@ impl Hub {
                 }
             }
         }
+        self.broker.user(user, &frames.out);
     }
 
     fn emit(&self, st: &State, kind: EventKind, id: ConnId, room: Option<&Arc<str>>, name: &Arc<str>) {

@@ -89,13 +89,17 @@ final class Engine
         return $p;
     }
 
-    /** A message from the host to $room (null: every room). Returns how many connections got it. */
-    public function broadcast(?string $room, string $text): int
+    /**
+     * A message from the host to $room (null: every room), shown as sent by $from (null: the
+     * config's `host_name`). Returns how many connections got it.
+     */
+    public function broadcast(?string $room, string $text, ?string $from = null): int
     {
-        return Native::check($this->ffi, $this->ffi->chat_broadcast(
+        return Native::check($this->ffi, $this->ffi->chat_broadcast_from(
             $this->h(),
             $room === null ? null : Native::text($room, 'room'),
             Native::text($text, 'text'),
+            $from === null ? null : Native::text($from, 'from'),
         ));
     }
 

@@ -95,10 +95,12 @@ final class SiteTest extends TestCase
         self::assertSame($daemon->port(), $site->port());
         self::assertSame(1, $site->broadcast('lobby', 'from a web request'));
         self::assertSame('from a web request', $c->recvType('message')['text']);
+        self::assertSame(1, $site->broadcast('lobby', 'Doors open at 9', 'Front desk'));
+        self::assertSame('Front desk', $c->recvType('message')['from']['name']);
         $site->send($w['id'], 'psst');
         self::assertSame('psst', $c->recvType('whisper')['text']);
         self::assertSame(1, $site->stats()['connections_open']);
-        self::assertEquals([['room' => 'lobby', 'users' => 1, 'connections' => 1, 'last_id' => 1]], $site->rooms());
+        self::assertEquals([['room' => 'lobby', 'users' => 1, 'connections' => 1, 'last_id' => 2]], $site->rooms());
         self::assertSame('reader', $site->members('lobby')[0]['name']);
         self::assertSame([], $site->members('empty'));
         try {
