@@ -15,6 +15,9 @@ use tokio::sync::Notify;
 use crate::config::SlowConsumer;
 use crate::wsframe;
 
+/// Unsent pongs kept at most (see `Queue::pongs`).
+const MAX_PONGS: usize = 16;
+
 /// Result of offering a frame to an outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -35,6 +38,11 @@ pub enum Push {
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Bytes>,
+    /// Answers to the latest pings not yet taken by the writer, at most `MAX_PONGS`: RFC 6455
+    /// (5.5.3) lets an endpoint answer only the most recent ping, so a client that pings without
+    /// reading cannot grow this queue; a few are kept because clients that ping in bursts (and
+    /// the Autobahn suite, case 2.10) like an answer to each.
+    pongs: VecDeque<Bytes>,
     /// Close frame to send once, after which nothing else is accepted.
     close: Option<Bytes>,
     closing: bool,
@@ -46,6 +54,8 @@ struct Queue {
 
 /// What the writer takes in one go.
 pub struct Batch {
+    /// Pongs to send before the frames taken.
+    pub pongs: VecDeque<Bytes>,
     /// The close frame, when the connection is being closed: to be sent after the frames taken.
     pub close: Option<Bytes>,
     /// Frames the writer took earlier are to be dropped too (except one it has half written).
@@ -124,8 +134,26 @@ impl Outbox {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Queues a control reply (pong) without the backlog limit; control frames are tiny and a
-    /// peer that pings must get its pong even under load.
+    /// Queues the answer to a ping, forgetting the oldest unsent one past `MAX_PONGS`. Outside
+    /// the backlog limit: a few small frames at most, and a peer that pings must get its pong
+    /// even under load.
+    pub fn push_pong(&self, frame: Bytes) {
+        let mut q = self.lock();
+        if q.closing {
+            return;
+        }
+        self.backlog.fetch_add(frame.len(), Ordering::Relaxed);
+        q.pongs.push_back(frame);
+        if q.pongs.len() > MAX_PONGS {
+            if let Some(old) = q.pongs.pop_front() {
+                self.backlog.fetch_sub(old.len(), Ordering::Relaxed);
+            }
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Queues a frame of our own (a ping) outside the backlog limit.
     pub fn push_control(&self, frame: Bytes) {
         let mut q = self.lock();
         if q.closing {
@@ -157,7 +185,8 @@ impl Outbox {
         q.closing = true;
         q.discard = discard;
         if discard {
-            let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            let pongs = std::mem::take(&mut q.pongs);
+            let dropped: usize = q.frames.drain(..).chain(pongs).map(|f| f.len()).sum();
             self.backlog.fetch_sub(dropped, Ordering::Relaxed);
         }
         let frame = wsframe::close_frame(code, reason);
@@ -187,7 +216,7 @@ impl Outbox {
         } else {
             into.extend(q.frames.drain(..));
         }
-        Batch { close: q.close.take(), discard: q.discard }
+        Batch { pongs: std::mem::take(&mut q.pongs), close: q.close.take(), discard: q.discard }
     }
 
     /// The writer reports bytes it wrote or discarded.
@@ -290,6 +319,19 @@ mod tests {
         let batch = o.take(&mut q);
         assert_eq!(q.len(), 1);
         assert!(batch.close.is_some());
+    }
+
+    #[test]
+    fn only_the_latest_pongs_wait() {
+        let o = Outbox::new();
+        for i in 0..1000u32 {
+            o.push_pong(wsframe::encode(wsframe::OP_PONG, &i.to_be_bytes()));
+        }
+        assert_eq!(o.backlog(), 6 * MAX_PONGS, "a few pong frames, however many pings");
+        let mut q = VecDeque::new();
+        let pongs = o.take(&mut q).pongs;
+        assert_eq!(&pongs.back().unwrap()[2..], &999u32.to_be_bytes(), "the latest is answered");
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -55,6 +55,12 @@ impl Writer {
     fn flush(&mut self, stream: &TcpStream, outbox: &Outbox, stats: &Stats) -> io::Result<bool> {
         if !self.closing {
             let batch = outbox.take(&mut self.pending);
+            // Ahead of the queue, but never inside a frame already half written.
+            let mut at = usize::from(self.offset > 0).min(self.pending.len());
+            for pong in batch.pongs {
+                self.pending.insert(at, pong);
+                at += 1;
+            }
             if let Some(close_frame) = batch.close {
                 if batch.discard {
                     // Keep a half-written frame (the stream must stay well-formed), drop the rest.
@@ -219,6 +225,11 @@ impl Connection<'_> {
                     if r.is_err() || self.read(stream).is_err() {
                         break;
                     }
+                    // A peer that keeps sending would win every turn of this biased select and
+                    // starve the timer: the close deadline is checked here too.
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
                 }
                 _ = self.outbox.notified(), if !want_writable => {}
                 r = stream.writable(), if want_writable => {
@@ -293,7 +304,10 @@ impl Connection<'_> {
         if ctx.cfg.echo {
             return self.echo(m);
         }
-        if matches!(m, Incoming::Text(_) | Incoming::Binary(_)) && !self.take_token() {
+        // Control frames count too: a ping costs an answer, and a flood of them is a flood.
+        if !matches!(m, Incoming::Close(..))
+            && !self.take_token(matches!(m, Incoming::Text(_) | Incoming::Binary(_)))
+        {
             return;
         }
         match m {
@@ -312,9 +326,10 @@ impl Connection<'_> {
         }
     }
 
-    /// The message rate limit: true if this message may pass. A refused message gets an
-    /// `error`; a whole burst of refusals in a row closes the connection with 1008.
-    fn take_token(&mut self) -> bool {
+    /// The message rate limit: true if this message (or control frame) may pass. A refused
+    /// message gets an `error` (`tell`: not for pings, whose flood would then flood back); a
+    /// whole burst of refusals in a row closes the connection with 1008.
+    fn take_token(&mut self, tell: bool) -> bool {
         let cfg = &self.ctx.cfg.limits;
         if cfg.max_messages_per_second == 0 {
             return true;
@@ -335,7 +350,7 @@ impl Connection<'_> {
             Stats::inc(&self.ctx.stats.rate_limit_closes);
             st.code.get_or_insert(close::POLICY);
             self.outbox.close(close::POLICY, "message rate limit exceeded");
-        } else {
+        } else if tell {
             let msg = format!("more than {} messages per second: slow down", cfg.max_messages_per_second);
             self.ctx.hub.reply_error(self.id, "rate_limited", &msg, None);
         }
@@ -345,7 +360,7 @@ impl Connection<'_> {
     /// Pings, pongs and the client's close.
     fn control(&mut self, m: Incoming) {
         match m {
-            Incoming::Ping(payload) => self.outbox.push_control(wsframe::encode(wsframe::OP_PONG, &payload)),
+            Incoming::Ping(payload) => self.outbox.push_pong(wsframe::encode(wsframe::OP_PONG, &payload)),
             Incoming::Close(code, _reason) => {
                 self.state.peer_closed = true;
                 self.state.reading_done = true;
