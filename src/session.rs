@@ -56,10 +56,9 @@ impl Writer {
         if !self.closing {
             let batch = outbox.take(&mut self.pending);
             // Ahead of the queue, but never inside a frame already half written.
-            let mut at = usize::from(self.offset > 0).min(self.pending.len());
-            for pong in batch.pongs {
+            let first = usize::from(self.offset > 0).min(self.pending.len());
+            for (at, pong) in (first..).zip(batch.pongs) {
                 self.pending.insert(at, pong);
-                at += 1;
             }
             if let Some(close_frame) = batch.close {
                 if batch.discard {
