@@ -50,6 +50,7 @@ impl Verifier {
         }
         let name = c.name.as_deref().and_then(|n| crate::protocol::clean_name(n, max_name_chars));
         Ok(Identity {
+            ip: None,
             user: Some(format!("sub:{}", c.sub)),
             name: Some(name.unwrap_or_else(|| c.sub.clone())),
             bound: true,

@@ -4,9 +4,13 @@
 /// A connection's id: 1, 2, 3… per engine; 0 means the host.
 pub type ConnId = u64;
 
+use std::net::IpAddr;
+
 /// Who a connection is, settled before the upgrade (token, or what the client asked for).
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
+    /// The client's address as limits count it (an IPv6 client's network, see `ipv6_prefix`).
+    pub ip: Option<IpAddr>,
     /// Connections with the same key are one user (tabs): `sub:<token sub>`, or `key:<secret>`
     /// for an anonymous browser's own random key. None: this connection alone.
     pub user: Option<String>,

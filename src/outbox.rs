@@ -6,7 +6,7 @@
 //! closed (1008) or has messages dropped, per policy; it never grows the engine's memory.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -69,6 +69,8 @@ pub struct Outbox {
     backlog: AtomicUsize,
     /// Messages dropped by a drop policy, over the connection's life.
     dropped: AtomicU64,
+    /// The hub owes this connection more history: ask for it once everything queued is written.
+    owes_history: AtomicBool,
     notify: Notify,
 }
 
@@ -127,6 +129,15 @@ impl Outbox {
             return Push::Lagging { queued: true, dropped, total };
         }
         Push::Queued
+    }
+
+    pub fn set_owes_history(&self, owes: bool) {
+        self.owes_history.store(owes, Ordering::Relaxed);
+    }
+
+    /// Whether the hub has more history for this connection (see `Hub::next_history_page`).
+    pub fn owes_history(&self) -> bool {
+        self.owes_history.load(Ordering::Relaxed)
     }
 
     /// Messages dropped by a drop policy so far.

@@ -192,6 +192,11 @@ impl Connection<'_> {
         tokio::pin!(timer);
         let mut timer_at = None;
         while let Ok(done) = writer.flush(stream, self.outbox, &ctx.stats) {
+            if done && !writer.closing && self.outbox.owes_history() {
+                // Everything is written: the next page of this client's history fits now.
+                ctx.hub.next_history_page(self.id);
+                continue;
+            }
             let want_writable = !done;
             if writer.closing && deadline.is_none() {
                 deadline = Some(Instant::now() + close_timeout);

@@ -31,6 +31,9 @@ pub struct Stats {
     pub api_auth_failures: AtomicU64,
     pub api_requests: AtomicU64,
     pub auth_failures: AtomicU64,
+    pub rooms_evicted: AtomicU64,
+    pub room_refusals: AtomicU64,
+    pub history_trimmed: AtomicU64,
 }
 
 /// A point-in-time copy, as returned by `chat_stats_json`.
@@ -63,6 +66,12 @@ pub struct Snapshot {
     pub api_auth_failures: u64,
     pub api_requests: u64,
     pub auth_failures: u64,
+    /// Empty rooms forgotten with their history before their time (room or byte limits).
+    pub rooms_evicted: u64,
+    /// Rooms clients were refused to create (`max_rooms`, `max_rooms_per_ip`, per connection).
+    pub room_refusals: u64,
+    /// Messages dropped from a room's history by the byte limits.
+    pub history_trimmed: u64,
     pub events_queued: u64,
     pub events_dropped: u64,
     pub running: bool,
@@ -105,6 +114,9 @@ impl Stats {
             api_auth_failures: self.api_auth_failures.load(Relaxed),
             api_requests: self.api_requests.load(Relaxed),
             auth_failures: self.auth_failures.load(Relaxed),
+            rooms_evicted: self.rooms_evicted.load(Relaxed),
+            room_refusals: self.room_refusals.load(Relaxed),
+            history_trimmed: self.history_trimmed.load(Relaxed),
             events_queued,
             events_dropped,
             running,

@@ -255,7 +255,7 @@ async fn a_client_that_never_reads_is_closed_and_the_others_get_everything() {
     // The limit leaves room: bytes count as unsent until the engine thread records its write,
     // and under CPU contention that thread can be preempted right after writev while the reader
     // already has the bytes and the loop below pushes more.
-    let e = engine(json!({"max_backlog_bytes": 262144}));
+    let e = engine(json!({"max_backlog_bytes": 262144, "max_message_bytes": 16384}));
     let mut reader = connect(&e, "name=reader").await;
     welcomed(&mut reader).await;
     let sleeper = raw_client(&e); // never reads

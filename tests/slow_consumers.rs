@@ -83,6 +83,7 @@ async fn flood(e: &Engine) -> (i64, usize) {
 async fn never_reading_clients_keep_memory_flat_under_drop_oldest() {
     let e = engine(json!({
         "max_backlog_bytes": 65536,
+        "max_message_bytes": 8192,
         "max_connections_per_ip": 0,
         "rooms": {"ticker": {"slow_consumer": "drop_oldest"}}
     }));
@@ -103,7 +104,8 @@ async fn never_reading_clients_keep_memory_flat_under_drop_oldest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_reading_clients_are_closed_under_the_default_policy() {
-    let e = engine(json!({"max_backlog_bytes": 65536, "max_connections_per_ip": 0}));
+    let e =
+        engine(json!({"max_backlog_bytes": 65536, "max_message_bytes": 8192, "max_connections_per_ip": 0}));
     let (growth_kib, got) = flood(&e).await;
     assert_eq!(got, (RATE * SECONDS) as usize);
     let st = e.stats();

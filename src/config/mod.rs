@@ -145,6 +145,14 @@ pub struct ChatConfig {
     pub max_room_chars: usize,
     /// Rooms one connection may be in at once.
     pub max_rooms_per_connection: usize,
+    /// Rooms in the engine, with members or kept for their history; a client that would create
+    /// one more first pushes out the room empty longest, and is refused when none is empty.
+    pub max_rooms: usize,
+    /// Rooms that clients from one address (or IPv6 network, see `ipv6_prefix`) created and that
+    /// still exist; past it creating another is refused.
+    pub max_rooms_per_ip: usize,
+    /// Rooms one connection created that still exist; past it creating another is refused.
+    pub max_created_rooms_per_connection: usize,
     /// Per-room overrides, by room name: `{"ticker": {"slow_consumer": "drop_oldest"}}`.
     pub rooms: BTreeMap<String, RoomConfig>,
 }
@@ -155,6 +163,11 @@ pub struct ChatConfig {
 pub struct HistoryConfig {
     /// Messages each room keeps for history, resume and late joiners (0 = none).
     pub history_size: usize,
+    /// Bytes of history one room keeps (as sent, JSON); past it the oldest messages go.
+    pub history_max_bytes: usize,
+    /// Bytes of history all rooms together keep; past it the rooms empty longest are forgotten
+    /// first, then the oldest messages of the room that grew.
+    pub history_total_bytes: usize,
     /// How many of the newest kept messages a newcomer gets on join (the rest by paging).
     pub history_on_join: usize,
     /// Empty rooms kept for their history; past this the one empty longest is forgotten.
@@ -163,6 +176,10 @@ pub struct HistoryConfig {
     /// engine that has since restarted) gets the whole window with `gap: true`. Empty = a new
     /// one per start; a host that restores history across restarts sets a fixed one.
     pub history_epoch: String,
+    /// Message ids in every room continue above this: a host that restarts with a fixed
+    /// `history_epoch` passes the highest id it ever learned of (stored or reported lost), so
+    /// no id is given out twice.
+    pub id_floor: u64,
 }
 
 /// What waits for the host's decision: read by the hub's moderation.
@@ -221,6 +238,9 @@ pub struct AdmissionConfig {
     /// Proxy addresses (IPs or CIDR ranges) whose `X-Forwarded-For` is believed; for everyone
     /// else the TCP peer address is the client's address.
     pub trusted_proxies: Vec<String>,
+    /// IPv6 clients are counted per network of this prefix length (one household or host
+    /// usually has a whole /64); IPv4 clients per address.
+    pub ipv6_prefix: u8,
     /// Most request headers in the upgrade request; more → HTTP 431.
     pub max_header_count: usize,
     /// Most bytes of request line and headers; more → HTTP 431.
@@ -291,6 +311,9 @@ impl Default for ChatConfig {
             max_name_chars: 32,
             max_room_chars: 64,
             max_rooms_per_connection: 16,
+            max_rooms: 100_000,
+            max_rooms_per_ip: 256,
+            max_created_rooms_per_connection: 64,
             rooms: BTreeMap::new(),
         }
     }
@@ -300,9 +323,12 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {
             history_size: 100,
+            history_max_bytes: 1 << 20,
+            history_total_bytes: 256 << 20,
             history_on_join: 50,
             max_idle_rooms: 10_000,
             history_epoch: String::new(),
+            id_floor: 0,
         }
     }
 }
@@ -341,6 +367,7 @@ impl Default for AdmissionConfig {
             max_connections_per_ip: 256,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
             max_header_count: 64,
             max_header_bytes: 16 * 1024,
             handshake_timeout_ms: 10_000,
@@ -423,8 +450,32 @@ impl Config {
         self.admission.validate()?;
         self.events.validate()?;
         self.site.validate()?;
+        if self.largest_frame() > self.limits.max_backlog_bytes {
+            return Err(err(
+                "max_backlog_bytes",
+                format!(
+                    "is {} bytes, but one message of `max_message_bytes` ({}) can take {} bytes on the wire \
+                     (control characters are sent as 6-byte escapes): raise `max_backlog_bytes` or lower \
+                     `max_message_bytes`",
+                    self.limits.max_backlog_bytes,
+                    self.limits.max_message_bytes,
+                    self.largest_frame()
+                ),
+            ));
+        }
         crate::protocol::validate_room(&self.chat.default_room, self.chat.max_room_chars)
             .map_err(|m| err("default_room", m))
+    }
+
+    /// The most bytes one message can take in a connection's backlog: the text of
+    /// `max_message_bytes` with every byte escaped (`\u0001`), its room and sender name, the
+    /// JSON around it and the frame header. Echo mode sends messages back as they came.
+    pub fn largest_frame(&self) -> usize {
+        let l = &self.limits;
+        if self.echo {
+            return l.max_message_bytes + 14;
+        }
+        6 * l.max_message_bytes + 8 * self.chat.max_room_chars + 4 * self.chat.max_name_chars + 256
     }
 
     /// The `listen` key as a socket address.
@@ -440,6 +491,9 @@ impl ChatConfig {
         range("max_name_chars", self.max_name_chars, 1, 256)?;
         range("max_room_chars", self.max_room_chars, 1, 256)?;
         range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;
+        range("max_rooms", self.max_rooms, 1, 10_000_000)?;
+        range("max_rooms_per_ip", self.max_rooms_per_ip, 1, 10_000_000)?;
+        range("max_created_rooms_per_connection", self.max_created_rooms_per_connection, 1, 1_000_000)?;
         if self.host_name.trim().is_empty() || self.host_name.chars().any(char::is_control) {
             return Err(err("host_name", "must be a non-empty name without control characters"));
         }
@@ -455,6 +509,11 @@ impl ChatConfig {
 impl HistoryConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         range("history_size", self.history_size, 0, 100_000)?;
+        range("history_max_bytes", self.history_max_bytes, 1024, 1 << 30)?;
+        range("history_total_bytes", self.history_total_bytes, 1024, 1 << 40)?;
+        if self.history_total_bytes < self.history_max_bytes {
+            return Err(err("history_total_bytes", "must be at least `history_max_bytes`"));
+        }
         range("history_on_join", self.history_on_join, 0, 100_000)?;
         range("max_idle_rooms", self.max_idle_rooms, 0, 10_000_000)?;
         if self.history_epoch.len() > 64 || self.history_epoch.chars().any(|c| c.is_control()) {
@@ -493,6 +552,7 @@ impl AdmissionConfig {
         range("max_connections", self.max_connections, 1, 10_000_000)?;
         range("max_connections_per_ip", self.max_connections_per_ip, 0, 10_000_000)?;
         range("max_header_count", self.max_header_count, 8, 1000)?;
+        range("ipv6_prefix", self.ipv6_prefix as usize, 32, 128)?;
         range("max_header_bytes", self.max_header_bytes, 8192, 1 << 20)?;
         range("handshake_timeout_ms", self.handshake_timeout_ms as usize, 100, 600_000)?;
         for (i, o) in self.allowed_origins.iter().enumerate() {

@@ -15,7 +15,7 @@ fn empty_config_gives_defaults() {
 #[test]
 fn keys_land_in_their_groups() {
     let c = Config::from_json(
-        r#"{"listen":"127.0.0.1:0","history_size":7,"relay":"host","max_backlog_bytes":4096,
+        r#"{"listen":"127.0.0.1:0","history_size":7,"relay":"host","max_backlog_bytes":4096,"max_message_bytes":256,
             "max_connections":9,"event_queue":32,"api_key":"0123456789abcdef","rooms":{}}"#,
     )
     .unwrap();
@@ -82,4 +82,16 @@ fn room_overrides_are_checked_too() {
 fn broken_json_is_reported() {
     let e = Config::from_json("{").unwrap_err();
     assert!(e.to_string().starts_with("config"), "{e}");
+}
+
+#[test]
+fn a_backlog_too_small_for_one_message_is_refused_naming_both_keys() {
+    let e = Config::from_json(r#"{"max_backlog_bytes": 262144}"#).unwrap_err();
+    assert_eq!(e.key, "max_backlog_bytes");
+    assert!(e.message.contains("max_message_bytes"), "{e}");
+    assert!(Config::from_json(r#"{"max_backlog_bytes": 262144, "max_message_bytes": 16384}"#).is_ok());
+    assert!(Config::from_json(
+        r#"{"echo": true, "max_message_bytes": 1000000, "max_backlog_bytes": 1048576}"#
+    )
+    .is_ok());
 }

@@ -62,6 +62,18 @@ pub fn client_ip(ctx: &Context, peer: IpAddr, forwarded: Option<&str>) -> IpAddr
     client
 }
 
+/// The address limits count a client under: an IPv4 address (also when written as IPv6), or the
+/// IPv6 network of `v6_prefix` bits around it (one host or household usually has a whole /64,
+/// so counting single IPv6 addresses would let it pass every per-address limit).
+pub fn limit_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            ipnet::Ipv6Net::new(v6, v6_prefix).map_or(IpAddr::V6(v6), |n| IpAddr::V6(n.network()))
+        }
+        v4 => v4,
+    }
+}
+
 /// Whether a browser page from `origin` may open a WebSocket here (see `allowed_origins`).
 pub fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
     let Some(origin) = origin else { return true }; // not a browser
@@ -119,7 +131,7 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
             _ => {}
         }
     }
-    let who = match (&ctx.auth, token) {
+    let mut who = match (&ctx.auth, token) {
         (Some(v), Some(t)) => match v.verify(&t, ctx.cfg.chat.max_name_chars) {
             Ok(who) => who,
             Err(why) => return auth_failed(&ctx, StatusCode::UNAUTHORIZED, &why),
@@ -130,7 +142,7 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         (None, Some(_)) => {
             return auth_failed(&ctx, StatusCode::UNAUTHORIZED, "this server does not accept login tokens");
         }
-        _ => Identity { user: client_key, name, bound: false, rooms: None },
+        _ => Identity { user: client_key, name, bound: false, rooms: None, ip: None },
     };
     // A token limited to some rooms lands in the first of them unless it asks for another.
     let fallback = who.rooms.as_ref().and_then(|r| r.first()).unwrap_or(&ctx.cfg.chat.default_room);
@@ -153,8 +165,14 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
     if ctx.sessions.get() >= ctx.cfg.admission.max_connections {
         return reject(&ctx, StatusCode::SERVICE_UNAVAILABLE, "too many connections");
     }
-    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = client_ip(&ctx, peer.ip(), forwarded);
+    // Every X-Forwarded-For line, as one list: a proxy that adds its own line must not leave
+    // the client's first line to decide.
+    let forwarded: Vec<&str> =
+        req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let forwarded = forwarded.join(",");
+    let ip = client_ip(&ctx, peer.ip(), Some(forwarded.as_str()).filter(|f| !f.is_empty()));
+    let ip = limit_key(ip, ctx.cfg.admission.ipv6_prefix);
+    who.ip = Some(ip);
     let Some(ip_slot) = ctx.ip_slot(ip) else {
         Stats::inc(&ctx.stats.per_ip_rejects);
         return reject(&ctx, StatusCode::TOO_MANY_REQUESTS, "too many connections from your address");
@@ -229,6 +247,16 @@ mod tests {
         );
         assert_eq!(client_ip(&ctx, proxy, None), proxy);
         assert_eq!(client_ip(&ctx, proxy, Some("junk")), proxy);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_network() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(limit_key(a, 64), limit_key(b, 64), "one /64, one count");
+        assert_ne!(limit_key(a, 128), limit_key(b, 128));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(limit_key(mapped, 64), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

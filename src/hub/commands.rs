@@ -117,8 +117,14 @@ impl Hub {
         }
         let Some(r) = st.rooms.get(room.as_str()) else { return Ok(()) };
         let limit = limit.unwrap_or(50).clamp(1, self.history.history_size.max(1) as u64) as usize;
-        let page = r.older(before, limit);
-        let out = Out::History { room: &room, messages: &page.messages, gap: false, more: page.more };
+        let page = r.older(before, limit, self.page_bytes);
+        let out = Out::History {
+            room: &room,
+            messages: &page.messages,
+            gap: false,
+            more: page.more,
+            partial: false,
+        };
         self.to_conn(st, id, &out);
         Ok(())
     }

@@ -10,6 +10,8 @@
 
 mod commands;
 mod fanout;
+mod history;
+mod lifecycle;
 mod moderation;
 mod operations;
 mod presence;
@@ -17,6 +19,7 @@ mod room;
 mod users;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::{ChatConfig, Config, HistoryConfig, ModerationConfig, Protocol, SlowConsumer};
@@ -59,6 +62,29 @@ struct Conn {
     allowed: Option<Arc<[String]>>,
     /// The login token's `sub`, reported in this connection's events.
     login: Option<Arc<str>>,
+    /// The client's address as limits count it.
+    ip: Option<IpAddr>,
+    /// Rooms this connection created that still exist.
+    created: u32,
+    /// History it is still owed, sent page by page as it drains.
+    owed: Vec<history::Owed>,
+}
+
+impl Conn {
+    fn new(user: Arc<str>, name: Arc<str>, outbox: Arc<Outbox>, wire: Wire) -> Self {
+        Conn {
+            user,
+            name,
+            outbox,
+            wire,
+            rooms: Vec::new(),
+            allowed: None,
+            login: None,
+            ip: None,
+            created: 0,
+            owed: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -75,6 +101,10 @@ struct State {
     /// abandoned names cost nothing) and, if it comes back, continues above this, so message
     /// ids in a room never go back and a returning client is never shown an old id again.
     retired_seq: u64,
+    /// Bytes the history of every room holds.
+    history_bytes: usize,
+    /// Rooms clients from each address created that still exist.
+    by_ip: HashMap<IpAddr, u32>,
 }
 
 /// The parts of the engine's config the hub reads; it never sees the rest (no secrets).
@@ -109,6 +139,8 @@ pub struct Hub {
     published_events: bool,
     /// The wire new connections speak.
     wire: Wire,
+    /// The most bytes of history one frame carries (half the backlog: live messages need room).
+    page_bytes: usize,
     /// Names this engine's message ids (`history_epoch`, or one made at start).
     epoch: String,
     delivery: Delivery,
@@ -128,8 +160,10 @@ impl Hub {
             Protocol::Json => Wire::Json,
             Protocol::Seed => Wire::Seed,
         };
+        let state = State { retired_seq: cfg.history.id_floor, ..State::default() };
         Hub {
-            state: Mutex::default(),
+            state: Mutex::new(state),
+            page_bytes: cfg.max_backlog_bytes / 2,
             chat: cfg.chat,
             history: cfg.history,
             moderation: cfg.moderation,
@@ -221,10 +255,10 @@ impl Hub {
         let mut st = self.lock();
         let user: Arc<str> = who.user.map(Into::into).unwrap_or_else(|| format!("conn:{id}").into());
         let name = st.users.add_tab(&user, id, who.name, who.bound);
-        let allowed = who.rooms.map(Arc::from);
-        let login = user.strip_prefix("sub:").map(Arc::from);
-        let conn =
-            Conn { user, name: name.clone(), outbox, wire: self.wire, rooms: Vec::new(), allowed, login };
+        let mut conn = Conn::new(user, name.clone(), outbox, self.wire);
+        conn.allowed = who.rooms.map(Arc::from);
+        conn.login = conn.user.strip_prefix("sub:").map(Arc::from);
+        conn.ip = who.ip;
         st.conns.insert(id, conn);
         self.emit(&st, EventKind::Connect, id, None, &name);
         if self.moderation.join_hook {
@@ -240,9 +274,7 @@ impl Hub {
     pub fn attach_silent(&self, id: ConnId, outbox: Arc<Outbox>) {
         let name: Arc<str> = format!("echo-{id}").into();
         let user = name.clone();
-        let conn =
-            Conn { user, name, outbox, wire: self.wire, rooms: Vec::new(), allowed: None, login: None };
-        self.lock().conns.insert(id, conn);
+        self.lock().conns.insert(id, Conn::new(user, name, outbox, self.wire));
     }
 
     pub fn detach_silent(&self, id: ConnId) {
@@ -267,6 +299,20 @@ impl Hub {
             }
             let key: Arc<str> =
                 st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
+            if !st.rooms.contains_key(&key) {
+                if let Err(why) = self.create_room(st, id, &key) {
+                    if first {
+                        // Nowhere to be: the connection ends, with the reason.
+                        if let Some(c) = st.conns.get(&id) {
+                            c.outbox.close(crate::wsframe::close::POLICY, &why);
+                        }
+                    } else {
+                        self.refuse(st, id, "room_limit", &why, None);
+                    }
+                    return;
+                }
+            }
+            let Some(conn) = st.conns.get_mut(&id) else { return };
             conn.rooms.push(key.clone());
             let (name, user, outbox, wire) =
                 (conn.name.clone(), conn.user.clone(), conn.outbox.clone(), conn.wire);
@@ -290,10 +336,8 @@ impl Hub {
             Out::Presence { room, members: &members }
         };
         self.delivery.to_one(id, &conn.outbox, conn.wire, &hello);
-        let foreign = resume.epoch.as_deref().is_some_and(|e| e != self.epoch);
-        let page = r.catch_up(resume.since, foreign, self.history.history_on_join);
-        let out = Out::History { room, messages: &page.messages, gap: page.gap, more: page.more };
-        self.delivery.to_one(id, &conn.outbox, conn.wire, &out);
+        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
+        self.send_history(st, id, &key, &resume);
     }
 
     /// Takes `id` out of `room`, telling the others if it was the user's last tab there.
@@ -331,45 +375,14 @@ impl Hub {
         text: &str,
         ts: u64,
     ) -> (u64, usize) {
-        let keep = self.history.history_size;
         let Some(r) = st.rooms.get_mut(room) else { return (0, 0) };
         r.seq += 1;
         let id = r.seq;
         let from = User { id: from, name };
         let json = protocol::message(room, id, ts, from, text);
-        r.remember(id, &json, keep);
+        self.keep(st, room, id, &json);
         let mut frames = Frames::with_json(Out::Message { room, id, ts, from, text }, &json);
         (id, self.room_frames(st, room, &mut frames, None))
-    }
-
-    /// The room called `key`, created (continuing above every retired id) if need be.
-    fn room_entry<'s>(&self, st: &'s mut State, key: &Arc<str>) -> &'s mut Room {
-        let policy = self.chat.policy_for(key, self.delivery.policy);
-        let retired = st.retired_seq;
-        st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy, retired))
-    }
-
-    /// A room nobody is in: forgotten at once if it has no history, else kept, up to
-    /// `max_idle_rooms` of them.
-    fn room_emptied(&self, st: &mut State, key: Arc<str>) {
-        let keep = st.rooms.get(&key).is_some_and(|r| !r.history.is_empty());
-        if keep {
-            st.idle.push_back(key);
-            while st.idle.len() > self.history.max_idle_rooms {
-                let Some(old) = st.idle.pop_front() else { break };
-                if st.rooms.get(&old).is_some_and(Room::is_empty) {
-                    Self::retire(st, &old);
-                }
-            }
-        } else {
-            Self::retire(st, &key);
-        }
-    }
-
-    fn retire(st: &mut State, key: &str) {
-        if let Some(r) = st.rooms.remove(key) {
-            st.retired_seq = st.retired_seq.max(r.seq);
-        }
     }
 
     /// Removes a connection: leaves every room (telling the others) and reports `disconnect`.

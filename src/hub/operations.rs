@@ -117,7 +117,6 @@ impl Hub {
         let key: Arc<str> =
             st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
         let new = !st.rooms.contains_key(&key);
-        let keep = self.history.history_size;
         let r = self.room_entry(&mut st, &key);
         if id <= r.seq {
             let last = r.seq;
@@ -130,7 +129,7 @@ impl Hub {
         }
         r.seq = id;
         let json = protocol::message(room, id, ts, User { id: 0, name: from }, text);
-        r.remember(id, &json, keep);
+        self.keep(&mut st, &key, id, &json);
         if new {
             self.room_emptied(&mut st, key);
         }

@@ -58,8 +58,12 @@ mod behaviour {
     #[test]
     fn a_users_tabs_are_one_member_and_share_whispers() {
         let (h, _) = hub(|_| {});
-        let ada =
-            || Identity { user: Some("sub:1".into()), name: Some("Ada".into()), bound: true, rooms: None };
+        let ada = || Identity {
+            user: Some("sub:1".into()),
+            name: Some("Ada".into()),
+            bound: true,
+            ..Default::default()
+        };
         let (watcher, t1, t2) = (Arc::new(Outbox::new()), Arc::new(Outbox::new()), Arc::new(Outbox::new()));
         h.connect(1, named(Some("bob")), "r", Resume::default(), watcher.clone());
         h.connect(2, ada(), "r", Resume::default(), t1.clone());

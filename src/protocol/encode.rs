@@ -84,6 +84,8 @@ pub enum Out<'a> {
         messages: &'a [&'a str],
         gap: bool,
         more: bool,
+        /// More pages of the same history follow.
+        partial: bool,
     },
 }
 
@@ -114,8 +116,8 @@ impl Wire {
     pub fn encode(self, out: &Out<'_>) -> Option<String> {
         match self {
             Wire::Json => Some(match out {
-                Out::History { room, messages, gap, more } => {
-                    history(room, messages.iter().copied(), *gap, *more)
+                Out::History { room, messages, gap, more, partial } => {
+                    history(room, messages.iter().copied(), *gap, *more, *partial)
                 }
                 // Serializing plain strings and integers cannot fail.
                 other => serde_json::to_string(other).unwrap_or_default(),
@@ -141,13 +143,24 @@ pub fn error(code: &str, message: &str, reference: Option<&Value>) -> String {
 }
 
 /// A `history` message from stored message objects (each already JSON), oldest first. `gap`:
-/// the client asked to resume from a message older than the window, so some are missing.
+/// the client asked to resume from a message older than the window, so some are missing;
+/// `more`: older ones can be paged back; `partial`: more pages of this history follow.
 /// Built by hand so the stored objects are copied in as they are, not parsed again.
-pub fn history<'a>(room: &str, messages: impl Iterator<Item = &'a str>, gap: bool, more: bool) -> String {
+pub fn history<'a>(
+    room: &str,
+    messages: impl Iterator<Item = &'a str>,
+    gap: bool,
+    more: bool,
+    partial: bool,
+) -> String {
     let mut out = String::with_capacity(256);
     out.push_str(r#"{"type":"history","room":"#);
     out.push_str(&serde_json::to_string(room).unwrap_or_default());
-    out.push_str(&format!(r#","gap":{gap},"more":{more},"messages":["#));
+    out.push_str(&format!(r#","gap":{gap},"more":{more},"#));
+    if partial {
+        out.push_str(r#""partial":true,"#);
+    }
+    out.push_str(r#""messages":["#);
     for (i, m) in messages.enumerate() {
         if i > 0 {
             out.push(',');
@@ -186,14 +199,22 @@ mod tests {
     fn history_is_a_json_array_of_the_stored_messages() {
         let m1 = message("r", 1, 5, User { id: 1, name: "a" }, "one");
         let m2 = message("r", 2, 6, User { id: 1, name: "a" }, "two");
-        let v: Value =
-            serde_json::from_str(&history("r\"oom", [m1.as_str(), m2.as_str()].into_iter(), true, false))
-                .unwrap();
+        let v: Value = serde_json::from_str(&history(
+            "r\"oom",
+            [m1.as_str(), m2.as_str()].into_iter(),
+            true,
+            false,
+            false,
+        ))
+        .unwrap();
         assert_eq!(v["room"], "r\"oom");
         assert_eq!(v["gap"], true);
         assert_eq!(v["messages"][1]["text"], "two");
-        let empty: Value = serde_json::from_str(&history("r", std::iter::empty(), false, false)).unwrap();
+        let empty: Value =
+            serde_json::from_str(&history("r", std::iter::empty(), false, false, true)).unwrap();
         assert_eq!(empty["messages"], serde_json::json!([]));
+        assert_eq!(empty["partial"], true);
+        assert!(v.get("partial").is_none(), "only pages that others follow say so");
     }
 
     #[test]
