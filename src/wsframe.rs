@@ -100,7 +100,9 @@ pub struct Decoder {
     /// Opcode of the message being reassembled (text or binary), if any.
     message_op: Option<u8>,
     fragments: usize,
-    /// Prefix of a fragmented text message already known to be valid UTF-8.
+    /// Prefix of the text message being decoded already known to be valid UTF-8, ending on a
+    /// character boundary. Counted over `message` followed by the payload of the text frame that
+    /// has not fully arrived, so it may run past `message.len()` while that frame is pending.
     utf8_checked: usize,
     closed: bool,
 }
@@ -225,6 +227,15 @@ impl Decoder {
         }
         let len = len as usize;
         if d.len() < hdr + 4 + len {
+            // A text frame still arriving: check what has come so that invalid UTF-8 early in a
+            // long frame closes the connection now, not once the rest has been read (Autobahn
+            // 6.4.3/6.4.4). Only incomplete frames get here, so frames that arrive whole pay
+            // nothing extra, and only the bytes new since the last read are checked.
+            let text = op == OP_TEXT || (op == OP_CONT && self.message_op == Some(OP_TEXT));
+            if text && d.len() > hdr + 4 {
+                let mask = [d[hdr], d[hdr + 1], d[hdr + 2], d[hdr + 3]];
+                self.check_utf8_arriving(&d[hdr + 4..], mask)?;
+            }
             return Ok(None);
         }
         let mask = [d[hdr], d[hdr + 1], d[hdr + 2], d[hdr + 3]];
@@ -268,6 +279,44 @@ impl Decoder {
             Incoming::Binary(body)
         };
         Ok(Some((used, Some(msg))))
+    }
+
+    /// Checks the masked payload that has arrived of a text frame not yet complete, from
+    /// `utf8_checked` on, up to its last complete character. Unmasks through a stack buffer rather
+    /// than into `pending`/`message`: the frame stays as it is until it completes, so the decoder
+    /// keeps no more than before (one position); `utf8_checked` then spares `check_utf8` from
+    /// checking the same bytes again.
+    fn check_utf8_arriving(&mut self, arrived: &[u8], mask: [u8; 4]) -> Result<(), Violation> {
+        let base = self.message.len(); // position of arrived[0] in the text message
+        let mut next = self.utf8_checked.saturating_sub(base); // first arrived byte not known valid
+        if next >= arrived.len() {
+            return Ok(()); // all of it checked already
+        }
+        let mut buf = [0u8; 1024];
+        // A character split across the previous fragment and this frame starts in `message`
+        // (at most 3 bytes, already unmasked).
+        let carried = &self.message[self.utf8_checked.min(base)..];
+        buf[..carried.len()].copy_from_slice(carried);
+        let mut n = carried.len(); // buf[..n] holds the text from position utf8_checked on
+        while next < arrived.len() {
+            let take = (buf.len() - n).min(arrived.len() - next);
+            buf[n..n + take].copy_from_slice(&arrived[next..next + take]);
+            let mut m = mask;
+            m.rotate_left(next % 4); // the mask key repeats from the start of the payload
+            unmask_in_place(&mut buf[n..n + take], m);
+            n += take;
+            next += take;
+            let valid = match std::str::from_utf8(&buf[..n]) {
+                Ok(_) => n,
+                // error_len None: the bytes end inside a character; the next bytes may finish it.
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => return Err(violation(close::BAD_DATA, "invalid UTF-8")),
+            };
+            self.utf8_checked += valid;
+            buf.copy_within(valid..n, 0); // the unfinished character, 0 to 3 bytes
+            n -= valid;
+        }
+        Ok(())
     }
 
     /// Validates text as it arrives so a bad fragment fails at once, not at the end.
@@ -426,6 +475,101 @@ mod tests {
         assert_eq!(decode_all(&mut Decoder::new(), &bytes).unwrap(), vec![Incoming::Text("€".into())]);
     }
 
+    /// Feeds `bytes` in the given pieces; the index of the piece that failed, with its violation.
+    fn feed_pieces(d: &mut Decoder, bytes: &[u8], cuts: &[usize]) -> Option<(usize, Violation)> {
+        let mut from = 0;
+        for (i, &to) in cuts.iter().chain(std::iter::once(&bytes.len())).enumerate() {
+            if let Err(v) = d.feed(&bytes[from..to], LIM, &mut |_| {}) {
+                return Some((i, v));
+            }
+            from = to;
+        }
+        None
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_frame_that_arrives_in_pieces_fails_at_the_bad_byte() {
+        let mut payload = "κόσμε".repeat(20).into_bytes();
+        payload[100] = 0xff;
+        let frame = encode_client(OP_TEXT, true, &payload, MASK);
+        let hdr = frame.len() - payload.len();
+        // Pieces: up to before the bad byte, the bad byte, the rest.
+        let got = feed_pieces(&mut Decoder::new(), &frame, &[hdr + 100, hdr + 101]);
+        assert_eq!(got, Some((1, violation(close::BAD_DATA, "invalid UTF-8"))));
+    }
+
+    #[test]
+    fn a_code_point_made_invalid_by_its_second_byte_fails_at_that_byte() {
+        // Autobahn 6.4.4: U+110000 (f4 90 80 80) is out of range; f4 alone may still start a valid
+        // character, the 0x90 after it cannot.
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]);
+        payload.extend_from_slice("edited".as_bytes());
+        let frame = encode_client(OP_TEXT, true, &payload, MASK);
+        let hdr = frame.len() - payload.len();
+        let at_f4 = hdr + "κόσμε".len() + 1;
+        let got = feed_pieces(&mut Decoder::new(), &frame, &[at_f4, at_f4 + 1]);
+        assert_eq!(got.map(|(i, v)| (i, v.code)), Some((1, close::BAD_DATA)));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_continuation_that_arrives_in_pieces_fails_at_the_bad_byte() {
+        // The first fragment ends inside "€" (e2 82 ac); the continuation's first byte breaks it.
+        let mut bytes = encode_client(OP_TEXT, false, &"ab€".as_bytes()[..3], MASK);
+        let cont_at = bytes.len();
+        bytes.extend(encode_client(OP_CONT, true, b"xyz and more", MASK));
+        let payload_at = bytes.len() - b"xyz and more".len();
+        let got = feed_pieces(&mut Decoder::new(), &bytes, &[cont_at, payload_at, payload_at + 1]);
+        assert_eq!(got.map(|(i, v)| (i, v.code)), Some((2, close::BAD_DATA)));
+    }
+
+    #[test]
+    fn characters_split_across_reads_and_fragments_inside_long_frames_are_fine() {
+        let text = "€uro, 𝄞 and ü ".repeat(30);
+        // The fragments split a character too.
+        let cut = (text.len() / 2..).find(|&i| !text.is_char_boundary(i)).unwrap();
+        let (a, b) = text.as_bytes().split_at(cut);
+        let mut bytes = encode_client(OP_TEXT, false, a, MASK);
+        bytes.extend(encode_client(OP_CONT, true, b, MASK));
+        for step in [1, 2, 3, 5, 7, 64] {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for c in bytes.chunks(step) {
+                d.feed(c, LIM, &mut |m| got.push(m)).unwrap();
+            }
+            assert_eq!(got, vec![Incoming::Text(text.clone())], "reads of {step} bytes");
+            assert_eq!((d.pending.len(), d.utf8_checked), (0, 0));
+        }
+    }
+
+    #[test]
+    fn an_arriving_text_frame_is_checked_once_up_to_its_last_whole_character() {
+        let payload = "ab€cd".as_bytes(); // € is bytes 2..5
+        let frame = encode_client(OP_TEXT, true, payload, MASK);
+        let hdr = frame.len() - payload.len();
+        let mut d = Decoder::new();
+        d.feed(&frame[..hdr + 4], LIM, &mut |_| {}).unwrap();
+        assert_eq!(d.utf8_checked, 2, "stops before the unfinished €");
+        d.feed(&frame[hdr + 4..hdr + 5], LIM, &mut |_| {}).unwrap();
+        assert_eq!(d.utf8_checked, 5);
+        let mut got = Vec::new();
+        d.feed(&frame[hdr + 5..], LIM, &mut |m| got.push(m)).unwrap();
+        assert_eq!(got, vec![Incoming::Text("ab€cd".into())]);
+        assert_eq!(d.utf8_checked, 0);
+    }
+
+    #[test]
+    fn binary_frames_arriving_in_pieces_are_not_checked_as_text() {
+        let payload = [0xff; 300];
+        let frame = encode_client(OP_BINARY, true, &payload, MASK);
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        for c in frame.chunks(50) {
+            d.feed(c, LIM, &mut |m| got.push(m)).unwrap();
+        }
+        assert_eq!(got, vec![Incoming::Binary(payload.to_vec())]);
+    }
+
     #[test]
     fn control_frame_rules() {
         let big_ping = encode_client(OP_PING, true, &[0; 126], MASK);
@@ -544,6 +688,69 @@ mod properties {
                 d.feed(c, limits, &mut |m| got.push(m)).unwrap();
             }
             prop_assert_eq!(got, expected);
+        }
+
+        /// A text message with perhaps one byte replaced, cut into frames and reads: the decoder
+        /// fails with 1007 in the very read that brings the first byte that makes it invalid (or,
+        /// for a message ending inside a character, the read that completes its last frame), and
+        /// decodes it otherwise.
+        #[test]
+        fn invalid_utf8_fails_in_the_read_that_brings_the_bad_byte(
+            chars in prop::collection::vec(any::<char>(), 0..150),
+            corrupt in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            cuts in prop::collection::vec(1usize..200, 0..4),
+            chunk in 1usize..97,
+            mask in any::<[u8; 4]>(),
+        ) {
+            let mut body = chars.iter().collect::<String>().into_bytes();
+            if let (Some((at, byte)), false) = (corrupt, body.is_empty()) {
+                let at = at.index(body.len());
+                body[at] = byte;
+            }
+            let mut wire = Vec::new();
+            let mut wire_pos = Vec::with_capacity(body.len()); // wire offset of each body byte
+            let mut rest = &body[..];
+            let mut pieces = Vec::new();
+            for c in &cuts {
+                let at = (*c).min(rest.len());
+                pieces.push(&rest[..at]);
+                rest = &rest[at..];
+            }
+            pieces.push(rest);
+            let mut fin_end = 0;
+            for (i, p) in pieces.iter().enumerate() {
+                let fin = i + 1 == pieces.len();
+                let f = encode_client(if i == 0 { OP_TEXT } else { OP_CONT }, fin, p, mask);
+                let start = wire.len() + f.len() - p.len();
+                wire_pos.extend(start..start + p.len());
+                wire.extend(f);
+                if fin {
+                    fin_end = wire.len() - 1;
+                }
+                if i == 0 {
+                    wire.extend(encode_client(OP_PING, true, b"x", mask));
+                }
+            }
+            // The first body byte at which the text is known to be invalid, as a wire offset.
+            let decisive = (0..body.len())
+                .find(|&k| matches!(std::str::from_utf8(&body[..=k]), Err(e) if e.error_len().is_some()))
+                .map(|k| wire_pos[k])
+                .or_else(|| std::str::from_utf8(&body).is_err().then_some(fin_end));
+            let mut d = Decoder::new();
+            let limits = Limits { max_message: 1 << 20, max_fragments: 100 };
+            let mut failed_at = None;
+            let mut texts = Vec::new();
+            for (i, c) in wire.chunks(chunk).enumerate() {
+                if let Err(v) = d.feed(c, limits, &mut |m| if let Incoming::Text(t) = m { texts.push(t) }) {
+                    prop_assert_eq!(v.code, close::BAD_DATA);
+                    failed_at = Some(i);
+                    break;
+                }
+            }
+            prop_assert_eq!(failed_at, decisive.map(|w| w / chunk));
+            if decisive.is_none() {
+                prop_assert_eq!(texts, vec![String::from_utf8(body).unwrap()]);
+            }
         }
 
         #[test]
