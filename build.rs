@@ -36,7 +36,26 @@ fn main() {
         php_header.push_str(line);
         php_header.push('\n');
     }
+    let php_header = php_text_as_bytes(&php_header);
     std::fs::write(out.join("embedchat_php.h"), php_header).unwrap();
+}
+
+/// PHP's FFI turns a `const char *` field into a PHP string as soon as it is read, measured with
+/// `strlen`: `chat_event.text` (which may contain NUL bytes, `text_len` is its length) would be
+/// cut at its first NUL, so a word filter in PHP would see "" for "\0darn" while the whole text
+/// is published. Declared `const uint8_t *` (same size and alignment, so the layout is the C
+/// header's), the field stays a pointer and PHP reads exactly `text_len` bytes with
+/// `FFI::string($ev->text, $ev->text_len)`. Only this field: the other strings have no NUL.
+fn php_text_as_bytes(header: &str) -> String {
+    const FIELD: &str = "  const char *text;\n";
+    const BYTES: &str = "  const uint8_t *text; /* not char: PHP FFI would read it with strlen and \
+                         stop at a NUL; read text_len bytes with FFI::string */\n";
+    let start = header.find("typedef struct chat_event {").expect("chat_event in the PHP header");
+    let end = start + header[start..].find("} chat_event;").expect("the end of chat_event");
+    let body = &header[start..end];
+    // Fail the build rather than quietly bring the strlen read back if the field is renamed.
+    assert_eq!(body.matches(FIELD).count(), 1, "chat_event.text is no longer `const char *text;`");
+    format!("{}{}{}", &header[..start], body.replace(FIELD, BYTES), &header[end..])
 }
 
 fn generate(dir: &std::path::Path, config: cbindgen::Config) -> String {

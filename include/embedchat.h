@@ -41,8 +41,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// The ABI version this build implements (what `chat_abi_version()` returns).
-#define CHAT_ABI_VERSION 1
+// The ABI version this build implements (what `chat_abi_version()` returns). 2: `user` was
+// appended to `chat_event`. The layout of each version is recorded in include/abi-layout.txt.
+#define CHAT_ABI_VERSION 2
 
 // What an event reports.
 typedef enum chat_event_kind {
@@ -140,7 +141,8 @@ typedef struct chat_event {
   const char *room;
   // The client's display name, or NULL.
   const char *name;
-  // Message text, or NULL. May contain NUL bytes: `text_len` is its length in bytes.
+  // Message text, or NULL. May contain NUL bytes: `text_len` is its length in bytes (PHP's
+  // header declares it `const uint8_t *` so FFI reads all of it, see build.rs).
   const char *text;
   size_t text_len;
   // The whole event as one JSON object (always set).
@@ -151,7 +153,7 @@ typedef struct chat_event {
   uint64_t reply_token;
   // The site's user id (the login token's `sub`) when the connection logged in with a
   // token (config `auth`), else NULL. Added after `reply_token` so the fields before it keep
-  // their offsets.
+  // their offsets; it grew the struct, hence ABI 2 (an ABI 1 library has no such field).
   const char *user;
 } chat_event;
 

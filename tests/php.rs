@@ -166,14 +166,19 @@ async fn php_daemon_moderates_stores_and_restores_history_across_a_restart() {
     send(&mut ann, "what the heck").await;
     let m = recv_type(&mut ann, "message").await;
     assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("what the ****"), Some(1)), "filtered by PHP");
+    // A NUL byte in front no longer hides the word: PHP's filter reads the whole text.
+    send(&mut ann, r#"{"type":"message","text":"\u0000darn it"}"#).await;
+    let m = recv_type(&mut ann, "message").await;
+    assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("**** it"), Some(2)), "filtered past the NUL");
     let auth = format!("Authorization: Bearer {API_KEY}\r\n");
     let (status, body) = http(port, "POST", "/api/publish", &auth, r#"{"room":"lobby","text":"news"}"#);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(recv_type(&mut ann, "message").await["id"], 2);
+    assert_eq!(recv_type(&mut ann, "message").await["id"], 3);
     drop(ann);
     stop(d);
 
-    // Back up on the same database: ann resumes after id 1 and gets exactly id 2.
+    // Back up on the same database: ann resumes after id 1 and gets exactly ids 2 and 3, as
+    // published (the database stored the filtered text, not a text cut at the NUL).
     let (d, port) = daemon(&dir);
     let mut ann = ws(port, &format!("name=ann&since=1&epoch={epoch}")).await;
     let w = recv_type(&mut ann, "welcome").await;
@@ -182,9 +187,9 @@ async fn php_daemon_moderates_stores_and_restores_history_across_a_restart() {
     assert_eq!(h["gap"], false);
     let texts: Vec<&str> =
         h["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
-    assert_eq!(texts, ["news"]);
+    assert_eq!(texts, ["**** it", "news"]);
     send(&mut ann, "and on").await;
-    assert_eq!(recv_type(&mut ann, "message").await["id"], 3, "ids continue above the stored ones");
+    assert_eq!(recv_type(&mut ann, "message").await["id"], 4, "ids continue above the stored ones");
     stop(d);
 }
 

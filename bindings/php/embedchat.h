@@ -45,7 +45,7 @@ typedef struct chat_event {
   uint64_t code;
   const char *room;
   const char *name;
-  const char *text;
+  const uint8_t *text; /* not char: PHP FFI would read it with strlen and stop at a NUL; read text_len bytes with FFI::string */
   size_t text_len;
   const char *json;
   uint64_t reply_token;

@@ -91,7 +91,9 @@ $rows = $db->query('SELECT room, id, ts_ms, sender, text FROM (
     SELECT *, ROW_NUMBER() OVER (PARTITION BY room ORDER BY id DESC) AS n FROM messages)
     WHERE n <= 100 ORDER BY room, id');
 foreach ($rows as $r) {
-    $engine->restore($r['room'], (int) $r['id'], (int) $r['ts_ms'], $r['sender'], $r['text']);
+    // chat_restore takes a C string: a NUL byte (possible in text posted through the HTTP API)
+    // would be refused and stop the daemon here, so it is dropped, as the page shows it.
+    $engine->restore($r['room'], (int) $r['id'], (int) $r['ts_ms'], $r['sender'], str_replace("\0", '', $r['text']));
     $restored++;
 }
 [$host, $port] = [explode(':', $listen)[0], $engine->port()];
@@ -121,12 +123,17 @@ $engine->on(EventKind::Message, function (Event $ev, Engine $engine) use (&$rece
     if (count($times) === RATE_NOTE_AFTER) {
         $engine->send($ev->connId, 'you are typing fast; give the others a chance');
     }
+    // The filter reads the whole text ($ev->text holds every byte, NUL included). NUL bytes are
+    // removed first: a page may show "da\0rn" as "darn", so the filter must see it that way too,
+    // and replace() cannot carry a NUL (nor can restore() after a restart).
     $clean = preg_replace_callback(
         '/\b(' . implode('|', BAD_WORDS) . ')\b/i',
         static fn ($m) => str_repeat('*', strlen($m[0])),
-        $text,
+        str_replace("\0", '', $text),
     );
-    if ($clean === $text) {
+    if ($clean === '') {
+        $engine->reject($ev->replyToken, 'empty message'); // it was nothing but NUL bytes
+    } elseif ($clean === $text) {
         $engine->approve($ev->replyToken);
     } else {
         $engine->replace($ev->replyToken, $clean);

@@ -60,7 +60,8 @@ pub struct chat_event {
     pub room: *const c_char,
     /// The client's display name, or NULL.
     pub name: *const c_char,
-    /// Message text, or NULL. May contain NUL bytes: `text_len` is its length in bytes.
+    /// Message text, or NULL. May contain NUL bytes: `text_len` is its length in bytes (PHP's
+    /// header declares it `const uint8_t *` so FFI reads all of it, see build.rs).
     pub text: *const c_char,
     pub text_len: usize,
     /// The whole event as one JSON object (always set).
@@ -71,7 +72,7 @@ pub struct chat_event {
     pub reply_token: u64,
     /// The site's user id (the login token's `sub`) when the connection logged in with a
     /// token (config `auth`), else NULL. Added after `reply_token` so the fields before it keep
-    /// their offsets.
+    /// their offsets; it grew the struct, hence ABI 2 (an ABI 1 library has no such field).
     pub user: *const c_char,
 }
 

@@ -52,8 +52,9 @@ pub extern "C" fn chat_abi_version() -> u32 {
     CHAT_ABI_VERSION
 }
 
-/// The ABI version this build implements (what `chat_abi_version()` returns).
-pub const CHAT_ABI_VERSION: u32 = 1;
+/// The ABI version this build implements (what `chat_abi_version()` returns). 2: `user` was
+/// appended to `chat_event`. The layout of each version is recorded in include/abi-layout.txt.
+pub const CHAT_ABI_VERSION: u32 = 2;
 
 /// Returns a caller-owned copy (free with `chat_string_free`).
 pub(crate) fn owned(s: String) -> *mut c_char {

@@ -30,7 +30,7 @@ final class Event
     /** @internal Copies a native `chat_event`. */
     public static function fromNative(\FFI\CData $ev): self
     {
-        // PHP FFI may hand `const char *` fields over as PHP strings already.
+        // PHP FFI hands `const char *` fields over as PHP strings already (read up to the NUL).
         $str = static fn ($p): ?string => $p === null || is_string($p) ? $p : \FFI::string($p);
         return new self(
             EventKind::from((int) $ev->kind),
@@ -41,7 +41,9 @@ final class Event
             (int) $ev->code,
             $str($ev->room),
             $str($ev->name),
-            $ev->text === null || is_string($ev->text) ? $ev->text : \FFI::string($ev->text, (int) $ev->text_len),
+            // Exactly text_len bytes: the text may contain NUL bytes. embedchat.h declares it
+            // `const uint8_t *` so FFI keeps it a pointer instead of a string cut at the first NUL.
+            $ev->text === null ? null : \FFI::string($ev->text, (int) $ev->text_len),
             (int) $ev->reply_token,
             (string) $str($ev->json),
             $str($ev->user),

@@ -21,8 +21,12 @@ use EmbedChat\Exception\UnsupportedException;
  */
 final class Native
 {
-    /** The ABI this package speaks (`chat_abi_version()`). */
-    public const ABI_VERSION = 1;
+    /**
+     * The ABI this package speaks (`chat_abi_version()`, CHAT_ABI_VERSION): 2 since `user` was
+     * appended to `chat_event`. A library of another ABI is refused at load time, so this
+     * package never reads a `chat_event` laid out differently from its embedchat.h.
+     */
+    public const ABI_VERSION = 2;
     /** The FFI scope preload.php registers, for PHP-FPM with `ffi.enable=preload`. */
     public const SCOPE = 'EMBEDCHAT';
 

@@ -133,6 +133,32 @@ final class EngineTest extends TestCase
         self::assertSame('message', json_decode($msg->json, true)['kind']);
     }
 
+    public function testMessageTextWithNulBytesArrivesWhole(): void
+    {
+        // FFI reads a `const char *` field up to its first NUL; the text is read by text_len.
+        $e = self::engine();
+        $c = new WsClient($e->port(), 'name=ann');
+        $c->send('{"type":"message","text":"ab\u0000cd"}');
+        $msg = self::waitFor($e, EventKind::Message);
+        self::assertSame("ab\0cd", $msg->text);
+        self::assertSame(5, strlen($msg->text));
+        self::assertSame("ab\0cd", json_decode($msg->json, true)['text'], 'the JSON says the same');
+    }
+
+    public function testAHandlerFilterSeesTheWordsAfterANulByte(): void
+    {
+        $e = self::engine(['relay' => 'host']);
+        $e->on(EventKind::Message, static fn (Event $ev, Engine $en) => str_contains($ev->text, 'darn')
+            ? $en->reject($ev->replyToken, 'no swearing')
+            : $en->approve($ev->replyToken));
+        $c = new WsClient($e->port(), 'name=ann');
+        self::assertSame('welcome', $c->recv()['type']);
+        $c->send('{"type":"message","text":"\u0000darn"}');
+        $e->run(0.5);
+        $err = $c->recvType('error');
+        self::assertSame(['rejected', 'no swearing'], [$err['code'], $err['message']]);
+    }
+
     public function testPublishedLaggingAndDroppedEventsReport(): void
     {
         // A room that drops for slow readers, a tiny backlog, and a client that never reads.
