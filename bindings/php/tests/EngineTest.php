@@ -161,9 +161,9 @@ final class EngineTest extends TestCase
 
     public function testPublishedLaggingAndDroppedEventsReport(): void
     {
-        // A room that drops for slow readers, a tiny backlog, and a client that never reads.
-        // (A backlog this small only holds messages this small: the engine checks that one fits.)
-        $e = self::engine(['max_backlog_bytes' => 1024, 'max_message_bytes' => 64, 'max_room_chars' => 16,
+        // A room that drops for slow readers, a small backlog, and a client that never reads.
+        // (The backlog must hold one message of max_message_bytes: the engine checks that.)
+        $e = self::engine(['max_backlog_bytes' => 400_000, 'max_message_bytes' => 60_010,
             'published_events' => true,
             'rooms' => ['ticker' => ['slow_consumer' => 'drop_oldest']]]);
         $idle = new WsClient($e->port(), 'name=idle&room=ticker');
