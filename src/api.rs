@@ -18,7 +18,9 @@ use crate::host;
 use crate::remote::Remote;
 use crate::runtime::{self, Running};
 
-pub use crate::config::{CallbackThread, Config, ConfigError, HookDefault, Protocol, Relay, SlowConsumer};
+pub use crate::config::{
+    CallbackThread, Config, ConfigError, HookDefault, Protocol, Relay, SlowConsumer, WhisperScope,
+};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{Event, EventKind};
 pub use crate::host::RoomInfo;
@@ -76,6 +78,14 @@ impl Engine {
     /// Whether this handle was made by `connect`.
     pub fn is_remote(&self) -> bool {
         matches!(self.target, Target::Remote(_))
+    }
+
+    /// The local engine, running or stopped; `Unsupported` for a connected handle.
+    fn local_any(&self) -> Result<&Local, Error> {
+        match &self.target {
+            Target::Local(l) => Ok(l),
+            Target::Remote(_) => Err(Error::Unsupported(REMOTE_ONLY)),
+        }
     }
 
     /// The local engine, running; `Unsupported` for a connected handle.
@@ -192,15 +202,17 @@ impl Engine {
     }
 
     /// Takes the next event, waiting up to `timeout` (None = until one comes or the engine stops).
+    /// After `stop`, the events queued before it are still handed out (a message to store, say);
+    /// then `Error::Stopped`.
     pub fn poll_event(&self, timeout: Option<Duration>) -> Result<Option<Event>, Error> {
-        self.local()?.ctx.events.pop(timeout).map_err(|_| Error::Stopped)
+        self.local_any()?.ctx.events.pop(timeout).map_err(|_| Error::Stopped)
     }
 
     /// Waits up to `timeout` for an event, then calls `f` on this thread for it and for every
     /// event already queued behind it. Returns how many were handled. `f` may call any engine
     /// method, `stop` included.
     pub fn dispatch(&self, timeout: Option<Duration>, mut f: impl FnMut(&Event)) -> Result<usize, Error> {
-        let events = &self.local()?.ctx.events;
+        let events = &self.local_any()?.ctx.events;
         let Some(first) = self.poll_event(timeout)? else {
             return Ok(0);
         };

@@ -175,8 +175,14 @@ struct Inner {
     next_seq: u64,
     dropped_pending: u64,
     dropped_total: u64,
+    /// Message ids the dropped events carried, per room, until the `dropped` event reports them:
+    /// a host that stores messages learns which ids it will never see (and must not reuse).
+    lost_ids: Vec<(Arc<str>, u64, u64)>,
     closed: bool,
 }
+
+/// Rooms whose lost ids a `dropped` event lists one by one; past it only the highest id is kept.
+const LOST_ROOMS: usize = 64;
 
 pub struct EventQueue {
     inner: Mutex<Inner>,
@@ -202,6 +208,7 @@ impl EventQueue {
                 next_seq: 1,
                 dropped_pending: 0,
                 dropped_total: 0,
+                lost_ids: Vec::new(),
                 closed: false,
             }),
             cond: Condvar::new(),
@@ -215,19 +222,51 @@ impl EventQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an event; never blocks. Returns false if it was dropped.
+    /// Queues an event; never blocks. Returns false if it was dropped (counted, and reported by
+    /// a `dropped` event with the message ids it carried) or the queue is closed.
     pub fn push(&self, ev: Event) -> bool {
         let mut g = self.lock();
         if g.closed {
             return false;
         }
-        if g.queue.len() >= self.capacity || g.bytes.saturating_add(ev.weight()) > self.max_bytes {
+        if !self.has_room(&g, &ev) {
             g.dropped_pending += 1;
             g.dropped_total += 1;
+            if ev.msg_id > 0 && matches!(ev.kind, EventKind::Message | EventKind::Published) {
+                Self::lose(&mut g, ev.room.clone().unwrap_or_else(|| "".into()), ev.msg_id);
+            }
             return false;
         }
         self.enqueue(&mut g, ev);
         true
+    }
+
+    /// Queues an event that must not be lost silently (one that waits for the host's decision):
+    /// false when there is no room, without counting a drop: the caller refuses what it was
+    /// about instead.
+    pub fn push_if_room(&self, ev: Event) -> bool {
+        let mut g = self.lock();
+        if g.closed || !self.has_room(&g, &ev) {
+            return false;
+        }
+        self.enqueue(&mut g, ev);
+        true
+    }
+
+    fn has_room(&self, g: &Inner, ev: &Event) -> bool {
+        g.queue.len() < self.capacity && g.bytes.saturating_add(ev.weight()) <= self.max_bytes
+    }
+
+    fn lose(g: &mut Inner, room: Arc<str>, id: u64) {
+        if let Some(r) = g.lost_ids.iter_mut().find(|r| r.0 == room) {
+            r.1 = r.1.min(id);
+            r.2 = r.2.max(id);
+        } else if g.lost_ids.len() < LOST_ROOMS {
+            g.lost_ids.push((room, id, id));
+        } else if let Some(last) = g.lost_ids.last_mut() {
+            // Too many rooms to list: the last entry keeps growing, so the highest id is kept.
+            last.2 = last.2.max(id);
+        }
     }
 
     fn enqueue(&self, g: &mut Inner, mut ev: Event) {
@@ -246,21 +285,30 @@ impl EventQueue {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = self.lock();
         loop {
-            if g.closed {
-                return Err(Closed);
-            }
             if let Some(ev) = g.queue.pop_front() {
                 g.bytes -= ev.weight();
                 if g.dropped_pending > 0 {
-                    // A slot just freed: tell the host what it missed, in order.
+                    // A slot just freed: tell the host what it missed, in order: how many, the
+                    // highest message id among them (`msg_id`), and per room the range of
+                    // message ids lost (`text`, a JSON object `{"room": [first, last]}`).
                     let mut d = Event::new(EventKind::Dropped, 0);
                     d.count = std::mem::take(&mut g.dropped_pending);
+                    let lost = std::mem::take(&mut g.lost_ids);
+                    d.msg_id = lost.iter().map(|r| r.2).max().unwrap_or(0);
+                    if !lost.is_empty() {
+                        let map: serde_json::Map<String, serde_json::Value> =
+                            lost.iter().map(|(r, a, b)| (r.to_string(), serde_json::json!([a, b]))).collect();
+                        d.text = Some(serde_json::Value::Object(map).to_string());
+                    }
                     self.enqueue(&mut g, d);
                 }
-                if g.queue.is_empty() {
+                if g.queue.is_empty() && !g.closed {
                     self.wake.clear();
                 }
                 return Ok(Some(ev));
+            }
+            if g.closed {
+                return Err(Closed);
             }
             match deadline {
                 None => g = self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
@@ -289,11 +337,11 @@ impl EventQueue {
         self.lock().dropped_total
     }
 
-    /// Wakes every waiter with `Closed`; later pushes are ignored.
+    /// Closes intake (later pushes are ignored). What is queued can still be taken; then every
+    /// waiter gets `Closed`. So a host that stops loses nothing that was queued before.
     pub fn close(&self) {
         let mut g = self.lock();
         g.closed = true;
-        g.queue.clear();
         // Leave the fd readable so a host sleeping in poll() wakes up and learns of the stop.
         self.wake.set();
         self.cond.notify_all();
@@ -431,6 +479,34 @@ mod tests {
         }
         assert_eq!(kinds.len(), 17);
         assert_eq!(kinds.last(), Some(&(EventKind::Dropped, 4)));
+    }
+
+    #[test]
+    fn after_close_what_was_queued_can_still_be_taken() {
+        let q = EventQueue::new(16).unwrap();
+        q.push(Event::new(EventKind::Message, 1));
+        q.close();
+        assert!(!q.push(Event::new(EventKind::Message, 2)), "intake is closed");
+        assert!(readable(q.fd()));
+        assert_eq!(q.pop(Some(Duration::ZERO)).unwrap().unwrap().conn_id, 1);
+        assert_eq!(q.pop(Some(Duration::ZERO)), Err(Closed));
+        assert!(readable(q.fd()), "stays readable: a host in poll() learns of the stop");
+    }
+
+    #[test]
+    fn a_dropped_report_names_the_message_ids_lost() {
+        let q = EventQueue::new(16).unwrap();
+        for i in 1..=20u64 {
+            let mut e = Event::new(EventKind::Message, 1);
+            e.room = Some(if i % 2 == 0 { "even" } else { "odd" }.into());
+            e.msg_id = i;
+            q.push(e);
+        }
+        let events: Vec<Event> = std::iter::from_fn(|| q.pop(Some(Duration::ZERO)).unwrap()).collect();
+        let d = events.iter().find(|e| e.kind == EventKind::Dropped).unwrap();
+        assert_eq!((d.count, d.msg_id), (4, 20));
+        let ranges: serde_json::Value = serde_json::from_str(d.text.as_deref().unwrap()).unwrap();
+        assert_eq!(ranges, serde_json::json!({"odd": [17, 19], "even": [18, 20]}));
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub mod fuzzing {
 
 pub use api::{
     CallbackThread, Config, ConfigError, Engine, Error, ErrorKind, Event, EventKind, HookDefault, Protocol,
-    Relay, RoomInfo, SlowConsumer, Stats,
+    Relay, RoomInfo, SlowConsumer, Stats, WhisperScope,
 };
 pub use config::{
     AdmissionConfig, AuthConfig, ChatConfig, EventsConfig, HistoryConfig, LimitsConfig, ModerationConfig,

@@ -137,6 +137,11 @@ impl Running {
         self.stop_accept.notify_one();
         self.stop_control.notify_one();
         ctx.hub.close_all(close::GOING_AWAY, "server shutting down");
+        // Intake closes now: every client is closing, so no message is accepted any more, and
+        // what was accepted before is queued. The host can still take those events after stop
+        // returns (and loses none of them); the leaves and disconnects of the closing clients
+        // are not reported.
+        ctx.events.close();
         let wait = Duration::from_millis(ctx.cfg.stop_timeout_ms);
         let sessions = ctx.sessions.clone();
         self.runtime.block_on(async move {
@@ -150,6 +155,5 @@ impl Running {
             // and a host that stops expects the file gone when chat_stop returns.
             let _ = std::fs::remove_file(p);
         }
-        ctx.events.close();
     }
 }

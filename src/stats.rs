@@ -34,6 +34,7 @@ pub struct Stats {
     pub rooms_evicted: AtomicU64,
     pub room_refusals: AtomicU64,
     pub history_trimmed: AtomicU64,
+    pub moderation_refusals: AtomicU64,
 }
 
 /// A point-in-time copy, as returned by `chat_stats_json`.
@@ -72,6 +73,8 @@ pub struct Snapshot {
     pub room_refusals: u64,
     /// Messages dropped from a room's history by the byte limits.
     pub history_trimmed: u64,
+    /// Messages and joins refused because the event queue had no room for the host's decision.
+    pub moderation_refusals: u64,
     pub events_queued: u64,
     pub events_dropped: u64,
     pub running: bool,
@@ -117,6 +120,7 @@ impl Stats {
             rooms_evicted: self.rooms_evicted.load(Relaxed),
             room_refusals: self.room_refusals.load(Relaxed),
             history_trimmed: self.history_trimmed.load(Relaxed),
+            moderation_refusals: self.moderation_refusals.load(Relaxed),
             events_queued,
             events_dropped,
             running,

@@ -23,6 +23,8 @@ pub mod close {
     pub const BAD_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// The server cannot take this now (its moderator is overloaded); the client may retry.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const KICKED: u16 = 4000;
     /// The host refused the connection's first room (`join_hook`).
     pub const JOIN_REFUSED: u16 = 4003;

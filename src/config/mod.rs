@@ -54,6 +54,18 @@ pub enum SlowConsumer {
     DropNewest,
 }
 
+/// Who a client may whisper to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhisperScope {
+    /// Someone who shares a room with the sender: a stranger elsewhere on the server cannot be
+    /// reached by guessing connection ids or names.
+    #[default]
+    SharedRoom,
+    /// Anyone connected to this engine.
+    Any,
+}
+
 /// Settings for one room, overriding the engine's.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +157,8 @@ pub struct ChatConfig {
     pub max_room_chars: usize,
     /// Rooms one connection may be in at once.
     pub max_rooms_per_connection: usize,
+    /// Who a client may whisper to.
+    pub whisper_scope: WhisperScope,
     /// Rooms in the engine, with members or kept for their history; a client that would create
     /// one more first pushes out the room empty longest, and is refused when none is empty.
     pub max_rooms: usize,
@@ -311,6 +325,7 @@ impl Default for ChatConfig {
             max_name_chars: 32,
             max_room_chars: 64,
             max_rooms_per_connection: 16,
+            whisper_scope: WhisperScope::SharedRoom,
             max_rooms: 100_000,
             max_rooms_per_ip: 256,
             max_created_rooms_per_connection: 64,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::moderation::HeldKind;
 use super::{Hub, State};
 use crate::clock::now_ms;
-use crate::config::Relay;
+use crate::config::{Relay, WhisperScope};
 use crate::events::{Event, EventKind};
 use crate::identity::{ConnId, Resume};
 use crate::protocol::{self, Command, Out, Request, Target, User};
@@ -141,9 +141,19 @@ impl Hub {
             return Err(("unknown_user", "nobody by that name or id is here".into()));
         };
         let conn = &st.conns[&id];
+        if self.chat.whisper_scope == WhisperScope::SharedRoom && target.as_ref() != Some(&conn.user) {
+            let shared = dest
+                .conns
+                .iter()
+                .filter_map(|t| st.conns.get(t))
+                .any(|t| t.rooms.iter().any(|r| conn.rooms.contains(r)));
+            if !shared {
+                return Err(("unknown_user", "nobody by that name or id is in your rooms".into()));
+            }
+        }
         let target_id = dest.conns[0];
-        let from = User { id, name: &conn.name };
-        let (ts, to) = (now_ms(), User { id: target_id, name: &dest.name });
+        let from = User { id, name: &conn.name, bound: conn.bound };
+        let (ts, to) = (now_ms(), User { id: target_id, name: &dest.name, bound: dest.bound });
         let whisper = || Out::Whisper { ts, from, to, text: &text };
         // Every tab of the recipient, and the sender's other tabs (they show the echo).
         let dest_key = target.clone().unwrap_or_default();
@@ -167,14 +177,21 @@ impl Hub {
         };
         let user = st.conns[&id].user.clone();
         st.users.check_rename(&user, &new)?;
-        let new: Arc<str> = new.into();
-        let Some(entry) = st.users.get(&user) else { return Ok(()) };
-        // The user is renamed in every tab; each room it is in hears it once.
+        self.rename_user(st, &user, id, new.into());
+        Ok(())
+    }
+
+    /// Renames a user in every tab; each room it is in hears it once (as said by connection
+    /// `id`), and the host gets a `nick` event.
+    pub(super) fn rename_user(&self, st: &mut State, user: &Arc<str>, id: ConnId, new: Arc<str>) {
+        let Some(entry) = st.users.get(user) else { return };
         let tabs = entry.conns.clone();
         let mut rooms: Vec<Arc<str>> = Vec::new();
+        let mut bound = false;
         for t in &tabs {
             if let Some(c) = st.conns.get_mut(t) {
                 c.name = new.clone();
+                bound = c.bound;
                 for r in &c.rooms {
                     if !rooms.contains(r) {
                         rooms.push(r.clone());
@@ -182,15 +199,15 @@ impl Hub {
                 }
             }
         }
-        let old = st.users.rename(&user, &new).unwrap_or_else(|| new.clone());
+        let old = st.users.rename(user, &new).unwrap_or_else(|| new.clone());
         for room in &rooms {
-            self.to_room(st, room, Out::Nick { room, user: User { id, name: &new }, old: &old }, None);
+            let who = User { id, name: &new, bound };
+            self.to_room(st, room, Out::Nick { room, user: who, old: &old }, None);
         }
         let mut ev = Event::new(EventKind::Nick, id);
         ev.name = Some(new);
         ev.text = Some(old.to_string());
         self.push_event(st, ev);
-        Ok(())
     }
 
     /// Refuses a command: an `error` (on wires that carry it) and a count.

@@ -62,6 +62,8 @@ struct Conn {
     allowed: Option<Arc<[String]>>,
     /// The login token's `sub`, reported in this connection's events.
     login: Option<Arc<str>>,
+    /// The name comes from the site's login.
+    bound: bool,
     /// The client's address as limits count it.
     ip: Option<IpAddr>,
     /// Rooms this connection created that still exist.
@@ -80,6 +82,7 @@ impl Conn {
             rooms: Vec::new(),
             allowed: None,
             login: None,
+            bound: false,
             ip: None,
             created: 0,
             owed: Vec::new(),
@@ -87,7 +90,6 @@ impl Conn {
     }
 }
 
-#[derive(Default)]
 struct State {
     conns: HashMap<ConnId, Conn>,
     users: Users,
@@ -160,7 +162,17 @@ impl Hub {
             Protocol::Json => Wire::Json,
             Protocol::Seed => Wire::Seed,
         };
-        let state = State { retired_seq: cfg.history.id_floor, ..State::default() };
+        let state = State {
+            conns: HashMap::new(),
+            users: Users::new(&cfg.chat.host_name),
+            rooms: HashMap::new(),
+            idle: VecDeque::new(),
+            held: HashMap::new(),
+            next_token: 0,
+            retired_seq: cfg.history.id_floor,
+            history_bytes: 0,
+            by_ip: HashMap::new(),
+        };
         Hub {
             state: Mutex::new(state),
             page_bytes: cfg.max_backlog_bytes / 2,
@@ -254,11 +266,20 @@ impl Hub {
     ) -> Arc<str> {
         let mut st = self.lock();
         let user: Arc<str> = who.user.map(Into::into).unwrap_or_else(|| format!("conn:{id}").into());
+        if who.bound && st.users.get(&user).is_none() {
+            // A logged-in user's name wins: an anonymous holder is renamed, and its rooms hear it.
+            let holder = who.name.as_deref().and_then(|n| st.users.anonymous_holder(n));
+            if let Some((holder, u)) = holder.and_then(|h| st.users.get(&h).map(|u| (h.clone(), u))) {
+                let (new, tab) = (st.users.free_name(&u.name), u.conns[0]);
+                self.rename_user(&mut st, &holder, tab, new.into());
+            }
+        }
         let name = st.users.add_tab(&user, id, who.name, who.bound);
         let mut conn = Conn::new(user, name.clone(), outbox, self.wire);
         conn.allowed = who.rooms.map(Arc::from);
         conn.login = conn.user.strip_prefix("sub:").map(Arc::from);
         conn.ip = who.ip;
+        conn.bound = who.bound;
         st.conns.insert(id, conn);
         self.emit(&st, EventKind::Connect, id, None, &name);
         if self.moderation.join_hook {
@@ -314,12 +335,13 @@ impl Hub {
             }
             let Some(conn) = st.conns.get_mut(&id) else { return };
             conn.rooms.push(key.clone());
-            let (name, user, outbox, wire) =
-                (conn.name.clone(), conn.user.clone(), conn.outbox.clone(), conn.wire);
+            let (name, user, outbox, wire, bound) =
+                (conn.name.clone(), conn.user.clone(), conn.outbox.clone(), conn.wire, conn.bound);
             let r = self.room_entry(st, &key);
             r.add(id, outbox, wire);
             if r.add_tab(user) {
-                self.to_room(st, &key, Out::Join { room: &key, user: User { id, name: &name } }, Some(id));
+                let user = User { id, name: &name, bound };
+                self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
             }
             self.emit(st, EventKind::Join, id, Some(&key), &name);
         }
@@ -327,8 +349,10 @@ impl Hub {
             return;
         };
         let members = presence::members_of(st, r);
-        let members: Vec<Member<'_>> =
-            members.iter().map(|m| Member { id: m.id, name: &m.name, tabs: m.tabs }).collect();
+        let members: Vec<Member<'_>> = members
+            .iter()
+            .map(|m| Member { id: m.id, name: &m.name, tabs: m.tabs, bound: m.bound })
+            .collect();
         let hello = if first {
             let bound = st.users.get(&conn.user).is_some_and(|u| u.bound);
             Out::Welcome { id, name: &conn.name, bound, room, epoch: &self.epoch, members: &members }
@@ -350,14 +374,15 @@ impl Hub {
             return false;
         };
         let key = conn.rooms.remove(pos);
-        let (name, user) = (conn.name.clone(), conn.user.clone());
+        let (name, user, bound) = (conn.name.clone(), conn.user.clone(), conn.bound);
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
             let last_tab = r.remove_tab(&user);
             if r.is_empty() {
                 self.room_emptied(st, key.clone());
             } else if last_tab {
-                self.to_room(st, &key, Out::Leave { room: &key, user: User { id, name: &name } }, None);
+                let user = User { id, name: &name, bound };
+                self.to_room(st, &key, Out::Leave { room: &key, user }, None);
             }
         }
         self.emit(st, EventKind::Leave, id, Some(&key), &name);
@@ -378,7 +403,8 @@ impl Hub {
         let Some(r) = st.rooms.get_mut(room) else { return (0, 0) };
         r.seq += 1;
         let id = r.seq;
-        let from = User { id: from, name };
+        let bound = st.conns.get(&from).is_some_and(|c| c.bound);
+        let from = User { id: from, name, bound };
         let json = protocol::message(room, id, ts, from, text);
         self.keep(st, room, id, &json);
         let mut frames = Frames::with_json(Out::Message { room, id, ts, from, text }, &json);

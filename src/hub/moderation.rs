@@ -37,14 +37,33 @@ pub enum Decision {
 
 impl Hub {
     /// Holds `what` for the host; the event (a MESSAGE or JOIN_REQUEST, already filled in) gets
-    /// the reply token.
+    /// the reply token. If the event queue has no room, nothing is held: the host would never
+    /// hear of it and `hook_default` would decide unreviewed, so it is refused at once
+    /// (`moderation_unavailable`; a first room closes the connection with 1013, try again later).
     pub(super) fn hold(&self, st: &mut State, mut ev: Event, room: Arc<str>, name: Arc<str>, what: HeldKind) {
         st.next_token += 1;
         ev.token = st.next_token;
         // +1: `ts` is truncated to the millisecond; never hold less than asked.
         let deadline_ms = ev.ts + self.moderation.hook_timeout_ms + 1;
-        st.held.insert(ev.token, Held { from: ev.conn_id, name, room, what, deadline_ms });
-        self.push_event(st, ev);
+        let from = ev.conn_id;
+        if ev.user.is_none() {
+            ev.user = st.conns.get(&from).and_then(|c| c.login.clone());
+        }
+        let token = ev.token;
+        if !self.delivery.events.push_if_room(ev) {
+            Stats::inc(&self.delivery.stats.moderation_refusals);
+            let why = "the moderator cannot take more right now; try again in a moment";
+            match what {
+                HeldKind::Join { first: true, .. } => {
+                    if let Some(c) = st.conns.get(&from) {
+                        c.outbox.close(wsframe::close::TRY_AGAIN_LATER, why);
+                    }
+                }
+                _ => self.refuse(st, from, "moderation_unavailable", why, None),
+            }
+            return;
+        }
+        st.held.insert(token, Held { from, name, room, what, deadline_ms });
     }
 
     /// Holds a join for the host (`join_hook`): a `join_request` event with a reply token.

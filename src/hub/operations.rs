@@ -62,8 +62,9 @@ impl Hub {
     pub fn send(&self, id: ConnId, text: &str) -> Result<(), Error> {
         let st = self.lock();
         let conn = st.conns.get(&id).ok_or(Error::UnknownConnection(id))?;
-        let host = User { id: 0, name: &self.chat.host_name };
-        let out = Out::Whisper { ts: now_ms(), from: host, to: User { id, name: &conn.name }, text };
+        let host = User::named(0, &self.chat.host_name);
+        let to = User { id, name: &conn.name, bound: conn.bound };
+        let out = Out::Whisper { ts: now_ms(), from: host, to, text };
         match self.delivery.to_one(id, &conn.outbox, conn.wire, &out) {
             Some(Push::Queued | Push::Lagging { queued: true, .. }) | None => {
                 Stats::inc(&self.delivery.stats.messages_out);
@@ -118,17 +119,19 @@ impl Hub {
             st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());
         let new = !st.rooms.contains_key(&key);
         let r = self.room_entry(&mut st, &key);
-        if id <= r.seq {
-            let last = r.seq;
+        // Ids must increase along the history; the room's sequence may already be higher (an
+        // `id_floor`, or a room that lived before), and new messages continue above both.
+        let last = r.history.back().map_or(0, |(last, _)| *last);
+        if id <= last {
             if new {
                 self.room_emptied(&mut st, key);
             }
             return Err(Error::InvalidArgument(format!(
-                "message id {id} is not above room `{room}`'s last id {last}; restore oldest first"
+                "message id {id} is not above room `{room}`'s last kept id {last}; restore oldest first"
             )));
         }
-        r.seq = id;
-        let json = protocol::message(room, id, ts, User { id: 0, name: from }, text);
+        r.seq = r.seq.max(id);
+        let json = protocol::message(room, id, ts, User::named(0, from), text);
         self.keep(&mut st, &key, id, &json);
         if new {
             self.room_emptied(&mut st, key);

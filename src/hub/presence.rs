@@ -17,6 +17,7 @@ pub struct RoomMember {
     pub name: Arc<str>,
     pub tabs: u32,
     pub user: Arc<str>,
+    pub bound: bool,
 }
 
 /// Who is where, for the host: `chat_presence_json`, the HTTP API and the control socket.
@@ -40,6 +41,8 @@ pub struct MemberSnapshot {
     pub id: ConnId,
     pub name: String,
     pub tabs: u32,
+    /// The name comes from the site's login.
+    pub bound: bool,
     pub conns: Vec<ConnId>,
     /// The login token's `sub`, for logged-in users.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +60,8 @@ pub(super) fn members_of(st: &State, room: &Room) -> Vec<RoomMember> {
             None => {
                 seen.insert(&c.user, out.len());
                 let tabs = room.tabs.get(&c.user).copied().unwrap_or(1);
-                out.push(RoomMember { id: m.id, name: c.name.clone(), tabs, user: c.user.clone() });
+                let (name, user, bound) = (c.name.clone(), c.user.clone(), c.bound);
+                out.push(RoomMember { id: m.id, name, tabs, user, bound });
             }
         }
     }
@@ -85,6 +89,7 @@ impl Hub {
                     id: m.id,
                     name: m.name.to_string(),
                     tabs: m.tabs,
+                    bound: m.bound,
                     conns: conns_of.get(&*m.user).cloned().unwrap_or_default(),
                     user: m.user.strip_prefix("sub:").map(str::to_string),
                 })

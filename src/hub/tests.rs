@@ -70,7 +70,10 @@ mod behaviour {
         h.connect(3, ada(), "r", Resume::default(), t2.clone());
         let welcome = &drain(&t2)[0];
         assert_eq!(welcome["name"], "Ada", "the second tab is the same user, not Ada-2");
-        assert_eq!(welcome["members"][1], serde_json::json!({"id": 2, "name": "Ada", "tabs": 2}));
+        assert_eq!(
+            welcome["members"][1],
+            serde_json::json!({"id": 2, "name": "Ada", "tabs": 2, "bound": true})
+        );
         let heard: Vec<Value> = drain(&watcher).into_iter().filter(|m| m["type"] == "join").collect();
         assert_eq!(heard.len(), 1, "Ada's two tabs join once: {heard:?}");
         drain(&t1);
@@ -88,6 +91,79 @@ mod behaviour {
         h.disconnect(3, 1000);
         assert_eq!(drain(&watcher).iter().filter(|m| m["type"] == "leave").count(), 1);
         assert_eq!(h.members("r").len(), 1);
+    }
+
+    #[test]
+    fn nobody_takes_the_hosts_name() {
+        let (h, _) = hub(|_| {});
+        let o = Arc::new(Outbox::new());
+        assert_eq!(&*h.connect(1, named(Some("SYSTEM")), "lobby", Resume::default(), o.clone()), "SYSTEM-2");
+        drain(&o);
+        h.command(1, req(Command::Nick { name: "System".into() }));
+        assert_eq!(drain(&o)[0]["code"], "name_reserved");
+    }
+
+    #[test]
+    fn a_logged_in_users_name_wins_over_an_anonymous_one_and_is_marked() {
+        let (h, ev) = hub(|_| {});
+        let (anon, ada) = (Arc::new(Outbox::new()), Arc::new(Outbox::new()));
+        h.connect(1, named(Some("Ada")), "lobby", Resume::default(), anon.clone());
+        drain(&anon);
+        let login = Identity {
+            user: Some("sub:9".into()),
+            name: Some("ada".into()),
+            bound: true,
+            ..Default::default()
+        };
+        assert_eq!(&*h.connect(2, login, "lobby", Resume::default(), ada.clone()), "ada");
+        let heard = drain(&anon);
+        assert_eq!(heard[0]["type"], "nick", "the anonymous Ada hears she is renamed: {heard:?}");
+        assert_eq!(
+            (heard[0]["old"].as_str(), heard[0]["user"]["name"].as_str()),
+            (Some("Ada"), Some("Ada-2"))
+        );
+        assert_eq!(
+            heard[1]["user"],
+            serde_json::json!({"id": 2, "name": "ada", "bound": true}),
+            "joins marked"
+        );
+        h.command(2, req(Command::Message { room: None, text: "hi".into() }));
+        assert_eq!(drain(&anon)[0]["from"]["bound"], true, "messages marked");
+        assert!(kinds(&ev).contains(&EventKind::Nick));
+    }
+
+    #[test]
+    fn whispers_reach_only_people_who_share_a_room_unless_configured() {
+        let (h, _) = hub(|_| {});
+        let (a, b) = (Arc::new(Outbox::new()), Arc::new(Outbox::new()));
+        h.connect(1, named(Some("ann")), "one", Resume::default(), a.clone());
+        h.connect(2, named(Some("bob")), "two", Resume::default(), b.clone());
+        drain(&a);
+        h.command(1, req(Command::Whisper { to: Target::Id(2), text: "psst".into() }));
+        assert_eq!(drain(&a)[0]["code"], "unknown_user");
+        assert!(drain(&b).iter().all(|m| m["type"] != "whisper"));
+        let (h, _) = hub(|c| c.chat.whisper_scope = crate::config::WhisperScope::Any);
+        let (a, b) = (Arc::new(Outbox::new()), Arc::new(Outbox::new()));
+        h.connect(1, named(Some("ann")), "one", Resume::default(), a.clone());
+        h.connect(2, named(Some("bob")), "two", Resume::default(), b.clone());
+        drain(&b);
+        h.command(1, req(Command::Whisper { to: Target::Name("BOB".into()), text: "psst".into() }));
+        assert_eq!(drain(&b)[0]["text"], "psst");
+    }
+
+    #[test]
+    fn a_client_creating_one_room_too_many_pushes_out_the_room_empty_longest() {
+        let (h, _) = hub(|c| c.chat.max_rooms = 2);
+        let a = Arc::new(Outbox::new());
+        h.connect(1, named(Some("ann")), "kept", Resume::default(), a.clone());
+        h.command(1, req(Command::Message { room: None, text: "remember me".into() }));
+        h.command(1, req(Command::Leave { room: "kept".into() }));
+        h.command(1, req(Command::Join { room: "b".into(), since: None, epoch: None }));
+        h.command(1, req(Command::Join { room: "c".into(), since: None, epoch: None }));
+        assert_eq!(h.delivery.stats.rooms_evicted.load(std::sync::atomic::Ordering::Relaxed), 1);
+        h.command(1, req(Command::Join { room: "d".into(), since: None, epoch: None }));
+        let last = drain(&a).pop().unwrap();
+        assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("error"), Some("room_limit")));
     }
 
     #[test]

@@ -6,20 +6,36 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// Who sent something, as it appears on the wire.
+/// Who sent something, as it appears on the wire. `bound`: the name comes from the site's
+/// login (a page shows it as verified); written only when true.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct User<'a> {
     pub id: u64,
     pub name: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    pub bound: bool,
+}
+
+impl<'a> User<'a> {
+    /// An anonymous sender (or the host, id 0).
+    pub fn named(id: u64, name: &'a str) -> Self {
+        User { id, name, bound: false }
+    }
 }
 
 /// A user in a member list: `id` is one of its connections (whisper to it reaches them all),
-/// `tabs` how many of its connections are in the room.
+/// `tabs` how many of its connections are in the room, `bound` as for `User`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Member<'a> {
     pub id: u64,
     pub name: &'a str,
     pub tabs: u32,
+    #[serde(skip_serializing_if = "is_false")]
+    pub bound: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One server message, before encoding.
@@ -197,8 +213,8 @@ mod tests {
 
     #[test]
     fn history_is_a_json_array_of_the_stored_messages() {
-        let m1 = message("r", 1, 5, User { id: 1, name: "a" }, "one");
-        let m2 = message("r", 2, 6, User { id: 1, name: "a" }, "two");
+        let m1 = message("r", 1, 5, User::named(1, "a"), "one");
+        let m2 = message("r", 2, 6, User::named(1, "a"), "two");
         let v: Value = serde_json::from_str(&history(
             "r\"oom",
             [m1.as_str(), m2.as_str()].into_iter(),
@@ -220,7 +236,7 @@ mod tests {
     #[test]
     fn message_encoding_has_every_field() {
         let v: Value =
-            serde_json::from_str(&message("lobby", 7, 123, User { id: 3, name: "bob" }, "<b>hi")).unwrap();
+            serde_json::from_str(&message("lobby", 7, 123, User::named(3, "bob"), "<b>hi")).unwrap();
         assert_eq!(v["type"], "message");
         assert_eq!(v["room"], "lobby");
         assert_eq!(v["id"], 7);
@@ -237,7 +253,7 @@ mod tests {
 
     #[test]
     fn seed_carries_chat_text_only() {
-        let from = User { id: 1, name: "ann" };
+        let from = User::named(1, "ann");
         let m = Out::Message { room: "r", id: 1, ts: 2, from, text: "hi" };
         assert_eq!(Wire::Seed.encode(&m).as_deref(), Some(r#"{"mess":"hi","name":"ann"}"#));
         assert_eq!(Wire::Seed.encode(&Out::Join { room: "r", user: from }), None);
@@ -256,7 +272,7 @@ mod properties {
 
         #[test]
         fn any_chat_text_round_trips_through_the_server_encoding(text in any::<String>(), name in ".{1,32}") {
-            let v: Value = serde_json::from_str(&message("r", 1, 2, User { id: 3, name: &name }, &text)).unwrap();
+            let v: Value = serde_json::from_str(&message("r", 1, 2, User::named(3, &name), &text)).unwrap();
             prop_assert_eq!(v["text"].as_str(), Some(text.as_str()));
             let v: Value = serde_json::from_str(&seed_message(&text, &name)).unwrap();
             prop_assert_eq!(v["mess"].as_str(), Some(text.as_str()));
