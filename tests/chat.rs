@@ -142,6 +142,25 @@ async fn stop_closes_clients_with_1001() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_before_stop_can_still_be_taken_after_it() {
+    let e = engine(json!({}));
+    let mut a = connect(&e, "name=ann").await;
+    welcomed(&mut a).await;
+    for i in 0..3 {
+        send(&mut a, &format!("m{i}")).await;
+        recv_type(&mut a, "message").await; // seen by a client: the host must be able to store it
+    }
+    e.stop().unwrap();
+    let mut kinds = Vec::new();
+    let texts: Vec<String> = std::iter::from_fn(|| e.poll_event(Some(Duration::ZERO)).ok().flatten())
+        .inspect(|ev| kinds.push(ev.kind))
+        .filter_map(|ev| ev.text)
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2"], "{kinds:?}");
+    assert!(matches!(e.poll_event(None), Err(Error::Stopped)), "then the queue says stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kick_closes_with_4000_and_the_reason() {
     let e = engine(json!({}));
     let mut a = connect(&e, "").await;

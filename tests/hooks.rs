@@ -107,3 +107,39 @@ async fn an_unanswered_join_gets_the_default() {
     let mut ann = connect(&e, "name=ann").await;
     assert_eq!(welcomed(&mut ann).await["name"], "ann", "admitted by the default (accept)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_event_queue_refuses_held_messages_instead_of_letting_them_through() {
+    // The host never takes its events; relay "host" with the default accept after the deadline
+    // would publish whatever the queue could not hold, unreviewed.
+    let e = engine(
+        json!({"relay": "host", "event_queue": 16, "hook_timeout_ms": 100, "max_messages_per_second": 0}),
+    );
+    let mut c = connect(&e, "name=spammer").await;
+    welcomed(&mut c).await;
+    for i in 0..40 {
+        send(&mut c, &format!("unreviewed {i}")).await;
+    }
+    let err = recv_type(&mut c, "error").await;
+    assert_eq!(err["code"], "moderation_unavailable", "{err}");
+    tokio::time::sleep(Duration::from_millis(400)).await; // every deadline has passed
+    send(&mut c, r#"{"type":"ping"}"#).await;
+    let mut published = Vec::new();
+    loop {
+        let m = recv(&mut c).await;
+        if m["type"] == "message" {
+            published.push(m["text"].as_str().unwrap().to_string());
+        }
+        if m["type"] == "pong" {
+            break;
+        }
+    }
+    // The held messages whose events were queued get `hook_default` (accept) after the
+    // deadline, as configured; those the queue could not take were refused and never appear.
+    let st = e.stats();
+    let expected: Vec<String> = (0..published.len()).map(|i| format!("unreviewed {i}")).collect();
+    assert_eq!(published, expected, "only the first ones, which the host could have seen");
+    assert!(published.len() < 16, "{published:?}");
+    assert_eq!(st.moderation_refusals as usize, 40 - published.len(), "{st:?}");
+    assert_eq!(st.events_dropped, 0, "refused, not dropped silently: {st:?}");
+}

@@ -272,3 +272,81 @@ async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
     drop(server);
     stop(d);
 }
+
+/// Every (room, id, text) row the daemon's database holds, read with PHP's own PDO.
+fn stored(db: &str) -> Vec<(String, u64, String)> {
+    let out = Command::new("php")
+        .arg("-r")
+        .arg(format!(
+            "$db = new PDO('sqlite:{db}'); echo json_encode($db->query('SELECT room, id, text FROM messages')->fetchAll(PDO::FETCH_NUM));"
+        ))
+        .output()
+        .expect("php");
+    let rows: Vec<(String, u64, String)> = serde_json::from_slice(&out.stdout).expect("rows as JSON");
+    rows
+}
+
+/// Reads `message` frames (id, text) until the server closes; returns them and the close code.
+async fn messages_until_close(ws: &mut Client) -> (Vec<(u64, String)>, Option<u16>) {
+    use futures_util::StreamExt;
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("the daemon closes in time") {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "message" {
+                    seen.push((v["id"].as_u64().unwrap(), v["text"].as_str().unwrap().to_string()));
+                }
+            }
+            Some(Ok(Message::Close(f))) => return (seen, f.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (seen, None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_daemon_under_traffic_loses_no_message_and_reuses_no_id() {
+    let dir = TempDir::new("traffic");
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    for round in 0..2 {
+        let (d, port) = daemon(&dir);
+        let mut reader = ws(port, "name=reader").await;
+        recv_type(&mut reader, "welcome").await;
+        let mut writer = ws(port, "name=writer").await;
+        recv_type(&mut writer, "welcome").await;
+        // Messages keep coming while the daemon is told to stop.
+        let pid = d.0.id() as i32;
+        let sending = tokio::spawn(async move {
+            for i in 0..30 {
+                if writer.send(Message::text(format!("round {round} message {i}"))).await.is_err() {
+                    break;
+                }
+                if i == 15 {
+                    // SAFETY: kill(2) on our own child.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let (got, code) = messages_until_close(&mut reader).await;
+        assert_eq!(code, Some(1001), "a clean stop");
+        assert!(got.len() >= 10, "traffic flowed before the stop: {got:?}");
+        sending.await.unwrap();
+        let mut d = d;
+        assert!(wait_with_timeout(&mut d.0, Duration::from_secs(20)).success());
+        seen.extend(got);
+    }
+    let rows = stored(&dir.path("chat.sqlite"));
+    for (id, text) in &seen {
+        assert!(
+            rows.iter().any(|(room, i, t)| room == "lobby" && i == id && t == text),
+            "message {id} ({text}) was seen by a client but not stored: {rows:?}"
+        );
+    }
+    let mut ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no id was given to two messages: {seen:?}");
+}

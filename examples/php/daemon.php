@@ -9,7 +9,9 @@
  *   note tells a fast typist to slow down, "/time" and "/help" are answered by a bot;
  * - every accepted message is stored in SQLite (PDO), and on start the stored messages are put
  *   back into the rooms' history under the same ids and epoch, so browsers that reconnect after
- *   a daemon restart get exactly what they missed;
+ *   a daemon restart get exactly what they missed; on SIGTERM the engine stops taking messages
+ *   and every message it accepted is stored before the daemon exits, and message ids never go
+ *   back (the highest id ever seen or reported lost is kept as the engine's `id_floor`);
  * - the site's pages post through the HTTP API (EMBEDCHAT_API_KEY) or the control socket
  *   (EMBEDCHAT_SOCKET), and its login is carried in with tokens (EMBEDCHAT_SECRET); see
  *   examples/php/site/.
@@ -59,6 +61,12 @@ if ($epoch === false) {
     $db->prepare("INSERT INTO meta (key, value) VALUES ('epoch', ?)")->execute([$epoch]);
 }
 $store = $db->prepare('INSERT OR IGNORE INTO messages (room, id, ts_ms, sender, text, user) VALUES (?, ?, ?, ?, ?, ?)');
+// Ids continue above every id given out before: the stored ones, and those the engine reported
+// lost (events dropped while this script was too slow to take them).
+$floor = max((int) $db->query("SELECT value FROM meta WHERE key = 'id_floor'")->fetchColumn(),
+    (int) $db->query('SELECT MAX(id) FROM messages')->fetchColumn());
+$saveFloor = $db->prepare("INSERT INTO meta (key, value) VALUES ('id_floor', ?)
+    ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)");
 
 // --- the engine --------------------------------------------------------------------------
 $config = [
@@ -66,6 +74,7 @@ $config = [
     'relay' => 'host',          // every message waits for the handlers below
     'hook_timeout_ms' => 2000,  // ...but never longer than this (then it is published)
     'history_epoch' => $epoch,
+    'id_floor' => $floor,
     'published_events' => true, // every message with its id, to store it
     'history_size' => 100,
 ];
@@ -145,6 +154,13 @@ $engine->on(EventKind::Message, function (Event $ev, Engine $engine) use (&$rece
 $engine->on(EventKind::Published, function (Event $ev) use ($store): void {
     $store->execute([$ev->room, $ev->msgId, $ev->tsMs, (string) $ev->name, (string) $ev->text, $ev->user]);
 });
+// Events were dropped (this script fell behind): the ids they carried are gone for good, and
+// must not be given out again after a restart.
+$engine->on(EventKind::Dropped, function (Event $ev) use ($saveFloor): void {
+    if ($ev->msgId > 0) {
+        $saveFloor->execute([$ev->msgId]);
+    }
+});
 $engine->on(EventKind::Disconnect, function (Event $ev) use (&$recent): void {
     unset($recent[$ev->connId]);
 });
@@ -152,6 +168,6 @@ $engine->onAny(function (Event $ev): void {
     echo $ev->json, "\n";
 });
 
-$engine->run(); // until SIGINT/SIGTERM, which also stops the engine
+$engine->run(); // until SIGINT/SIGTERM: stops the engine, then handles what was queued
 $stats = $engine->stats();
 echo 'stopped (ok): ' . json_encode($stats) . "\n";

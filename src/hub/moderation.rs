@@ -125,7 +125,10 @@ impl Hub {
     /// Applies `hook_default` to held messages and joins whose deadline passed; returns how many.
     pub fn expire(&self, now: u64) -> usize {
         let mut st = self.lock();
-        let due: Vec<u64> = st.held.iter().filter(|(_, h)| h.deadline_ms <= now).map(|(t, _)| *t).collect();
+        let mut due: Vec<u64> =
+            st.held.iter().filter(|(_, h)| h.deadline_ms <= now).map(|(t, _)| *t).collect();
+        // In the order they were held (tokens count up): a sender's messages keep their order.
+        due.sort_unstable();
         for token in &due {
             if let Some(held) = st.held.remove(token) {
                 let decision = match self.moderation.hook_default {

@@ -322,11 +322,34 @@ final class Engine
             }
         }
         if ($signalled && !$this->isStopped()) {
-            // Handle what is already queued (a message to store, say) before stopping: events
-            // still queued when the engine stops are not delivered.
-            while (!$this->isStopped() && $this->dispatch(0) > 0) {
-            }
+            // Stop first (no new message is accepted from then on), then hand the handlers
+            // every event queued before the stop: a message clients saw is never lost to the
+            // host that stores it.
             $this->stop();
+            $this->drain();
+        }
+    }
+
+    /**
+     * After stop(): calls the handlers for every event that was queued before the stop (a
+     * message to store, say), then returns. Handlers may no longer act on the engine (their
+     * calls throw StoppedException, which is ignored here).
+     */
+    public function drain(): void
+    {
+        while (true) {
+            try {
+                $e = $this->poll(0);
+            } catch (StoppedException) {
+                return;
+            }
+            if ($e === null) {
+                return;
+            }
+            try {
+                $this->deliver($e);
+            } catch (StoppedException) {
+            }
         }
     }
 
