@@ -1,5 +1,6 @@
-//! The site's login carried into the chat: an HS256 JWT in the upgrade request's `?token=`.
-//! Verification is `jsonwebtoken`'s; this module only decides what a valid token means here.
+//! The site's login carried into the chat: an HS256 JWT in the upgrade request (its
+//! `Sec-WebSocket-Protocol`, or `?token=`; `http/upgrade.rs` finds it). Verification is
+//! `jsonwebtoken`'s; this module only decides what a valid token means here.
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -28,6 +29,12 @@ impl Verifier {
         // Only HS256: a token cannot pick a weaker algorithm (or "none") for itself.
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // With an audience, a token without `aud` is refused too: it was minted for no one in
+        // particular. Without one, jsonwebtoken refuses every token that carries an `aud`.
+        if let Some(aud) = &cfg.audience {
+            validation.set_audience(&[aud]);
+            validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        }
         validation.leeway = 5;
         Verifier { key: DecodingKey::from_secret(cfg.secret.as_bytes()), validation }
     }
@@ -40,6 +47,11 @@ impl Verifier {
                 ExpiredSignature => "token expired".to_string(),
                 InvalidSignature => "token signature does not match".to_string(),
                 InvalidAlgorithm => "token must be signed with HS256".to_string(),
+                InvalidAudience if self.validation.aud.is_none() => {
+                    "token has an `aud` claim, and this chat accepts none (config `auth.audience` unset)"
+                        .to_string()
+                }
+                InvalidAudience => "token `aud` is not this chat's audience".to_string(),
                 MissingRequiredClaim(c) => format!("token lacks the `{c}` claim"),
                 _ => format!("malformed token ({e})"),
             }
@@ -65,7 +77,7 @@ mod tests {
     use jsonwebtoken::{encode, EncodingKey, Header};
 
     fn cfg() -> AuthConfig {
-        AuthConfig { secret: "0123456789abcdef-secret".into(), required: true }
+        AuthConfig { secret: "0123456789abcdef-secret".into(), required: true, audience: None }
     }
 
     fn mint(secret: &str, claims: serde_json::Value) -> String {
@@ -100,6 +112,28 @@ mod tests {
         let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
         assert!(v.verify(none, 32).is_err());
         assert!(v.verify("not a token", 32).is_err());
+    }
+
+    #[test]
+    fn an_audience_is_required_and_checked_when_configured() {
+        let with = AuthConfig { audience: Some("chat.example".into()), ..cfg() };
+        let v = Verifier::new(&with);
+        let claims = |aud: serde_json::Value| {
+            let mut c = serde_json::json!({"sub": "1", "exp": now() + 60});
+            if !aud.is_null() {
+                c["aud"] = aud;
+            }
+            mint(&with.secret, c)
+        };
+        assert!(v.verify(&claims("chat.example".into()), 32).is_ok());
+        assert!(v.verify(&claims(serde_json::json!(["other", "chat.example"])), 32).is_ok(), "one of a list");
+        assert!(v.verify(&claims("billing.example".into()), 32).unwrap_err().contains("audience"));
+        assert!(v.verify(&claims(serde_json::Value::Null), 32).unwrap_err().contains("`aud`"), "missing");
+
+        let without = Verifier::new(&cfg());
+        assert!(without.verify(&claims(serde_json::Value::Null), 32).is_ok(), "as before: no aud, no check");
+        let e = without.verify(&claims("chat.example".into()), 32).unwrap_err();
+        assert!(e.contains("auth.audience"), "a token for a named audience is not taken blindly: {e}");
     }
 
     #[test]

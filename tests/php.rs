@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -121,6 +122,11 @@ const SECRET: &str = "php-test-secret-0123456789";
 
 /// Starts examples/php/daemon.php; returns it and its port.
 fn daemon(dir: &TempDir) -> (KillOnDrop, u16) {
+    daemon_with(dir, &[])
+}
+
+/// Starts examples/php/daemon.php with more environment variables.
+fn daemon_with(dir: &TempDir, env: &[(&str, String)]) -> (KillOnDrop, u16) {
     let mut child = Command::new("php")
         .arg(root().join("examples/php/daemon.php"))
         .arg("127.0.0.1:0")
@@ -129,6 +135,7 @@ fn daemon(dir: &TempDir) -> (KillOnDrop, u16) {
         .env("EMBEDCHAT_API_KEY", API_KEY)
         .env("EMBEDCHAT_SOCKET", dir.path("chat.sock"))
         .env("EMBEDCHAT_SECRET", SECRET)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .spawn()
         .expect("php");
@@ -200,8 +207,13 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
     let dir = TempDir::new("site");
-    let (d, port) = daemon(&dir);
+    let web = free_port();
+    let site_origin = format!("http://127.0.0.1:{web}");
+    let (d, port) = daemon_with(&dir, &[("EMBEDCHAT_SITE_ORIGIN", site_origin.clone())]);
     let lib = lib_dir().join("libembedchat.so");
+    // login.php frames the daemon's page: the daemon lets the site's origin (and only it) do so.
+    let (_, head, _) = http_response(port, "GET", "/", "", "");
+    assert!(head.contains(&format!("frame-ancestors 'self' {site_origin}\r\n")), "{head}");
 
     // php -S with PHP's default ffi.enable (=preload): FFI only through the preload.
     let header = Command::new("php")
@@ -211,7 +223,6 @@ async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
         .expect("php");
     assert!(header.status.success());
     std::fs::write(dir.path("ffi.h"), &header.stdout).unwrap();
-    let web = free_port();
     let mut cmd = Command::new("php");
     cmd.args(["-d", &format!("ffi.preload={}", dir.path("ffi.h"))])
         .args(["-d", "opcache.enable=1", "-d", "opcache.enable_cli=1"])
@@ -264,9 +275,21 @@ async fn the_site_under_a_web_sapi_posts_by_both_paths_and_logs_users_in() {
         .next()
         .unwrap()
         .to_string();
-    let (_, _, page) = http_response(web, "GET", "/login.php", &format!("Cookie: {cookie}\r\n"), "");
+    let (_, head, page) = http_response(web, "GET", "/login.php", &format!("Cookie: {cookie}\r\n"), "");
+    assert!(head.to_ascii_lowercase().contains("cache-control: no-store"), "{head}");
     let token = page.split("#token=").nth(1).and_then(|r| r.split('"').next()).expect("a token in the page");
-    let mut grace = ws(port, &format!("token={token}")).await;
+    let claims = token.split('.').nth(1).expect("a JWT");
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("base64url");
+    let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+    let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert!(ttl <= 300, "a short-lived token: {claims}");
+    // As the page sends it: in Sec-WebSocket-Protocol, answered with the marker alone.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", format!("embedchat, embedchat.token.{token}").parse().unwrap());
+    let (mut grace, resp) = tokio_tungstenite::connect_async(req).await.expect("connect");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "embedchat");
     let w = recv_type(&mut grace, "welcome").await;
     assert_eq!((w["name"].as_str(), w["bound"].as_bool()), (Some("Grace"), Some(true)));
     drop(server);
@@ -349,4 +372,39 @@ async fn restarting_the_daemon_under_traffic_loses_no_message_and_reuses_no_id()
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "no id was given to two messages: {seen:?}");
+
+#[test]
+fn the_site_refuses_to_run_without_its_secrets() {
+    // No built-in secret to fall back on: a deployed copy would accept tokens anyone can forge.
+    let web = free_port();
+    let start = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new("php");
+        cmd.args(["-S", &format!("127.0.0.1:{web}"), "-t"])
+            .arg(root().join("examples/php/site"))
+            .env_remove("EMBEDCHAT_SECRET")
+            .env_remove("EMBEDCHAT_API_KEY")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let server = KillOnDrop(cmd.spawn().expect("php -S"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", web)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "php -S did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    };
+    let server = start(&[]);
+    let (status, _, body) = http_response(web, "GET", "/login.php", "", "");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("EMBEDCHAT_SECRET is not set") && body.contains("random_bytes"), "{body}");
+    assert!(!body.contains("<iframe"), "{body}");
+    drop(server);
+
+    let server = start(&[("EMBEDCHAT_SECRET", SECRET), ("EMBEDCHAT_API_KEY", "short")]);
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (status, _, body) = http_response(web, "POST", "/post.php", form, "room=lobby&text=hi");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("EMBEDCHAT_API_KEY is shorter than 16 bytes"), "{body}");
+    drop(server);
 }

@@ -125,6 +125,182 @@ fn bad_tokens_get_401_before_the_upgrade_and_are_counted() {
     assert_eq!(raw_upgrade(open.port(), &format!("/ws?token={forged}"), "").0, 401, "a bad token never is");
 }
 
+/// An upgrade request with extra header lines; the status and the whole response head.
+fn upgrade_head(port: u16, path: &str, extra: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    // A refused request may be cut off mid-write; the answer is still read below.
+    let _ = s.write_all(upgrade_request(path, &format!("127.0.0.1:{port}"), extra).as_bytes());
+    let mut head = Vec::new();
+    let mut b = [0u8];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    (head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0), head)
+}
+
+/// A tungstenite client that offers `protocols` in Sec-WebSocket-Protocol, as a browser's
+/// `new WebSocket(url, protocols)` does; tungstenite, like browsers, fails the connection unless
+/// the server answers one of the offered values.
+async fn connect_offering(
+    e: &embedchat::Engine,
+    query: &str,
+    protocols: &str,
+) -> Result<(Client, tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://127.0.0.1:{}/ws?{query}", e.port()).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => Ok(ok),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_sec_websocket_protocol_logs_in_and_is_never_echoed() {
+    let e = engine(json!({"auth": {"secret": SECRET}}));
+    let t = login("1", "Ada", json!({}));
+    let (mut ws, resp) =
+        connect_offering(&e, "name=Mallory", &format!("embedchat, embedchat.token.{t}")).await.expect("101");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "embedchat", "the marker, never the token");
+    let w = welcomed(&mut ws).await;
+    assert_eq!((w["name"].as_str(), w["bound"].as_bool()), (Some("Ada"), Some(true)));
+
+    // Byte for byte: the token appears nowhere in the 101.
+    let (status, head) = upgrade_head(
+        e.port(),
+        "/ws",
+        &format!("Sec-WebSocket-Protocol: embedchat\r\nSec-WebSocket-Protocol: embedchat.token.{t}\r\n"),
+    );
+    assert_eq!(status, 101, "{head}");
+    assert!(head.contains("sec-websocket-protocol: embedchat\r\n"), "{head}");
+    assert!(!head.contains(&t) && !head.contains("embedchat.token"), "{head}");
+    // Without the marker it still logs in; nothing is named, since only the token was offered.
+    let (status, head) =
+        upgrade_head(e.port(), "/ws", &format!("Sec-WebSocket-Protocol: embedchat.token.{t}\r\n"));
+    assert_eq!(status, 101, "{head}");
+    assert!(!head.contains("sec-websocket-protocol"), "{head}");
+    assert_eq!(e.stats().auth_failures, 0);
+}
+
+#[test]
+fn bad_tokens_in_sec_websocket_protocol_get_401_and_are_counted() {
+    let e = engine(json!({"auth": {"secret": SECRET}}));
+    let port = e.port();
+    let forged = token("some-other-secret-xyz", json!({"sub": "1", "exp": unix_now() + 600}));
+    let expired = token(SECRET, json!({"sub": "1", "exp": unix_now() - 3600}));
+    let good = login("1", "Ada", json!({}));
+    let offer = |t: &str| format!("Sec-WebSocket-Protocol: embedchat, embedchat.token.{t}\r\n");
+    assert_eq!(upgrade_head(port, "/ws", &offer(&forged)).0, 401);
+    assert_eq!(upgrade_head(port, "/ws", &offer(&expired)).0, 401);
+    assert_eq!(upgrade_head(port, "/ws", &offer("garbage")).0, 401);
+    assert_eq!(upgrade_head(port, "/ws", &offer("")).0, 401, "an empty token is a bad token");
+    let (status, body) = upgrade_head(port, "/ws", "Sec-WebSocket-Protocol: embedchat\r\n");
+    assert_eq!(status, 401, "the marker alone is no login: {body}");
+    let two = format!("Sec-WebSocket-Protocol: embedchat.token.{good}, embedchat.token.{good}\r\n");
+    assert_eq!(upgrade_head(port, "/ws", &two).0, 401, "two tokens");
+    assert_eq!(upgrade_head(port, &format!("/ws?token={good}"), &offer(&good)).0, 401, "header and query");
+    assert_eq!(e.stats().auth_failures, 7);
+    assert_eq!(upgrade_head(port, &format!("/ws?token={good}"), "").0, 101, "?token= still works");
+
+    let off = engine(json!({}));
+    assert_eq!(upgrade_head(off.port(), "/ws", &offer(&good)).0, 401, "no auth configured: no tokens");
+    let (status, head) = upgrade_head(off.port(), "/ws?name=x", "Sec-WebSocket-Protocol: embedchat\r\n");
+    assert_eq!(status, 101);
+    assert!(head.contains("sec-websocket-protocol: embedchat\r\n"), "anonymous clients get the marker too");
+}
+
+#[test]
+fn auth_audience_requires_a_matching_aud_claim() {
+    let e = engine(json!({"auth": {"secret": SECRET, "audience": "chat.example"}}));
+    let port = e.port();
+    let with_aud = |aud: Value| login("1", "Ada", json!({ "aud": aud }));
+    let offer = |t: &str| format!("Sec-WebSocket-Protocol: embedchat, embedchat.token.{t}\r\n");
+    assert_eq!(upgrade_head(port, "/ws", &offer(&with_aud(json!("chat.example")))).0, 101);
+    assert_eq!(upgrade_head(port, &format!("/ws?token={}", with_aud(json!("chat.example"))), "").0, 101);
+    let (status, head) = upgrade_head(port, "/ws", &offer(&with_aud(json!("billing.example"))));
+    assert_eq!(status, 401, "{head}");
+    let (status, head) = upgrade_head(port, "/ws", &offer(&login("1", "Ada", json!({}))));
+    assert_eq!(status, 401, "a token without aud: {head}");
+    assert_eq!(e.stats().auth_failures, 2);
+
+    let e = engine(json!({"auth": {"secret": SECRET}}));
+    assert_eq!(
+        upgrade_head(e.port(), "/ws", &offer(&login("1", "Ada", json!({})))).0,
+        101,
+        "unset: as before"
+    );
+
+    let bad = embedchat::Engine::start_json(
+        &json!({"listen": "127.0.0.1:0", "auth": {"secret": SECRET, "audience": ""}}).to_string(),
+    );
+    assert!(bad.err().expect("refused").to_string().contains("auth.audience"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_with_a_csp_nosniff_and_no_referrer() {
+    let e = engine(json!({}));
+    let (status, head, body) = http_response(e.port(), "GET", "/", "", "");
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    let csp = head.lines().find_map(|l| l.strip_prefix("content-security-policy: ")).expect(&head);
+    for directive in ["default-src 'none'", "script-src 'sha256-", "style-src 'sha256-", "connect-src 'self'"]
+    {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(csp.ends_with("frame-ancestors 'self'"), "framed only by its own origin by default: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(head.contains("\r\nx-content-type-options: nosniff"), "{head}");
+    assert!(head.contains("\r\nreferrer-policy: no-referrer"), "{head}");
+    assert!(body.contains("<script>"));
+
+    let site = engine(json!({"page_frame_ancestors": ["'self'", "https://site.example"]}));
+    let (_, head, _) = http_response(site.port(), "GET", "/", "", "");
+    assert!(head.contains("frame-ancestors 'self' https://site.example\r\n"), "{head}");
+
+    for bad in [
+        json!([]),
+        json!(["https://a.example; script-src *"]),
+        json!(["'unsafe-inline'"]),
+        json!(["'none'", "'self'"]),
+    ] {
+        let r = embedchat::Engine::start_json(
+            &json!({"listen": "127.0.0.1:0", "page_frame_ancestors": bad}).to_string(),
+        );
+        let err = r.err().unwrap_or_else(|| panic!("{bad} accepted")).to_string();
+        assert!(err.contains("page_frame_ancestors"), "{err}");
+    }
+}
+
+#[test]
+fn metrics_auth_puts_metrics_behind_the_api_key() {
+    let key = "api-key-0123456789abcdef";
+    let e = engine(json!({"api_key": key, "metrics_auth": true}));
+    let port = e.port();
+    let (status, head, _) = http_response(port, "GET", "/metrics", "", "");
+    assert_eq!(status, 401, "{head}");
+    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert_eq!(
+        http_response(port, "GET", "/metrics", "Authorization: Bearer wrong-key-0123456789\r\n", "").0,
+        401
+    );
+    assert_eq!(e.stats().api_auth_failures, 2);
+    let (status, _, body) =
+        http_response(port, "GET", "/metrics", &format!("Authorization: Bearer {key}\r\n"), "");
+    assert_eq!(status, 200);
+    assert!(body.contains("embedchat_api_auth_failures_total 2"), "{body}");
+    assert_eq!(http_response(port, "GET", "/healthz", "", "").0, 200, "health stays open for probes");
+
+    let open = engine(json!({"api_key": key}));
+    assert_eq!(http_response(open.port(), "GET", "/metrics", "", "").0, 200, "off by default");
+    let r =
+        embedchat::Engine::start_json(&json!({"listen": "127.0.0.1:0", "metrics_auth": true}).to_string());
+    assert!(r.err().expect("refused without api_key").to_string().contains("metrics_auth"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_limited_to_rooms_cannot_join_others() {
     let e = engine(json!({"auth": {"secret": SECRET}}));

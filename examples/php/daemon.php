@@ -17,8 +17,10 @@
  *   examples/php/site/.
  *
  * Options: --db=FILE (default: chat.sqlite in the system temp directory). Environment:
- * EMBEDCHAT_LIB, EMBEDCHAT_SECRET, EMBEDCHAT_API_KEY, EMBEDCHAT_SOCKET. Ctrl-C or SIGTERM
- * stops it cleanly (clients get close 1001).
+ * EMBEDCHAT_LIB, EMBEDCHAT_SECRET, EMBEDCHAT_API_KEY, EMBEDCHAT_SOCKET, and
+ * EMBEDCHAT_SITE_ORIGIN: the origin(s) of the site whose pages show the chat page in an iframe
+ * (login.php), e.g. https://www.example.com; browsers refuse the frame to every other origin.
+ * Ctrl-C or SIGTERM stops it cleanly (clients get close 1001).
  *
  * Handlers run only inside $engine->run(), on this PHP thread; the engine never calls PHP from
  * its own threads.
@@ -86,6 +88,10 @@ if ($key = $env('EMBEDCHAT_API_KEY')) {
 }
 if ($sock = $env('EMBEDCHAT_SOCKET')) {
     $config['control_socket'] = $sock;
+}
+if ($origins = $env('EMBEDCHAT_SITE_ORIGIN')) {
+    // The page's CSP frame-ancestors: its own origin and the site's (space-separated list).
+    $config['page_frame_ancestors'] = ["'self'", ...preg_split('/\s+/', trim($origins))];
 }
 try {
     $engine = Engine::start($config);

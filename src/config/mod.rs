@@ -95,8 +95,9 @@ pub enum CallbackThread {
     Engine,
 }
 
-/// Login carried into the chat: browsers connect with `?token=` holding an HS256 JWT signed
-/// with `secret` (claims `sub`, `name`, optional `rooms`, `exp`).
+/// Login carried into the chat: an HS256 JWT signed with `secret` (claims `sub`, `name`,
+/// optional `rooms`, `exp`, `aud`), offered in the upgrade's `Sec-WebSocket-Protocol` (the
+/// bundled page) or its `?token=` query (other clients).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -106,6 +107,11 @@ pub struct AuthConfig {
     /// under names they choose, and a token, if given, must still be valid.
     #[serde(default = "yes")]
     pub required: bool,
+    /// The `aud` tokens must carry (one of, when `aud` is a list). A site whose secret also
+    /// signs tokens for other services sets it, so those tokens do not open the chat. Absent:
+    /// tokens must carry no `aud` at all (a token meant for someone else is never taken).
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 fn yes() -> bool {
@@ -286,8 +292,15 @@ pub struct EventsConfig {
 pub struct SiteConfig {
     /// Serve the bundled chat page at `GET /`.
     pub page: bool,
+    /// Where the page may be framed: the CSP `frame-ancestors` sources of `GET /` (`'self'`,
+    /// `'none'`, or origins such as `https://site.example`). A site that shows the page in an
+    /// iframe from another origin lists that origin.
+    pub page_frame_ancestors: Vec<String>,
     /// Serve counters in Prometheus text format at `GET /metrics`.
     pub metrics: bool,
+    /// `/metrics` asks for the `api_key` (`Authorization: Bearer`) like the HTTP API: the
+    /// counters tell an outsider how busy the chat is and which limits are being hit.
+    pub metrics_auth: bool,
     /// Tokens from the site's login (see `AuthConfig`); absent = everyone is anonymous.
     pub auth: Option<AuthConfig>,
     /// Bearer key for the HTTP API (`/api/...`); absent = the API is off.
@@ -405,7 +418,9 @@ impl Default for SiteConfig {
     fn default() -> Self {
         SiteConfig {
             page: true,
+            page_frame_ancestors: vec!["'self'".into()],
             metrics: true,
+            metrics_auth: false,
             auth: None,
             api_key: None,
             control_socket: None,
@@ -616,7 +631,14 @@ impl SiteConfig {
                     "must be at least 16 bytes (HS256 key; 32 random bytes recommended)",
                 ));
             }
+            if a.audience.as_ref().is_some_and(|aud| aud.is_empty() || aud.chars().any(char::is_control)) {
+                return Err(err("auth.audience", "must be a non-empty string without control characters"));
+            }
         }
+        if self.metrics_auth && self.api_key.is_none() {
+            return Err(err("metrics_auth", "needs `api_key`: /metrics then asks for that key"));
+        }
+        self.frame_ancestors()?;
         if let Some(k) = &self.api_key {
             if k.len() < 16 || k.chars().any(|c| c.is_control() || c == ' ') {
                 return Err(err(
@@ -634,6 +656,40 @@ impl SiteConfig {
             }
         }
         self.socket_mode().map(drop)
+    }
+
+    /// The `page_frame_ancestors` sources, space-separated, for the page's CSP. Each must be one
+    /// CSP source (no blanks, `;` or `,`, which would end or split the directive and let a
+    /// config value add directives of its own).
+    pub fn frame_ancestors(&self) -> Result<String, ConfigError> {
+        let list = &self.page_frame_ancestors;
+        if list.is_empty() {
+            return Err(err(
+                "page_frame_ancestors",
+                "must list at least one source; [\"'none'\"] forbids framing",
+            ));
+        }
+        for (i, src) in list.iter().enumerate() {
+            let key = format!("page_frame_ancestors[{i}]");
+            let quoted = src.starts_with('\'');
+            let ok = if quoted {
+                src == "'self'" || src == "'none'"
+            } else {
+                // A host or scheme source (`https://site.example`, `https://*.site.example`,
+                // `https:`): no quotes, since other keywords ('unsafe-inline' …) mean nothing here.
+                !src.is_empty() && src.chars().all(|c| c.is_ascii_alphanumeric() || "-._~:/*%[]".contains(c))
+            };
+            if !ok {
+                return Err(err(
+                    &key,
+                    format!("`{src}` is not 'self', 'none' or a source such as https://site.example"),
+                ));
+            }
+            if src == "'none'" && list.len() > 1 {
+                return Err(err(&key, "'none' must be the only source"));
+            }
+        }
+        Ok(list.join(" "))
     }
 
     /// The control socket's file mode.

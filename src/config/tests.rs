@@ -95,3 +95,29 @@ fn a_backlog_too_small_for_one_message_is_refused_naming_both_keys() {
     )
     .is_ok());
 }
+
+#[test]
+fn frame_ancestors_are_csp_sources_and_nothing_more() {
+    let ok = |v: &str| Config::from_json(&format!(r#"{{"page_frame_ancestors": {v}}}"#));
+    assert_eq!(ok("[]").unwrap_err().key, "page_frame_ancestors");
+    for good in [
+        r#"["'none'"]"#,
+        r#"["'self'", "https://site.example", "https://*.site.example:8443"]"#,
+        r#"["https:"]"#,
+    ] {
+        assert!(ok(good).is_ok(), "{good}");
+    }
+    for bad in
+        [r#"["'self' https://a.example"]"#, r#"["https://a.example;"]"#, r#"["a,b"]"#, r#"["'unsafe-eval'"]"#]
+    {
+        assert_eq!(ok(bad).unwrap_err().key, "page_frame_ancestors[0]", "{bad}");
+    }
+    assert_eq!(ok(r#"["'self'", "'none'"]"#).unwrap_err().key, "page_frame_ancestors[1]");
+    assert_eq!(Config::default().site.frame_ancestors().unwrap(), "'self'");
+}
+
+#[test]
+fn metrics_auth_needs_an_api_key() {
+    assert_eq!(Config::from_json(r#"{"metrics_auth": true}"#).unwrap_err().key, "metrics_auth");
+    assert!(Config::from_json(r#"{"metrics_auth": true, "api_key": "0123456789abcdef"}"#).is_ok());
+}

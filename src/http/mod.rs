@@ -7,9 +7,10 @@ mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
@@ -21,11 +22,59 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use crate::config::SiteConfig;
 use crate::context::Context;
 use crate::stats::Stats;
 
 /// The bundled chat page.
 const PAGE: &str = include_str!("../../web/index.html");
+
+/// The page's Content-Security-Policy up to `frame-ancestors` (which comes from the config).
+/// Its inline script and style are allowed by their SHA-256 hashes, computed from the page
+/// itself, so they can never drift apart and nothing else inline runs: a message that somehow
+/// became markup could not execute. `connect-src 'self'` admits the page's WebSocket to the
+/// same host (CSP 3: `'self'` covers `ws:`/`wss:` to the page's own host and port).
+static PAGE_POLICY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
+         base-uri 'none'; form-action 'none'",
+        inline_hashes(PAGE, "script").join(" "),
+        inline_hashes(PAGE, "style").join(" "),
+    )
+});
+
+/// The CSP sources (`'sha256-…'`) of every inline `<tag>…</tag>` block of `html`: the hash of
+/// exactly the text between the tags, as browsers compute it.
+fn inline_hashes(html: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find(&open) {
+        let body = &rest[i + open.len()..];
+        let Some(j) = body.find(&close) else { break };
+        let digest = ring::digest::digest(&ring::digest::SHA256, &body.as_bytes()[..j]);
+        out.push(format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest)));
+        rest = &body[j + close.len()..];
+    }
+    out
+}
+
+/// `GET /`: the page, with headers that keep it from being framed by strangers (clickjacking),
+/// from running anything but its own code, and from leaking its URL (which may carry a login
+/// token in the fragment until the page clears it) in a Referer.
+fn page(site: &SiteConfig) -> Reply {
+    let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", PAGE);
+    // validate() checked the sources, so this is a valid header; 'none' if it somehow is not.
+    let ancestors = site.frame_ancestors().unwrap_or_else(|_| "'none'".into());
+    let csp = format!("{}; frame-ancestors {ancestors}", *PAGE_POLICY);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("frame-ancestors 'none'")),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
 
 /// Accepts connections until `stop` is notified.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<Notify>) {
@@ -75,6 +124,8 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Repl
         header::CONTENT_TYPE,
         HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
     );
+    // Every answer is exactly its Content-Type: a browser must not guess HTML from a body.
+    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     r
 }
 
@@ -82,6 +133,21 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Reply {
     let mut m = msg.into();
     m.push('\n');
     reply(status, "text/plain; charset=utf-8", m)
+}
+
+/// `GET /metrics`, behind the API key when `metrics_auth` is on.
+fn metrics(req: &Request<Body>, ctx: &Context) -> Reply {
+    let site = &ctx.cfg.site;
+    if site.metrics_auth {
+        // validate() refuses metrics_auth without a key; never serve openly because of that.
+        let Some(key) = &site.api_key else {
+            return text(StatusCode::NOT_FOUND, "/metrics needs `api_key` (metrics_auth)");
+        };
+        if let Some(refused) = rest::refusal(req, ctx, key) {
+            return refused;
+        }
+    }
+    reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", ctx.snapshot().prometheus())
 }
 
 fn header_has(req: &Request<Body>, name: header::HeaderName, token: &str) -> bool {
@@ -102,12 +168,54 @@ async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Resu
     }
     let site = &ctx.cfg.site;
     Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") if site.page => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        (&Method::GET, "/") if site.page => page(site),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET, "/metrics") if site.metrics => {
-            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", ctx.snapshot().prometheus())
-        }
+        (&Method::GET, "/metrics") if site.metrics => metrics(&req, &ctx),
         (_, p) if p.starts_with("/api/") => rest::api(req, &ctx).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page with its inline script and style bodies removed: its markup.
+    fn markup(html: &str) -> String {
+        let mut out = String::new();
+        let mut rest = html;
+        while let Some((i, tag)) =
+            ["script", "style"].iter().filter_map(|t| rest.find(&format!("<{t}>")).map(|i| (i, *t))).min()
+        {
+            out.push_str(&rest[..i]);
+            let close = format!("</{tag}>");
+            rest = rest[i..].find(&close).map_or("", |j| &rest[i + j + close.len()..]);
+        }
+        out + rest
+    }
+
+    #[test]
+    fn inline_blocks_are_hashed_as_browsers_do() {
+        // SHA-256 of the empty string, as every CSP tutorial prints it.
+        assert_eq!(
+            inline_hashes("<style></style><p>", "style"),
+            ["'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"]
+        );
+        assert_eq!(inline_hashes("<script>a</script> <script>b</script>", "script").len(), 2);
+    }
+
+    #[test]
+    fn the_policy_covers_every_inline_block_and_nothing_else_inline() {
+        assert_eq!(inline_hashes(PAGE, "script").len(), PAGE.matches("<script").count());
+        assert_eq!(inline_hashes(PAGE, "style").len(), PAGE.matches("<style").count());
+        assert!(!PAGE_POLICY.contains("unsafe"), "{}", *PAGE_POLICY);
+        // Hashes do not cover style attributes or inline event handlers: the page has none.
+        let m = markup(PAGE);
+        assert!(!m.contains("style="), "a style attribute would be blocked by the CSP");
+        let handler = m.match_indices(" on").any(|(i, _)| {
+            let name: String = m[i + 3..].chars().take_while(char::is_ascii_lowercase).collect();
+            !name.is_empty() && m[i + 3 + name.len()..].starts_with('=')
+        });
+        assert!(!handler, "an inline event handler would be blocked by the CSP");
+    }
 }

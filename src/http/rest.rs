@@ -28,20 +28,29 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(super) async fn api(req: Request<Body>, ctx: &Context) -> Reply {
-    let Some(key) = &ctx.cfg.site.api_key else {
-        return text(StatusCode::NOT_FOUND, "the HTTP API is off (set `api_key` in the engine config)");
-    };
+/// Checks `Authorization: Bearer <api_key>`: `None` when it is right, else the refusal to send
+/// (401, counted in `api_auth_failures`). Also guards `/metrics` when `metrics_auth` is on.
+pub(super) fn refusal(req: &Request<Body>, ctx: &Context, key: &str) -> Option<Reply> {
     let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let ok = given
         .and_then(|g| g.strip_prefix("Bearer "))
         .is_some_and(|g| same_key(g.trim().as_bytes(), key.as_bytes()));
-    if !ok {
-        Stats::inc(&ctx.stats.api_auth_failures);
-        let mut r =
-            failed(&Error::other(ErrorKind::Unauthorized, "missing or wrong `Authorization: Bearer` key"));
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+    if ok {
+        return None;
+    }
+    Stats::inc(&ctx.stats.api_auth_failures);
+    let mut r =
+        failed(&Error::other(ErrorKind::Unauthorized, "missing or wrong `Authorization: Bearer` key"));
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(r)
+}
+
+pub(super) async fn api(req: Request<Body>, ctx: &Context) -> Reply {
+    let Some(key) = &ctx.cfg.site.api_key else {
+        return text(StatusCode::NOT_FOUND, "the HTTP API is off (set `api_key` in the engine config)");
+    };
+    if let Some(refused) = refusal(&req, ctx, key) {
+        return refused;
     }
     Stats::inc(&ctx.stats.api_requests);
     match op(req, ctx).await.and_then(|op| host::execute(ctx, op)) {

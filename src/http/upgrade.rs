@@ -21,6 +21,43 @@ use crate::protocol;
 use crate::session::{self, Hello};
 use crate::stats::Stats;
 
+/// The subprotocol the bundled page offers, and the one the server answers when it is offered.
+pub const SUBPROTOCOL: &str = "embedchat";
+
+/// A login token offered as a subprotocol: `embedchat.token.<jwt>`. A browser cannot set other
+/// headers on a WebSocket, and a token in the URL lands in every proxy's access log;
+/// `Sec-WebSocket-Protocol` is sent with the upgrade like the URL but is not logged by default.
+/// A JWT is base64url and dots, all HTTP token characters, so it is a valid subprotocol name.
+pub const TOKEN_PROTOCOL_PREFIX: &str = "embedchat.token.";
+
+/// What a client offered in `Sec-WebSocket-Protocol` (every line, comma-separated).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Offered {
+    /// `embedchat` was offered: the 101 names it (a browser fails a connection whose answer is
+    /// not one of the values it offered, so the token entry is never the answer).
+    pub marker: bool,
+    /// The `embedchat.token.` entries, prefix removed.
+    pub tokens: Vec<String>,
+}
+
+pub fn offered_protocols(headers: &hyper::HeaderMap) -> Offered {
+    let mut o = Offered::default();
+    for entry in headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+    {
+        if entry == SUBPROTOCOL {
+            o.marker = true;
+        } else if let Some(t) = entry.strip_prefix(TOKEN_PROTOCOL_PREFIX) {
+            o.tokens.push(t.to_string());
+        }
+    }
+    o
+}
+
 /// The Sec-WebSocket-Accept value for a client key (RFC 6455 section 4.2.2).
 pub fn accept_key(key: &[u8]) -> String {
     let mut h = Sha1::new();
@@ -131,13 +168,30 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
             _ => {}
         }
     }
+    let offered = offered_protocols(req.headers());
+    // One token, from one place: two could disagree, and which one counts must not be a guess.
+    let token = match (token, &offered.tokens[..]) {
+        (t, []) => t,
+        (None, [t]) => Some(t.clone()),
+        _ => {
+            return auth_failed(
+                &ctx,
+                StatusCode::UNAUTHORIZED,
+                "more than one login token (send one, in Sec-WebSocket-Protocol or ?token=)",
+            )
+        }
+    };
     let mut who = match (&ctx.auth, token) {
         (Some(v), Some(t)) => match v.verify(&t, ctx.cfg.chat.max_name_chars) {
             Ok(who) => who,
             Err(why) => return auth_failed(&ctx, StatusCode::UNAUTHORIZED, &why),
         },
         (Some(_), None) if ctx.cfg.site.auth.as_ref().is_some_and(|a| a.required) => {
-            return auth_failed(&ctx, StatusCode::UNAUTHORIZED, "a login token is required (?token=)");
+            return auth_failed(
+                &ctx,
+                StatusCode::UNAUTHORIZED,
+                "a login token is required (Sec-WebSocket-Protocol `embedchat.token.<token>`, or ?token=)",
+            );
         }
         (None, Some(_)) => {
             return auth_failed(&ctx, StatusCode::UNAUTHORIZED, "this server does not accept login tokens");
@@ -204,6 +258,9 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
     if let Ok(v) = HeaderValue::from_str(&key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    if offered.marker {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
     r
 }
 
@@ -257,6 +314,25 @@ mod tests {
         assert_ne!(limit_key(a, 128), limit_key(b, 128));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(limit_key(mapped, 64), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_token_is_found_among_the_offered_subprotocols() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(offered_protocols(&h), Offered::default());
+        h.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("embedchat, embedchat.token.a.b.c"),
+        );
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat.v2 ,embedchat.tokenx"));
+        assert_eq!(offered_protocols(&h), Offered { marker: true, tokens: vec!["a.b.c".into()] });
+        let mut h = hyper::HeaderMap::new();
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("EmbedChat,embedchat.token."));
+        assert_eq!(
+            offered_protocols(&h),
+            Offered { marker: false, tokens: vec![String::new()] },
+            "names are case-sensitive; an empty token is still a token (refused)"
+        );
     }
 
     #[test]

@@ -1,13 +1,17 @@
 // The bundled page in a real browser (Debian's Chromium driven by playwright-core): two people
-// join, see each other, chat, whisper; markup in a message stays text and runs nothing.
+// join, see each other, chat, whisper; markup in a message stays text and runs nothing; all of
+// it under the page's Content-Security-Policy, with no violation; a login token reaches the
+// server without ever being in a URL; the page is framed only where the config allows.
 //   npm ci --prefix tests/browser && node --test tests/browser/
 // Needs target/debug/examples/chat_server (cargo test builds it) or EMBEDCHAT_SERVER.
 "use strict";
-const { test, before, after } = require("node:test");
+const { test, before, after, afterEach } = require("node:test");
 const assert = require("node:assert");
 const { spawn } = require("node:child_process");
 const path = require("node:path");
 const fs = require("node:fs");
+const crypto = require("node:crypto");
+const http = require("node:http");
 const { chromium } = require("playwright-core");
 
 const root = path.resolve(__dirname, "../..");
@@ -38,8 +42,20 @@ after(async () => {
   if (server) server.kill("SIGINT");
 });
 
+// Every CSP violation any page reports (Chromium logs each as a console error naming the
+// Content Security Policy): the page must work under its policy without one.
+const violations = [];
+async function newContext(options) {
+  const context = await browser.newContext(options);
+  context.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
+  return context;
+}
+afterEach(() => {
+  assert.deepStrictEqual(violations.splice(0), [], "no Content Security Policy violations");
+});
+
 async function person(name) {
-  const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+  const context = await newContext({ viewport: { width: 900, height: 600 } });
   const page = await context.newPage();
   const dialogs = [];
   page.on("dialog", (d) => { dialogs.push(d.message()); d.dismiss(); });
@@ -92,7 +108,7 @@ test("the tutorial's page works unchanged against seed mode", { timeout: 60000 }
     const url = "file://" + path.join(root, "examples/seed/index.html") + "?port=" + port;
     const pages = [];
     for (let i = 0; i < 2; i++) {
-      const page = await (await browser.newContext()).newPage();
+      const page = await (await newContext()).newPage();
       await page.goto(url);
       pages.push(page);
     }
@@ -148,8 +164,14 @@ test("scrolling up pages older history in", { timeout: 60000 }, async () => {
   await log.locator("li", { hasText: /old 1$/ }).waitFor({ timeout: 5000 });
 });
 
-function startServer(listen) {
-  const proc = spawn(serverBin, ["--listen", listen, "--quiet"], { stdio: ["ignore", "pipe", "inherit"] });
+function startServer(listen, config) {
+  const args = ["--listen", listen, "--quiet"];
+  if (config) {
+    const file = path.join(require("node:os").tmpdir(), `embedchat-browser-${process.pid}-${crypto.randomUUID()}.json`);
+    fs.writeFileSync(file, JSON.stringify(config));
+    args.push("--config", file);
+  }
+  const proc = spawn(serverBin, args, { stdio: ["ignore", "pipe", "inherit"] });
   const url = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start")), 10000);
     proc.stdout.once("data", (d) => { clearTimeout(timer); resolve(String(d).match(/http:\/\/\S+/)[0]); });
@@ -159,7 +181,7 @@ function startServer(listen) {
 }
 
 test("a user's tabs are one member with a tab count", { timeout: 60000 }, async () => {
-  const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+  const context = await newContext({ viewport: { width: 900, height: 600 } });
   const tab1 = await context.newPage();
   await tab1.goto(`${base}/?name=tabby&room=tabs`);
   await tab1.locator("#state", { hasText: "connected" }).waitFor({ timeout: 10000 });
@@ -179,7 +201,7 @@ test("the server restarts; the page reconnects and shows what it missed", { time
   const first = startServer("127.0.0.1:0");
   const url = await first.url;
   const listen = url.replace("http://", "");
-  const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+  const context = await newContext({ viewport: { width: 900, height: 600 } });
   const ann = await context.newPage();
   await ann.goto(`${url}/?name=ann`);
   await ann.locator("#state", { hasText: "connected" }).waitFor({ timeout: 10000 });
@@ -194,7 +216,7 @@ test("the server restarts; the page reconnects and shows what it missed", { time
   const second = startServer(listen);
   try {
     await second.url;
-    const bob = await (await browser.newContext()).newPage();
+    const bob = await (await newContext()).newPage();
     await bob.goto(`${url}/?name=bob`);
     await bob.locator("#state", { hasText: "connected" }).waitFor({ timeout: 10000 });
     await say(bob, "said while ann was away");
@@ -208,5 +230,84 @@ test("the server restarts; the page reconnects and shows what it missed", { time
   } finally {
     second.proc.kill("SIGINT");
     await second.exited;
+  }
+});
+
+// An HS256 JWT, as EmbedChat\Token::issue mints it.
+function jwt(secret, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const body = b64({ alg: "HS256", typ: "JWT" }) + "." + b64(claims);
+  return body + "." + crypto.createHmac("sha256", secret).update(body).digest("base64url");
+}
+
+const SECRET = "browser-test-secret-0123456789";
+
+test("a login token in the fragment connects, leaves the address bar, and is never in a URL", { timeout: 60000 }, async () => {
+  const chat = startServer("127.0.0.1:0", { auth: { secret: SECRET, required: true } });
+  try {
+    const url = await chat.url;
+    const token = jwt(SECRET, { sub: "42", name: "Grace", exp: Math.floor(Date.now() / 1000) + 300 });
+    const page = await (await newContext()).newPage();
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    const requests = [];
+    page.on("request", (r) => requests.push(r.url()));
+    await page.goto(`${url}/?room=lobby#token=${token}`);
+    // Connected: with auth required, only a token the server received lets it in (else 401).
+    await page.locator("#state", { hasText: /^connected$/ }).waitFor({ timeout: 10000 });
+    assert.strictEqual(await page.locator("#name").inputValue(), "Grace", "the token named the user");
+    const href = await page.evaluate(() => location.href);
+    assert.strictEqual(href, `${url}/?room=lobby`, "fragment cleared, path and query kept");
+    assert.ok(!href.includes(token));
+    assert.ok(sockets.length >= 1, "a WebSocket was opened");
+    for (const u of [...sockets, ...requests]) {
+      assert.ok(!u.includes(token) && !u.includes("token="), `the token is not in ${u}`);
+    }
+    await say(page, "signed in");
+    await page.locator(".log li", { hasText: "signed in" }).waitFor({ timeout: 5000 });
+  } finally {
+    chat.proc.kill("SIGINT");
+    await chat.exited;
+  }
+});
+
+// A page of another origin (the site, like examples/php/site/login.php) that frames the chat.
+async function embedder() {
+  let chatUrl = "";
+  const srv = http.createServer((req, res) => {
+    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+    res.end(`<!doctype html><title>site</title><iframe title="chat" src="${chatUrl}"></iframe>`);
+  });
+  await new Promise((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  return { srv, origin: `http://127.0.0.1:${srv.address().port}`, frame: (u) => { chatUrl = u; } };
+}
+
+test("the page is framed by another origin only when page_frame_ancestors lists it", { timeout: 60000 }, async () => {
+  const site = await embedder();
+  const chat = startServer("127.0.0.1:0", { auth: { secret: SECRET, required: true }, page_frame_ancestors: ["'self'", site.origin] });
+  try {
+    const url = await chat.url;
+    const token = jwt(SECRET, { sub: "7", name: "Linus", exp: Math.floor(Date.now() / 1000) + 300 });
+    site.frame(`${url}/#token=${token}`);
+    const page = await (await newContext()).newPage();
+    await page.goto(`${site.origin}/`);
+    const frame = page.frameLocator("iframe");
+    await frame.locator("#state", { hasText: /^connected$/ }).waitFor({ timeout: 10000 });
+    assert.strictEqual(await frame.locator("#name").inputValue(), "Linus");
+
+    // The default ('self'): the same embedding is refused by the browser. This context's
+    // violation is the expected one, so it is not collected.
+    site.frame(`${base}/`);
+    const refused = await (await browser.newContext()).newPage();
+    const blocked = [];
+    refused.on("console", (m) => blocked.push(m.text()));
+    await refused.goto(`${site.origin}/`);
+    await refused.waitForTimeout(1000);
+    assert.ok(blocked.some((t) => t.includes("frame-ancestors")), `framing refused: ${blocked}`);
+    assert.strictEqual(await refused.frameLocator("iframe").locator("#state").count(), 0, "no chat in the frame");
+  } finally {
+    chat.proc.kill("SIGINT");
+    await chat.exited;
+    site.srv.close();
   }
 });

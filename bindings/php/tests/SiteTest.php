@@ -55,6 +55,23 @@ final class SiteTest extends TestCase
         self::assertSame(4000, $c->closeCode);
     }
 
+    public function testTokensCarryTheAudienceAnEngineAsksFor(): void
+    {
+        $e = Engine::start(['listen' => '127.0.0.1:0', 'close_timeout_ms' => 100, 'stop_timeout_ms' => 500,
+            'auth' => ['secret' => self::SECRET, 'audience' => 'chat.example']]);
+        $t = Token::issue(self::SECRET, '42', 'Ada', ttl: 60, audience: 'chat.example');
+        $c = new WsClient($e->port(), 'token=' . rawurlencode($t));
+        self::assertSame('Ada', $c->recv()['name']);
+        $other = Token::issue(self::SECRET, '42', 'Ada', ttl: 60, audience: 'billing.example');
+        self::assertStringContainsString('401', self::refused($e->port(), "token=$other"));
+        $none = Token::issue(self::SECRET, '42', 'Ada', ttl: 60);
+        self::assertStringContainsString('401', self::refused($e->port(), "token=$none"));
+        self::assertSame(2, $e->stats()['auth_failures']);
+
+        $this->expectException(InvalidValueException::class);
+        Token::issue(self::SECRET, '42', 'Ada', audience: '');
+    }
+
     public function testPublisherPostsThroughTheHttpApi(): void
     {
         $e = Engine::start(['listen' => '127.0.0.1:0', 'close_timeout_ms' => 100, 'stop_timeout_ms' => 500, 'api_key' => self::KEY]);

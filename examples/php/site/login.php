@@ -2,8 +2,14 @@
 /*
  * The site's login, carried into the chat. A real site checks a password here; this one takes
  * a name. Then it mints a login token (EmbedChat\Token, pure PHP: no FFI in FPM) and serves a
- * page with the chat in it. The token travels in the URL fragment, which browsers never send
- * to a server, so it stays out of access logs.
+ * page with the chat in it, framed from the daemon (start the daemon with EMBEDCHAT_SITE_ORIGIN
+ * set to this site's origin, or the browser refuses the frame).
+ *
+ * The token stays out of every URL a server sees: it goes to the chat page in the URL fragment,
+ * which browsers never send; the page removes it from its address at once and opens the
+ * WebSocket with it in the Sec-WebSocket-Protocol header, not in the query, which proxies log.
+ * It lives 5 minutes: it is only needed to open the connection, and every load of this page
+ * mints a new one (a page that must reconnect after it expired asks for a reload).
  */
 declare(strict_types=1);
 
@@ -25,6 +31,8 @@ if ($_SERVER['REQUEST_METHOD'] === 'POST') {
 
 $user = $_SESSION['user'] ?? null;
 header('Content-Type: text/html; charset=utf-8');
+header('Cache-Control: no-store'); // the page holds a login token: not for caches or Back
+header('Referrer-Policy: no-referrer');
 $h = static fn (string $s): string => htmlspecialchars($s, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8');
 ?>
 <!doctype html>
@@ -48,7 +56,7 @@ $h = static fn (string $s): string => htmlspecialchars($s, ENT_QUOTES | ENT_SUBS
     <button>Sign in</button>
   </form>
 <?php else:
-    $token = Token::issue($cfg['secret'], $user['id'], $user['name'], [], 3600);
+    $token = Token::issue($cfg['secret'], $user['id'], $user['name'], [], ttl: 300);
     ?>
   <iframe title="chat" src="<?= $h($cfg['chat_url']) ?>/#token=<?= $h($token) ?>"></iframe>
 <?php endif; ?>
