@@ -372,6 +372,7 @@ async fn restarting_the_daemon_under_traffic_loses_no_message_and_reuses_no_id()
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "no id was given to two messages: {seen:?}");
+}
 
 #[test]
 fn the_site_refuses_to_run_without_its_secrets() {
