@@ -186,16 +186,38 @@ struct chat_engine *chat_start(const char *config_json);
 //
 // Returns a handle the caller owns and releases with `chat_free`, or NULL with the reason in
 // `chat_last_error()` and `chat_last_result()` (CHAT_ERR_NULL or CHAT_ERR_UTF8 for the path;
-// CHAT_ERR_CONTROL: nothing listening, no permission). On it `chat_broadcast`, `chat_send`,
-// `chat_kick`, `chat_kick_user`, `chat_rooms_json`, `chat_stats_json`, `chat_presence_json`
-// and `chat_port` act on the daemon (each is one request, waiting up to 10 s for the reply);
-// `chat_stop` closes only this connection. Event and moderation calls return
-// CHAT_ERR_UNSUPPORTED. If the daemon goes away, calls return CHAT_ERR_CONTROL and the next
-// call connects again. One handle may be used from several threads (calls take turns).
+// CHAT_ERR_CONTROL: nothing listening, no permission, refused by the daemon, or a daemon
+// running as another user). On it `chat_broadcast`, `chat_send`, `chat_kick`,
+// `chat_kick_user`, `chat_rooms_json`, `chat_stats_json`, `chat_presence_json` and `chat_port`
+// act on the daemon (each is one request, waiting up to 10 s for the reply); `chat_stop` closes
+// only this connection. Event and moderation calls return CHAT_ERR_UNSUPPORTED. If the daemon
+// goes away, calls return CHAT_ERR_CONTROL and the next call connects again; a connection the
+// daemon closed while unused (its `control_socket_idle_timeout_ms`) is replaced before the next
+// request is written, and a request is sent again only when the daemon certainly did not read
+// it. One handle may be used from several threads (calls take turns).
+//
+// Whom it talks to: the process answering on `path` must run as this process's own user or as
+// root (checked with SO_PEERCRED on every new connection); any other daemon is refused with
+// CHAT_ERR_CONTROL, since another user who can write the socket's directory may have bound the
+// path while the daemon was down. For a daemon that runs as another user on purpose, use
+// `chat_connect_trusting`.
 //
 // # Safety
 // `path` is NULL or a NUL-terminated string.
 struct chat_engine *chat_connect(const char *path);
+
+// `chat_connect` to a daemon that runs as `daemon_user`: a user name (looked up with
+// getpwnam_r) or a numeric uid, trusted besides this process's own user and root. For a PHP-FPM
+// pool whose user differs from the daemon's (the daemon lists the pool's uid in its
+// `control_socket_uids`). NULL `daemon_user` = `chat_connect`.
+//
+// Returns a handle as `chat_connect` does, or NULL with the reason in `chat_last_error()` and
+// `chat_last_result()`: CHAT_ERR_INVALID for an unknown user, else as `chat_connect`. Any
+// thread.
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string; `daemon_user` is NULL or a NUL-terminated string.
+struct chat_engine *chat_connect_trusting(const char *path, const char *daemon_user);
 
 // The TCP port the engine listens on (the real one when the config asked for port 0).
 // Returns 0 if `e` is NULL or stopped (or, for a `chat_connect` handle, the daemon is not

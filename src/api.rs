@@ -70,9 +70,18 @@ impl Engine {
 
     /// A handle on the engine another process runs with `"control_socket": path` (a daemon).
     /// Broadcast, send, kick, rooms, stats and presence act on the daemon; events and moderation
-    /// return `Error::Unsupported`; `stop` closes only this handle.
+    /// return `Error::Unsupported`; `stop` closes only this handle. The daemon must run as this
+    /// process's user or root (`Error::Control` otherwise: another user may have bound the path);
+    /// see `connect_trusting` for a daemon of another user.
     pub fn connect(path: &str) -> Result<Engine, Error> {
-        Ok(Engine { target: Target::Remote(Remote::connect(path)?) })
+        Ok(Engine { target: Target::Remote(Remote::connect(path, None)?) })
+    }
+
+    /// `connect` to a daemon that runs as `daemon_user` (a user name or a numeric uid), which
+    /// is trusted besides this process's user and root. An unknown user is
+    /// `Error::InvalidArgument`.
+    pub fn connect_trusting(path: &str, daemon_user: &str) -> Result<Engine, Error> {
+        Ok(Engine { target: Target::Remote(Remote::connect(path, Some(daemon_user))?) })
     }
 
     /// Whether this handle was made by `connect`.

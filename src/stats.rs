@@ -28,6 +28,10 @@ pub struct Stats {
     pub handshake_timeouts: AtomicU64,
     pub header_rejects: AtomicU64,
     pub control_requests: AtomicU64,
+    pub control_connections_open: AtomicU64,
+    pub control_peer_rejects: AtomicU64,
+    pub control_connection_rejects: AtomicU64,
+    pub control_idle_closes: AtomicU64,
     pub api_auth_failures: AtomicU64,
     pub api_requests: AtomicU64,
     pub auth_failures: AtomicU64,
@@ -64,6 +68,14 @@ pub struct Snapshot {
     pub handshake_timeouts: u64,
     pub header_rejects: u64,
     pub control_requests: u64,
+    /// Control socket connections open now.
+    pub control_connections_open: u64,
+    /// Control connections refused because the peer's uid is not allowed (`control_socket_uids`).
+    pub control_peer_rejects: u64,
+    /// Control connections refused because `control_socket_max_connections` were open.
+    pub control_connection_rejects: u64,
+    /// Control connections closed by `control_socket_idle_timeout_ms`.
+    pub control_idle_closes: u64,
     pub api_auth_failures: u64,
     pub api_requests: u64,
     pub auth_failures: u64,
@@ -114,6 +126,10 @@ impl Stats {
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
             header_rejects: self.header_rejects.load(Relaxed),
             control_requests: self.control_requests.load(Relaxed),
+            control_connections_open: self.control_connections_open.load(Relaxed),
+            control_peer_rejects: self.control_peer_rejects.load(Relaxed),
+            control_connection_rejects: self.control_connection_rejects.load(Relaxed),
+            control_idle_closes: self.control_idle_closes.load(Relaxed),
             api_auth_failures: self.api_auth_failures.load(Relaxed),
             api_requests: self.api_requests.load(Relaxed),
             auth_failures: self.auth_failures.load(Relaxed),
@@ -129,7 +145,8 @@ impl Stats {
 }
 
 /// Gauges (values that go up and down); every other field is a counter.
-const GAUGES: [&str; 4] = ["connections_open", "rooms", "events_queued", "running"];
+const GAUGES: [&str; 5] =
+    ["connections_open", "control_connections_open", "rooms", "events_queued", "running"];
 
 impl Snapshot {
     /// The Prometheus text exposition format (`GET /metrics`).

@@ -50,6 +50,8 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
         assert_eq!(chat_reject(null_mut(), 1, null()), ERR_NULL);
         assert_eq!(chat_replace(null_mut(), 1, c"x".as_ptr()), ERR_NULL);
         assert!(chat_connect(null()).is_null());
+        assert!(chat_connect_trusting(null(), c"root".as_ptr()).is_null());
+        assert_eq!(chat_last_result(), ERR_NULL);
         assert_eq!(chat_kick_user(null_mut(), c"42".as_ptr(), null()), ERR_NULL);
         assert!(chat_rooms_json(null()).is_null());
         assert_eq!(chat_broadcast_from(null_mut(), null(), c"x".as_ptr(), null()), ERR_NULL);

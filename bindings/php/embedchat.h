@@ -58,6 +58,8 @@ struct chat_engine *chat_start(const char *config_json);
 
 struct chat_engine *chat_connect(const char *path);
 
+struct chat_engine *chat_connect_trusting(const char *path, const char *daemon_user);
+
 uint16_t chat_port(const struct chat_engine *e);
 
 int chat_broadcast(struct chat_engine *e, const char *room, const char *text);

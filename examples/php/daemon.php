@@ -17,10 +17,11 @@
  *   examples/php/site/.
  *
  * Options: --db=FILE (default: chat.sqlite in the system temp directory). Environment:
- * EMBEDCHAT_LIB, EMBEDCHAT_SECRET, EMBEDCHAT_API_KEY, EMBEDCHAT_SOCKET, and
- * EMBEDCHAT_SITE_ORIGIN: the origin(s) of the site whose pages show the chat page in an iframe
- * (login.php), e.g. https://www.example.com; browsers refuse the frame to every other origin.
- * Ctrl-C or SIGTERM stops it cleanly (clients get close 1001).
+ * EMBEDCHAT_LIB, EMBEDCHAT_SECRET, EMBEDCHAT_API_KEY, EMBEDCHAT_SOCKET, EMBEDCHAT_SOCKET_UIDS (the
+ * uids, comma-separated, of other users whose pages post through the socket: an FPM pool that
+ * runs as another user), and EMBEDCHAT_SITE_ORIGIN: the origin(s) of the site whose pages show
+ * the chat page in an iframe (login.php), e.g. https://www.example.com; browsers refuse the
+ * frame to every other origin. Ctrl-C or SIGTERM stops it cleanly (clients get close 1001).
  *
  * Handlers run only inside $engine->run(), on this PHP thread; the engine never calls PHP from
  * its own threads.
@@ -88,6 +89,12 @@ if ($key = $env('EMBEDCHAT_API_KEY')) {
 }
 if ($sock = $env('EMBEDCHAT_SOCKET')) {
     $config['control_socket'] = $sock;
+    if ($uids = $env('EMBEDCHAT_SOCKET_UIDS')) {
+        // Another user's pages (the FPM pool's) reach the socket through its mode and group;
+        // the engine serves them only when their uid is listed.
+        $config['control_socket_mode'] = '0660';
+        $config['control_socket_uids'] = array_map('intval', explode(',', $uids));
+    }
 }
 if ($origins = $env('EMBEDCHAT_SITE_ORIGIN')) {
     // The page's CSP frame-ancestors: its own origin and the site's (space-separated list).

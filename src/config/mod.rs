@@ -309,6 +309,18 @@ pub struct SiteConfig {
     pub control_socket: Option<String>,
     /// File mode of the control socket, octal digits as a string.
     pub control_socket_mode: String,
+    /// Users (numeric uids) allowed on the control socket besides the engine's own user and
+    /// root; a peer whose uid (`SO_PEERCRED`) is neither is closed at once. The file mode decides
+    /// who can reach the socket at all; this list decides whose requests are carried out (with
+    /// mode `0660` and a shared group: the FPM pool's uid). Uids, not gids: `SO_PEERCRED` carries
+    /// only the peer's primary group, so a gid list would refuse a user who is in the group
+    /// through a supplementary membership, which is how a web user is usually added to one.
+    pub control_socket_uids: Vec<u32>,
+    /// Control connections open at once; past it a new one is refused and closed.
+    pub control_socket_max_connections: usize,
+    /// A control connection that sends no request (or does not read its reply) for this long is
+    /// closed; `chat_connect` handles reconnect by themselves.
+    pub control_socket_idle_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -425,6 +437,11 @@ impl Default for SiteConfig {
             api_key: None,
             control_socket: None,
             control_socket_mode: "0600".into(),
+            control_socket_uids: Vec::new(),
+            // Near the largest PHP-FPM pools (one connection per request that posts, all at once
+            // at worst); each costs a file descriptor and a few KiB.
+            control_socket_max_connections: 256,
+            control_socket_idle_timeout_ms: 60_000,
         }
     }
 }
@@ -655,6 +672,18 @@ impl SiteConfig {
                 ));
             }
         }
+        for (i, uid) in self.control_socket_uids.iter().enumerate() {
+            if *uid == u32::MAX {
+                return Err(err(&format!("control_socket_uids[{i}]"), "4294967295 is not a user id"));
+            }
+        }
+        range("control_socket_max_connections", self.control_socket_max_connections, 1, 65_536)?;
+        range(
+            "control_socket_idle_timeout_ms",
+            self.control_socket_idle_timeout_ms as usize,
+            100,
+            86_400_000,
+        )?;
         self.socket_mode().map(drop)
     }
 

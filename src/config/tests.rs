@@ -121,3 +121,21 @@ fn metrics_auth_needs_an_api_key() {
     assert_eq!(Config::from_json(r#"{"metrics_auth": true}"#).unwrap_err().key, "metrics_auth");
     assert!(Config::from_json(r#"{"metrics_auth": true, "api_key": "0123456789abcdef"}"#).is_ok());
 }
+
+#[test]
+fn control_socket_limits_are_checked() {
+    let c = Config::from_json(
+        r#"{"control_socket_uids": [33, 1000], "control_socket_max_connections": 8, "control_socket_idle_timeout_ms": 500}"#,
+    )
+    .unwrap();
+    assert_eq!(c.site.control_socket_uids, [33, 1000]);
+    assert_eq!((c.site.control_socket_max_connections, c.site.control_socket_idle_timeout_ms), (8, 500));
+    let e = Config::from_json(r#"{"control_socket_uids": [-1]}"#).unwrap_err();
+    assert!(e.key.starts_with("control_socket_uids"), "{e}");
+    let e = Config::from_json(r#"{"control_socket_uids": [4294967295]}"#).unwrap_err();
+    assert_eq!(e.key, "control_socket_uids[0]");
+    let e = Config::from_json(r#"{"control_socket_max_connections": 0}"#).unwrap_err();
+    assert_eq!(e.key, "control_socket_max_connections");
+    let e = Config::from_json(r#"{"control_socket_idle_timeout_ms": 10}"#).unwrap_err();
+    assert_eq!(e.key, "control_socket_idle_timeout_ms");
+}

@@ -55,12 +55,22 @@ final class Engine
      * daemon), e.g. from a PHP-FPM page. broadcast(), send(), kick(), stats(), presence() and
      * port() act on the daemon; events and moderation stay with it (UnsupportedException).
      *
-     * @throws Exception\ControlException when nothing answers at $socketPath
+     * The daemon must run as this process's user or root, or as $daemonUser (a user name or a
+     * numeric uid) when given: anyone else answering on the path is refused, since another
+     * user may have bound it while the daemon was down. An FPM pool whose user is not the
+     * daemon's names the daemon's user here (and the daemon lists the pool's uid in
+     * `control_socket_uids`).
+     *
+     * @throws Exception\ControlException when nothing answers at $socketPath, the daemon refuses
+     *         this process, or a daemon of another user answers
+     * @throws Exception\InvalidValueException when $daemonUser is no user
      */
-    public static function connect(string $socketPath, ?string $libraryPath = null): self
+    public static function connect(string $socketPath, ?string $libraryPath = null, ?string $daemonUser = null): self
     {
         $ffi = Native::ffi($libraryPath);
-        $h = $ffi->chat_connect(Native::text($socketPath, 'socket path'));
+        $h = $daemonUser === null
+            ? $ffi->chat_connect(Native::text($socketPath, 'socket path'))
+            : $ffi->chat_connect_trusting(Native::text($socketPath, 'socket path'), Native::text($daemonUser, 'daemon user'));
         if ($h === null) {
             throw Native::lastError($ffi);
         }

@@ -136,6 +136,14 @@ final class SiteTest extends TestCase
             self::fail('polled');
         } catch (UnsupportedException) {
         }
+        $named = Engine::connect($sock, daemonUser: '0');
+        self::assertSame($daemon->port(), $named->port(), 'naming root changes nothing for a daemon of our own user');
+        try {
+            Engine::connect($sock, daemonUser: 'no-such-user-embedchat');
+            self::fail('connected trusting a user that does not exist');
+        } catch (InvalidValueException $x) {
+            self::assertStringContainsString('no-such-user-embedchat', $x->getMessage());
+        }
         $daemon->stop();
         self::assertFileDoesNotExist($sock);
         $this->expectException(ControlException::class);

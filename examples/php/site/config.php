@@ -38,4 +38,7 @@ return [
     'api_key' => $required('EMBEDCHAT_API_KEY'),
     // The control socket (the daemon's EMBEDCHAT_SOCKET); needs FFI preloaded in FPM.
     'socket' => $env('EMBEDCHAT_SOCKET', '/run/embedchat/chat.sock'),
+    // The user the daemon runs as, when it is not this pool's user (nor root): Engine::connect
+    // talks to no other, in case someone else bound the socket's path.
+    'daemon_user' => $env('EMBEDCHAT_DAEMON_USER', '') ?: null,
 ];

@@ -35,7 +35,7 @@ if ($via === 'http' || $via === 'both') {
 }
 if ($via === 'socket' || $via === 'both') {
     try {
-        $result['socket'] = Engine::connect($cfg['socket'])->broadcast($room, "$text (via the control socket)");
+        $result['socket'] = Engine::connect($cfg['socket'], daemonUser: $cfg['daemon_user'])->broadcast($room, "$text (via the control socket)");
     } catch (EmbedChatException $e) {
         $result['socket_error'] = $e->getMessage();
     }
