@@ -101,6 +101,19 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
     if let Some((l, _)) = control {
         runtime.spawn(crate::control::serve(l, ctx.clone(), stop_control.clone()));
     }
+    if !ctx.cfg.echo {
+        // Big rooms announce their comings and goings in batches (hub/presence.rs).
+        let hub_ctx = ctx.clone();
+        let every = Duration::from_millis(ctx.cfg.chat.presence_interval_ms);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                hub_ctx.hub.flush_presence();
+            }
+        });
+    }
     if ctx.cfg.moderation.holds_anything() {
         // Held messages and joins the host did not decide on get `hook_default` within ~25 ms
         // of their deadline.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use embedchat::EventKind;
 use serde_json::{json, Value};
@@ -164,4 +166,66 @@ async fn a_presence_snapshot_matches_the_event_numbers() {
     assert_eq!(names("r2"), ["bob"]);
     let one: Value = serde_json::from_str(&e.presence_json(Some("r2")).unwrap()).unwrap();
     assert_eq!(one["rooms"].as_object().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_past_its_presence_limit_sends_counts_batched_updates_and_pages_of_members() {
+    let e = engine(
+        json!({"presence_limit": 3, "presence_interval_ms": 100, "rooms": {"tiny": {"presence_limit": 1}}}),
+    );
+    let mut first = connect(&e, "name=first&room=big").await;
+    welcomed(&mut first).await;
+    let mut others = Vec::new();
+    for name in ["bea", "cy"] {
+        let mut c = connect(&e, &format!("name={name}&room=big")).await;
+        let w = welcomed(&mut c).await;
+        assert!(w["members"].is_array(), "a small room lists its members: {w}");
+        others.push(c);
+    }
+    // Up to the limit: a `join` per user, as always.
+    assert_eq!(recv_type(&mut first, "join").await["user"]["name"], "bea");
+    assert_eq!(recv_type(&mut first, "join").await["user"]["name"], "cy");
+
+    // Past it: newcomers get the count instead of the list, and nobody gets a join each.
+    for i in 0..5 {
+        let mut c = connect(&e, &format!("name=late{i}&room=big")).await;
+        let w = welcomed(&mut c).await;
+        assert!(w.get("members").is_none(), "{w}");
+        assert_eq!(w["count"], 4 + i, "{w}");
+        others.push(c);
+    }
+    let update = recv(&mut first).await;
+    assert_eq!(update["type"], "crowd", "one batched update, not a join each: {update}");
+    assert_eq!(update["count"], 8);
+    let named: Vec<&str> = update["joined"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert_eq!(named, ["late0", "late1", "late2", "late3", "late4"]);
+
+    // Leaving is batched too.
+    drop(others.pop());
+    let update = recv_type(&mut first, "crowd").await;
+    assert_eq!((update["count"].as_u64(), update["left"][0].as_str()), (Some(7), Some("late4")));
+
+    // The list, page by page, searchable by the start of a name.
+    send(&mut first, r#"{"type":"members","room":"big","limit":3}"#).await;
+    let page = recv_type(&mut first, "members").await;
+    assert_eq!((page["count"].as_u64(), page["more"].as_bool()), (Some(7), Some(true)));
+    assert_eq!(page["members"].as_array().unwrap().len(), 3);
+    send(&mut first, r#"{"type":"members","room":"big","prefix":"LATE","offset":3}"#).await;
+    let page = recv_type(&mut first, "members").await;
+    assert_eq!(page["count"], 4, "{page}");
+    assert_eq!(page["members"][0]["name"], "late3");
+    assert_eq!(page["more"], false);
+
+    // The host still hears every join, and the snapshot is whole.
+    let joins = std::iter::from_fn(|| e.poll_event(Some(Duration::ZERO)).ok().flatten())
+        .filter(|ev| ev.kind == EventKind::Join)
+        .count();
+    assert_eq!(joins, 8);
+    let snap: Value = serde_json::from_str(&e.presence_json(Some("big")).unwrap()).unwrap();
+    assert_eq!(snap["rooms"]["big"]["members"].as_array().unwrap().len(), 7);
+
+    // A per-room limit: `tiny` is a crowd from its second user.
+    let _a = connect(&e, "name=a&room=tiny").await;
+    let mut b = connect(&e, "name=b&room=tiny").await;
+    assert_eq!(welcomed(&mut b).await["count"], 2);
 }

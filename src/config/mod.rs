@@ -71,6 +71,8 @@ pub enum WhisperScope {
 #[serde(deny_unknown_fields)]
 pub struct RoomConfig {
     pub slow_consumer: Option<SlowConsumer>,
+    /// This room's `presence_limit`.
+    pub presence_limit: Option<usize>,
 }
 
 /// What a held message gets when the host does not decide in time.
@@ -165,6 +167,12 @@ pub struct ChatConfig {
     pub max_rooms_per_connection: usize,
     /// Who a client may whisper to.
     pub whisper_scope: WhisperScope,
+    /// Users a room may have and still send everyone the full member list and a `join`/`leave`
+    /// per user; past it the room sends counts and batched updates (`crowd`) instead, and the
+    /// list is asked for page by page (`members`). Per room: `rooms.<name>.presence_limit`.
+    pub presence_limit: usize,
+    /// How often a big room's joins and leaves are announced, batched.
+    pub presence_interval_ms: u64,
     /// Rooms in the engine, with members or kept for their history; a client that would create
     /// one more first pushes out the room empty longest, and is refused when none is empty.
     pub max_rooms: usize,
@@ -351,6 +359,8 @@ impl Default for ChatConfig {
             max_room_chars: 64,
             max_rooms_per_connection: 16,
             whisper_scope: WhisperScope::SharedRoom,
+            presence_limit: 100,
+            presence_interval_ms: 1000,
             max_rooms: 100_000,
             max_rooms_per_ip: 256,
             max_created_rooms_per_connection: 64,
@@ -539,12 +549,24 @@ impl ChatConfig {
         range("max_room_chars", self.max_room_chars, 1, 256)?;
         range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;
         range("max_rooms", self.max_rooms, 1, 10_000_000)?;
+        range("presence_limit", self.presence_limit, 1, 10_000_000)?;
+        range("presence_interval_ms", self.presence_interval_ms as usize, 50, 600_000)?;
+        for (name, r) in &self.rooms {
+            if let Some(l) = r.presence_limit {
+                range(&format!("rooms.{name}.presence_limit"), l, 1, 10_000_000)?;
+            }
+        }
         range("max_rooms_per_ip", self.max_rooms_per_ip, 1, 10_000_000)?;
         range("max_created_rooms_per_connection", self.max_created_rooms_per_connection, 1, 1_000_000)?;
         if self.host_name.trim().is_empty() || self.host_name.chars().any(char::is_control) {
             return Err(err("host_name", "must be a non-empty name without control characters"));
         }
         Ok(())
+    }
+
+    /// The presence limit of `room`: its override, or the engine's.
+    pub fn presence_limit_for(&self, room: &str) -> usize {
+        self.rooms.get(room).and_then(|r| r.presence_limit).unwrap_or(self.presence_limit)
     }
 
     /// The slow-consumer policy of `room`: its override, or `default`.

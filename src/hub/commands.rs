@@ -30,6 +30,15 @@ impl Hub {
             Command::History { room, before, limit } => self.cmd_history(st, id, room, before, limit),
             Command::Whisper { to, text } => self.cmd_whisper(st, id, to, text),
             Command::Nick { name } => self.cmd_nick(st, id, name),
+            Command::Members { room, offset, limit, prefix } => {
+                if st.conns[&id].rooms.iter().any(|r| **r == *room) {
+                    let (offset, limit) = (offset.unwrap_or(0) as usize, limit.unwrap_or(100) as usize);
+                    self.members_page(st, id, &room, offset, limit, prefix.as_deref());
+                    Ok(())
+                } else {
+                    Err(("not_member", format!("you are not in room `{room}`")))
+                }
+            }
             Command::Ping => {
                 self.to_conn(st, id, &Out::Pong { reference: req.reference.as_ref() });
                 Ok(())

@@ -16,8 +16,9 @@ impl Hub {
     /// paths create rooms freely; clients go through `create_room`.
     pub(super) fn room_entry<'s>(&self, st: &'s mut State, key: &Arc<str>) -> &'s mut Room {
         let policy = self.chat.policy_for(key, self.delivery.policy);
+        let limit = self.chat.presence_limit_for(key);
         let retired = st.retired_seq;
-        st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy, retired))
+        st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy, retired, limit))
     }
 
     /// Creates `key` for connection `id` if the room caps allow; otherwise why not.

@@ -107,6 +107,8 @@ struct State {
     history_bytes: usize,
     /// Rooms clients from each address created that still exist.
     by_ip: HashMap<IpAddr, u32>,
+    /// Crowds with comings and goings not yet announced (see `presence.rs`).
+    crowded: Vec<Arc<str>>,
 }
 
 /// The parts of the engine's config the hub reads; it never sees the rest (no secrets).
@@ -172,6 +174,7 @@ impl Hub {
             retired_seq: cfg.history.id_floor,
             history_bytes: 0,
             by_ip: HashMap::new(),
+            crowded: Vec::new(),
         };
         Hub {
             state: Mutex::new(state),
@@ -339,7 +342,7 @@ impl Hub {
                 (conn.name.clone(), conn.user.clone(), conn.outbox.clone(), conn.wire, conn.bound);
             let r = self.room_entry(st, &key);
             r.add(id, outbox, wire);
-            if r.add_tab(user) {
+            if r.add_tab(user) && self.crowd_came(st, &key, &name) {
                 let user = User { id, name: &name, bound };
                 self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
             }
@@ -348,16 +351,20 @@ impl Hub {
         let (Some(conn), Some(r)) = (st.conns.get(&id), st.rooms.get(room)) else {
             return;
         };
-        let members = presence::members_of(st, r);
-        let members: Vec<Member<'_>> = members
-            .iter()
-            .map(|m| Member { id: m.id, name: &m.name, tabs: m.tabs, bound: m.bound })
-            .collect();
+        // A crowd's newcomer gets the count, not the list (which would cost O(n) per join).
+        let listed = r.crowd.is_none().then(|| presence::members_of(st, r));
+        let members: Option<Vec<Member<'_>>> = listed.as_ref().map(|l| {
+            l.iter().map(|m| Member { id: m.id, name: &m.name, tabs: m.tabs, bound: m.bound }).collect()
+        });
+        let (members, count) = match &members {
+            Some(m) => (Some(m.as_slice()), None),
+            None => (None, Some(r.tabs.len())),
+        };
         let hello = if first {
             let bound = st.users.get(&conn.user).is_some_and(|u| u.bound);
-            Out::Welcome { id, name: &conn.name, bound, room, epoch: &self.epoch, members: &members }
+            Out::Welcome { id, name: &conn.name, bound, room, epoch: &self.epoch, members, count }
         } else {
-            Out::Presence { room, members: &members }
+            Out::Presence { room, members, count }
         };
         self.delivery.to_one(id, &conn.outbox, conn.wire, &hello);
         let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
@@ -379,8 +386,9 @@ impl Hub {
             r.remove(id);
             let last_tab = r.remove_tab(&user);
             if r.is_empty() {
+                r.crowd = None; // an empty room is small again
                 self.room_emptied(st, key.clone());
-            } else if last_tab {
+            } else if last_tab && self.crowd_went(st, &key, &name) {
                 let user = User { id, name: &name, bound };
                 self.to_room(st, &key, Out::Leave { room: &key, user }, None);
             }

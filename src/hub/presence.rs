@@ -1,5 +1,13 @@
 //! Who is in a room: member lists for clients (each user once, with its tab count) and full
 //! snapshots for the host. Typed here; the callers turn them into JSON.
+//!
+//! A room up to its `presence_limit` users tells everyone everything: the full list on join and
+//! a `join`/`leave` per user. Past it the room is a crowd (Pusher caps presence channels at 100;
+//! Centrifugo makes presence asked for, not pushed): a newcomer gets the count, comings and
+//! goings are announced together at most every `presence_interval_ms` (`crowd`: the count and
+//! a few names), and the list is read page by page (`members`). So a join costs O(1), an
+//! interval O(members), and n joins no longer cost O(n²) frames. The host still hears every join
+//! and leave, and `chat_presence_json` is still the whole list.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,6 +17,32 @@ use serde::Serialize;
 use super::room::Room;
 use super::{Hub, State};
 use crate::identity::ConnId;
+use crate::protocol::{Member, Out};
+
+/// Names a `crowd` update lists of those who came (and of those who went); the rest are counted.
+const CROWD_NAMES: usize = 16;
+/// The longest page `members` answers.
+const MEMBERS_PAGE: usize = 200;
+
+/// A crowd's comings and goings since its last `crowd` update.
+#[derive(Default)]
+pub struct Crowd {
+    came: Vec<Arc<str>>,
+    went: Vec<Arc<str>>,
+    unnamed: u32,
+    /// Listed in `State::crowded`, waiting for the next update.
+    pending: bool,
+}
+
+impl Crowd {
+    fn note(list: &mut Vec<Arc<str>>, unnamed: &mut u32, name: &Arc<str>) {
+        if list.len() < CROWD_NAMES {
+            list.push(name.clone());
+        } else {
+            *unnamed += 1;
+        }
+    }
+}
 
 /// A user in a room, once however many tabs it has there.
 pub struct RoomMember {
@@ -69,6 +103,81 @@ pub(super) fn members_of(st: &State, room: &Room) -> Vec<RoomMember> {
 }
 
 impl Hub {
+    /// A user's first tab came into `room`: true if the room is small and announces it itself;
+    /// a crowd notes it for its next update (and a room that just passed its limit becomes one).
+    pub(super) fn crowd_came(&self, st: &mut State, room: &Arc<str>, name: &Arc<str>) -> bool {
+        let Some(r) = st.rooms.get_mut(room) else { return true };
+        if r.crowd.is_none() && r.tabs.len() <= r.presence_limit {
+            return true;
+        }
+        let crowd = r.crowd.get_or_insert_with(Box::default);
+        Crowd::note(&mut crowd.came, &mut crowd.unnamed, name);
+        Self::crowd_pending(&mut st.crowded, crowd, room);
+        false
+    }
+
+    /// A user's last tab left `room` (which still has members): true if the room announces it.
+    pub(super) fn crowd_went(&self, st: &mut State, room: &Arc<str>, name: &Arc<str>) -> bool {
+        let Some(crowd) = st.rooms.get_mut(room).and_then(|r| r.crowd.as_mut()) else { return true };
+        Crowd::note(&mut crowd.went, &mut crowd.unnamed, name);
+        Self::crowd_pending(&mut st.crowded, crowd, room);
+        false
+    }
+
+    fn crowd_pending(crowded: &mut Vec<Arc<str>>, crowd: &mut Crowd, room: &Arc<str>) {
+        if !crowd.pending {
+            crowd.pending = true;
+            crowded.push(room.clone());
+        }
+    }
+
+    /// Announces every crowd's comings and goings since the last time (called every
+    /// `presence_interval_ms`).
+    pub fn flush_presence(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for room in std::mem::take(&mut st.crowded) {
+            let Some(r) = st.rooms.get_mut(&room) else { continue };
+            let Some(crowd) = r.crowd.as_mut() else { continue };
+            let Crowd { came, went, unnamed, .. } = std::mem::take(&mut **crowd);
+            let count = r.tabs.len();
+            let joined: Vec<&str> = came.iter().map(|n| &**n).collect();
+            let left: Vec<&str> = went.iter().map(|n| &**n).collect();
+            let out = Out::Crowd { room: &room, count, joined: &joined, left: &left, others: unnamed };
+            self.to_room(st, &room, out, None);
+        }
+    }
+
+    /// A page of `room`'s member list, for a client in it: up to `limit` users from `offset`,
+    /// only those whose name starts with `prefix` (any case).
+    pub(super) fn members_page(
+        &self,
+        st: &State,
+        id: ConnId,
+        room: &str,
+        offset: usize,
+        limit: usize,
+        prefix: Option<&str>,
+    ) {
+        let Some(r) = st.rooms.get(room) else { return };
+        let prefix = prefix.map(str::to_lowercase);
+        let all = members_of(st, r);
+        let matching: Vec<&RoomMember> = all
+            .iter()
+            .filter(|m| prefix.as_deref().is_none_or(|p| m.name.to_lowercase().starts_with(p)))
+            .collect();
+        let limit = limit.clamp(1, MEMBERS_PAGE);
+        let page: Vec<Member<'_>> = matching
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|m| Member { id: m.id, name: &m.name, tabs: m.tabs, bound: m.bound })
+            .collect();
+        let more = offset + page.len() < matching.len();
+        let out = Out::Members { room, count: matching.len(), offset, members: &page, more };
+        self.to_conn(st, id, &out);
+    }
+
     /// Who is in `room` (None: every room with members). Taken under the lock every membership
     /// event is queued under, so it reflects exactly the events numbered up to `seq`: a host that
     /// lost track rebuilds from this and applies only events with a higher `seq`.

@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::presence::Crowd;
 use crate::config::SlowConsumer;
 use crate::identity::ConnId;
 use crate::outbox::Outbox;
@@ -30,6 +31,10 @@ pub struct Room {
     pub bytes: usize,
     /// The client that created the room, counted against its limits while the room exists.
     pub creator: Option<Creator>,
+    /// Users past which the room is a crowd (see `presence.rs`).
+    pub presence_limit: usize,
+    /// A crowd's batched presence: set once the room passes `presence_limit`, until it empties.
+    pub crowd: Option<Box<Crowd>>,
     /// Tabs per user key: the room hears `join` for a user's first tab and `leave` for its last.
     pub tabs: HashMap<Arc<str>, u32>,
 }
@@ -60,7 +65,7 @@ pub struct Kept {
 }
 
 impl Room {
-    pub fn new(policy: SlowConsumer, seq: u64) -> Self {
+    pub fn new(policy: SlowConsumer, seq: u64, presence_limit: usize) -> Self {
         Room {
             members: Vec::new(),
             index: HashMap::new(),
@@ -69,6 +74,8 @@ impl Room {
             history: VecDeque::new(),
             bytes: 0,
             creator: None,
+            presence_limit,
+            crowd: None,
             tabs: HashMap::new(),
         }
     }

@@ -298,7 +298,10 @@ mod behaviour {
             c.limits.max_backlog_bytes = 2048;
             c.chat.rooms.insert(
                 "ticker".into(),
-                crate::config::RoomConfig { slow_consumer: Some(crate::config::SlowConsumer::DropOldest) },
+                crate::config::RoomConfig {
+                    slow_consumer: Some(crate::config::SlowConsumer::DropOldest),
+                    ..Default::default()
+                },
             );
         });
         let slow = Arc::new(Outbox::new());

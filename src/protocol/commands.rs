@@ -18,6 +18,9 @@ pub enum Command {
     Whisper { to: Target, text: String },
     /// A new display name.
     Nick { name: String },
+    /// A page of a room's member list (big rooms send counts, not lists): `limit` users from
+    /// `offset`, only names starting with `prefix` (any case) if given.
+    Members { room: String, offset: Option<u64>, limit: Option<u64>, prefix: Option<String> },
     /// Application-level ping; answered with `pong`.
     Ping,
 }
@@ -100,6 +103,12 @@ fn command(obj: &Map<String, Value>) -> Result<Command, ProtocolError> {
             Ok(Command::Whisper { to, text: req_str(obj, "text")? })
         }
         "nick" => Ok(Command::Nick { name: req_str(obj, "name")? }),
+        "members" => Ok(Command::Members {
+            room: req_str(obj, "room")?,
+            offset: opt_u64(obj, "offset")?,
+            limit: opt_u64(obj, "limit")?,
+            prefix: opt_str(obj, "prefix")?,
+        }),
         "ping" => Ok(Command::Ping),
         other => Err(perr("unknown_type", format!("unknown message type `{}`", clip(other, 40)))),
     }

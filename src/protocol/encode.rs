@@ -51,11 +51,38 @@ pub enum Out<'a> {
         room: &'a str,
         /// The engine's history epoch (sent back with `since` when resuming).
         epoch: &'a str,
-        members: &'a [Member<'a>],
+        /// Who is in the room, in a room up to `presence_limit` users; else absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<&'a [Member<'a>]>,
+        /// How many users are in the room, in a room past `presence_limit`; else absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<usize>,
     },
     Presence {
         room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<&'a [Member<'a>]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<usize>,
+    },
+    /// A big room's presence, batched: how many are in it now, who came and who went since the
+    /// last one (names up to a cap; `others` counts the comings and goings not named).
+    Crowd {
+        room: &'a str,
+        count: usize,
+        joined: &'a [&'a str],
+        left: &'a [&'a str],
+        others: u32,
+    },
+    /// A page of a room's member list, in answer to `members`.
+    Members {
+        room: &'a str,
+        /// Users in the room (matching the prefix, if one was given).
+        count: usize,
+        offset: usize,
         members: &'a [Member<'a>],
+        /// Further pages exist.
+        more: bool,
     },
     Message {
         room: &'a str,
