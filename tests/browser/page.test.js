@@ -20,7 +20,8 @@ let server, base, browser;
 
 before(async () => {
   const cfg = path.join(require("node:os").tmpdir(), `embedchat-browser-${process.pid}.json`);
-  fs.writeFileSync(cfg, JSON.stringify({ max_messages_per_second: 0 }));
+  // "stage" is a big room from its third member on (presence_limit), to test how it is shown.
+  fs.writeFileSync(cfg, JSON.stringify({ max_messages_per_second: 0, presence_interval_ms: 100, rooms: { stage: { presence_limit: 2 } } }));
   server = spawn(serverBin, ["--listen", "127.0.0.1:0", "--quiet", "--config", cfg], { stdio: ["ignore", "pipe", "inherit"] });
   base = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start")), 10000);
@@ -310,4 +311,24 @@ test("the page is framed by another origin only when page_frame_ancestors lists 
     await chat.exited;
     site.srv.close();
   }
+});
+
+test("a big room shows its count and finds members on demand", { timeout: 60000 }, async () => {
+  const people = [];
+  for (const name of ["stagehand", "singer", "sound"]) {
+    const p = await person(name);
+    await p.page.fill("#join-name", "stage");
+    await p.page.keyboard.press("Enter");
+    await p.page.locator("#room-list button[aria-current=true]", { hasText: "stage" }).waitFor({ timeout: 5000 });
+    people.push(p);
+  }
+  // The third arrived in a crowd: a count, not a list; the first learns the count in a batch.
+  const late = people[2].page;
+  await late.locator("#room-title", { hasText: "3 in stage" }).waitFor({ timeout: 5000 });
+  await people[0].page.locator("#room-title", { hasText: "3 in stage" }).waitFor({ timeout: 5000 });
+  assert.ok(await late.locator("#member-search").isVisible(), "a search box instead of the whole list");
+  await late.fill("#member-search", "si");
+  await late.locator("#members li", { hasText: "singer" }).waitFor({ timeout: 5000 });
+  await late.waitForFunction(() => document.querySelectorAll("#members li").length === 1, null, { timeout: 5000 });
+  assert.strictEqual(await late.locator("#members li").count(), 1, "only the names that start so");
 });
