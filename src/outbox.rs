@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use std::sync::MutexGuard;
+use std::task::Waker;
 
 use crate::config::SlowConsumer;
 use crate::wsframe;
@@ -50,6 +51,8 @@ struct Queue {
     discard: bool,
     /// The code of the close frame, once closing.
     code: Option<u16>,
+    /// The writer waiting for something to write: woken by the next push or close.
+    waker: Option<Waker>,
 }
 
 /// What the writer takes in one go.
@@ -71,7 +74,6 @@ pub struct Outbox {
     dropped: AtomicU64,
     /// The hub owes this connection more history: ask for it once everything queued is written.
     owes_history: AtomicBool,
-    notify: Notify,
 }
 
 impl Outbox {
@@ -118,12 +120,8 @@ impl Outbox {
             }
         }
         self.backlog.fetch_add(len, Ordering::Relaxed);
-        let was_empty = q.frames.is_empty();
         q.frames.push_back(frame);
-        drop(q);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        Self::wake(q);
         if dropped > 0 {
             let total = self.dropped.fetch_add(u64::from(dropped), Ordering::Relaxed) + u64::from(dropped);
             return Push::Lagging { queued: true, dropped, total };
@@ -160,8 +158,7 @@ impl Outbox {
                 self.backlog.fetch_sub(old.len(), Ordering::Relaxed);
             }
         }
-        drop(q);
-        self.notify.notify_one();
+        Self::wake(q);
     }
 
     /// Queues a frame of our own (a ping) outside the backlog limit.
@@ -172,8 +169,7 @@ impl Outbox {
         }
         self.backlog.fetch_add(frame.len(), Ordering::Relaxed);
         q.frames.push_back(frame);
-        drop(q);
-        self.notify.notify_one();
+        Self::wake(q);
     }
 
     /// Starts closing: what is queued is still sent, then a close frame with `code`; nothing
@@ -205,8 +201,7 @@ impl Outbox {
         self.backlog.fetch_add(frame.len(), Ordering::Relaxed);
         q.close = Some(frame);
         q.code = Some(code);
-        drop(q);
-        self.notify.notify_one();
+        Self::wake(q);
         true
     }
 
@@ -240,9 +235,28 @@ impl Outbox {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// Resolves when something was queued since the last call.
-    pub async fn notified(&self) {
-        self.notify.notified().await
+    /// Wakes the waiting writer, if any, after letting go of the lock (its task may run on
+    /// another thread at once and want the lock).
+    fn wake(mut q: MutexGuard<'_, Queue>) {
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The writer has written everything: it sleeps until the next push or close wakes
+    /// `waker`. Returns true instead if something is already waiting (queued between its last
+    /// take and now), so no wake-up is ever missed.
+    pub fn wait(&self, waker: &Waker) -> bool {
+        let mut q = self.lock();
+        if !q.frames.is_empty() || !q.pongs.is_empty() || q.close.is_some() {
+            return true;
+        }
+        if !q.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            q.waker = Some(waker.clone());
+        }
+        false
     }
 }
 

@@ -245,9 +245,8 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         Stats::inc(&ctx.stats.connections_total);
         Stats::inc(&ctx.stats.connections_open);
         let stream = parts.io.into_inner();
-        session::run(ctx.clone(), stream, parts.read_buf, Hello { id, who, room, resume }, guard).await;
-        drop(ip_slot);
-        ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        // The session is a task of its own: this one (and the upgrade machinery it holds) ends.
+        session::start(ctx, stream, parts.read_buf, Hello { id, who, room, resume }, guard, Some(ip_slot));
     });
 
     let mut r = Response::new(Default::default());
