@@ -1,28 +1,65 @@
-//! embedchat's benchmark: fan-out throughput and latency, and idle memory per connection,
-//! measured against Node's `ws` in the same run, with the same clients.
+//! embedchat's benchmark: fan-out throughput, latency and server CPU, memory per connection,
+//! one big room, a join storm and connect/close churn, measured against uWebSockets
+//! (uWebSockets.js) and Node's `ws` in the same run, with the same clients.
 //!
 //!     cargo build --release --lib --examples && npm ci --prefix bench
-//!     target/release/examples/bench fanout --subs 1000 --msgs 2000 --size 64 --runs 3
-//!     target/release/examples/bench idle --conns 10000 --runs 3
+//!     target/release/examples/bench fanout --subs 1000 --msgs 2000 --size 64 --runs 3 --targets embedchat,uws,ws
+//!     target/release/examples/bench fanout --subs 1000 --msgs 1000 --rate 100 --runs 3 --targets embedchat,uws,ws
+//!     target/release/examples/bench idle --conns 10000 --runs 3 --targets embedchat,uws,ws
+//!     target/release/examples/bench bigroom --conns 19000 --rate 100 --seconds 10 --runs 3 --targets embedchat,uws,ws
+//!     target/release/examples/bench storm --conns 10000 --spread-ms 2000 --runs 3 --targets embedchat,uws,ws
+//!     target/release/examples/bench churn --conns 5000 --rounds 2 --runs 1 --targets embedchat,uws,ws
+//!     target/release/examples/bench hook --runs 3
 //!
-//! Options: `--targets embedchat,ws` (which servers), `--server-cpu 0 --client-cpu 1` (the server
-//! is pinned with taskset, the clients pin themselves), `--rate N` (fan-out: N messages/s; 0 = flat
-//! out, keeping at most `--window` messages in flight), `--room-size N` (idle: members per room).
+//! Modes:
+//! - `fanout`: `--subs` connections in one room; one of them publishes `--msgs` messages of
+//!   `--size` bytes, flat out (`--rate 0`, at most `--window` messages ahead of the average
+//!   subscriber) or at `--rate` per second; every connection, the publisher included, receives
+//!   every message. Deliveries/s, publish → receive latency, and the server's CPU time (utime +
+//!   stime from /proc) per delivery.
+//! - `idle`: `--conns` connections in rooms of `--room-size`; server RSS growth per connection.
+//! - `bigroom`: `--conns` (19,000) connections in ONE room, opened as fast as the server lets
+//!   them (`--concurrency` (256) handshakes in flight); connect rate (first connect → last
+//!   welcome), RSS growth per connection held once settled, then `--rate` (100) msg/s for
+//!   `--seconds` (10) from one of them: delivered % of conns × messages, p50 / p99 latency, and
+//!   how busy this process was meanwhile (near 100 %: the clients, not the server, set the
+//!   latency).
+//! - `storm`: `--conns` (10,000) clients whose connects start evenly within `--spread-ms` (2 s)
+//!   into one room; p50 / p99 time from connect start to welcome, and how many got their
+//!   welcome before the deadline.
+//! - `churn`: `--rounds` (2) times: `--conns` (5,000) connections into one room, all closed
+//!   (close frame, then the server ends the connection), settle, server RSS. Memory must not
+//!   grow from the first round to the last.
+//! - `hook`: the latency a PHP host adds by approving every message (`php-auto`/`php-approve`).
 //!
-//! Each server is started fresh per run: `chat_server` (embedchat, one worker thread) or
-//! `bench/ws_server.js`. One connection publishes; every connection, the publisher included,
-//! receives every message. Latency is publish → receive on one clock (same process). Figures are
-//! medians over the runs; the machine is shared, so compare the ratio, not the absolute numbers.
+//! Options: `--targets embedchat,uws,ws` (which servers, `embedchat,ws` if not given; the ratio
+//! lines at the end compare every other target with embedchat), `--server-cpu 0 --client-cpu 1` (the server is pinned with taskset, the
+//! clients pin themselves), `--deadline SECS` (bigroom, storm, churn: the most each phase may
+//! take; what was reached by then is reported), `--runs N` (figures are medians over the runs).
+//!
+//! Each server is started fresh per run: `chat_server` (embedchat, one worker thread, rate and
+//! per-IP limits lifted, its default JSON protocol), `bench/uws_server.js` or
+//! `bench/ws_server.js`. All clients live in this process (one thread, one core) on 127.0.0.x
+//! source addresses and answer the servers' pings, as browsers do. The first text frame a
+//! connection gets is its welcome; frames other than `message` (presence, whatever shape) are
+//! read and ignored. Latency is publish → receive on one clock (same process). The machine is
+//! shared, so compare the ratios, not the absolute numbers.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+const MODES: [&str; 6] = ["fanout", "idle", "bigroom", "storm", "churn", "hook"];
 
 struct Opts {
     mode: String,
@@ -37,28 +74,57 @@ struct Opts {
     runs: usize,
     server_cpu: usize,
     client_cpu: usize,
+    seconds: u64,
+    concurrency: usize,
+    deadline: Duration,
+    spread_ms: u64,
+    rounds: usize,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench fanout|idle|bigroom|storm|churn|hook [--targets embedchat,uws,ws] [--runs N]\n\
+         \x20 [--server-cpu N] [--client-cpu N]\n\
+         \x20 fanout:  [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N]\n\
+         \x20 idle:    [--conns N] [--room-size N]\n\
+         \x20 bigroom: [--conns N] [--concurrency N] [--rate N] [--seconds N] [--size BYTES] [--deadline SECS]\n\
+         \x20 storm:   [--conns N] [--spread-ms MS] [--deadline SECS]\n\
+         \x20 churn:   [--conns N] [--rounds N] [--concurrency N] [--deadline SECS]"
+    );
+    std::process::exit(2);
 }
 
 fn parse_opts() -> Opts {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
-    if mode != "fanout" && mode != "idle" && mode != "hook" {
-        eprintln!("usage: bench fanout|idle|hook [--targets embedchat,ws] [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--conns N] [--room-size N] [--runs N] [--server-cpu N] [--client-cpu N]");
-        std::process::exit(2);
+    if !MODES.contains(&mode.as_str()) {
+        usage();
     }
+    // Defaults that differ per mode; the fanout and idle ones are what they always were.
+    let (conns, rate, deadline) = match mode.as_str() {
+        "bigroom" => (19_000, 100, 60),
+        "storm" => (10_000, 0, 30),
+        "churn" => (5_000, 0, 60),
+        _ => (10_000, 0, 60),
+    };
     let mut o = Opts {
         mode,
         targets: vec!["embedchat".into(), "ws".into()],
         subs: 1000,
         msgs: 2000,
         size: 64,
-        rate: 0,
+        rate,
         window: 64,
-        conns: 10_000,
+        conns,
         room_size: 100,
         runs: 3,
         server_cpu: 0,
         client_cpu: 1,
+        seconds: 10,
+        concurrency: 256,
+        deadline: Duration::from_secs(deadline),
+        spread_ms: 2000,
+        rounds: 2,
     };
     while let Some(k) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -75,14 +141,36 @@ fn parse_opts() -> Opts {
             "--runs" => o.runs = n().max(1),
             "--server-cpu" => o.server_cpu = n(),
             "--client-cpu" => o.client_cpu = n(),
-            _ => panic!("unknown option {k}"),
+            "--seconds" => o.seconds = n() as u64,
+            "--concurrency" => o.concurrency = n().max(1),
+            "--deadline" => o.deadline = Duration::from_secs(n().max(1) as u64),
+            "--spread-ms" => o.spread_ms = n() as u64,
+            "--rounds" => o.rounds = n().max(2),
+            _ => {
+                eprintln!("unknown option {k}");
+                usage()
+            }
         }
     }
     assert!(
         o.conns <= 19_000 && o.subs <= 19_000,
         "one process may hold 20,000 fds: stay under 19,000 connections"
     );
+    assert!(o.mode != "bigroom" || o.rate > 0, "bigroom publishes at --rate messages/s: give one above 0");
     o
+}
+
+/// utime + stime of a process (all its threads) in ns, from /proc/PID/stat (clock-tick
+/// resolution, 10 ms at the usual 100 Hz: time long enough runs).
+fn cpu_ns(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis,
+    // where field 3 (state) comes first, so utime (14) and stime (15) are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    f.iter().sum::<u64>() * 1_000_000_000 / hz
 }
 
 /// A server under test, pinned to one CPU.
@@ -97,6 +185,13 @@ impl Server {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(cpu.to_string());
+        let node_peer = |module: &str, script: &str, cmd: &mut Command| {
+            assert!(
+                root.join("bench/node_modules").join(module).exists(),
+                "the {module} peer is not installed: run `npm ci --prefix bench`"
+            );
+            cmd.arg("node").arg(root.join("bench").join(script));
+        };
         match target {
             "embedchat" => {
                 let cfg = std::env::temp_dir().join(format!("embedchat-bench-{}.json", std::process::id()));
@@ -115,15 +210,11 @@ impl Server {
                 cmd.env("EMBEDCHAT_LIB", lib).arg("php").arg(root.join("bench/php_host.php"));
                 cmd.arg(target.trim_start_matches("php-")).arg(HOOK_MESSAGES.to_string());
             }
-            "ws" => {
-                assert!(
-                    root.join("bench/node_modules/ws").exists(),
-                    "the ws peer is not installed: run `npm ci --prefix bench`"
-                );
-                cmd.arg("node").arg(root.join("bench/ws_server.js"));
-            }
-            other => panic!("unknown target {other}"),
+            "uws" => node_peer("uwebsockets", "uws_server.js", &mut cmd),
+            "ws" => node_peer("ws", "ws_server.js", &mut cmd),
+            other => panic!("unknown target {other} (embedchat, uws, ws)"),
         }
+        // taskset execs the server, so the child's pid is the server's (its /proc figures).
         let mut child =
             cmd.stdout(Stdio::piped()).spawn().expect("start server (taskset, chat_server, node)");
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -150,6 +241,10 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    fn cpu_ns(&self) -> u64 {
+        cpu_ns(&self.child.id().to_string())
     }
 
     fn stop(mut self) {
@@ -197,7 +292,8 @@ async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Resu
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             if !buf.starts_with(b"HTTP/1.1 101") {
-                return Err(std::io::Error::other(String::from_utf8_lossy(&buf).into_owned()));
+                let status = String::from_utf8_lossy(&buf[..end]).lines().next().unwrap_or("").to_string();
+                return Err(std::io::Error::other(status));
             }
             return Ok((s, buf.split_off(end + 4)));
         }
@@ -241,9 +337,10 @@ fn source_ips(conns: usize) -> impl Fn(usize) -> Ipv4Addr {
     move |i| Ipv4Addr::new(127, 0, 0, (base + i / 10_000) as u8)
 }
 
-fn client_frame(payload: &[u8]) -> Vec<u8> {
+/// A masked client frame with FIN set: `op` 1 text, 8 close, 10 pong.
+fn client_frame_op(op: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-    let mut b = vec![0x81];
+    let mut b = vec![0x80 | op];
     if payload.len() < 126 {
         b.push(0x80 | payload.len() as u8);
     } else {
@@ -253,6 +350,10 @@ fn client_frame(payload: &[u8]) -> Vec<u8> {
     b.extend_from_slice(&mask);
     b.extend(payload.iter().enumerate().map(|(i, x)| x ^ mask[i % 4]));
     b
+}
+
+fn client_frame(payload: &[u8]) -> Vec<u8> {
+    client_frame_op(1, payload)
 }
 
 const MESSAGE_PREFIX: &[u8] = br#"{"type":"message""#;
@@ -265,53 +366,224 @@ fn sent_ns(payload: &[u8]) -> Option<u64> {
     Some(digits.fold(0u64, |acc, d| acc * 10 + (d - b'0') as u64))
 }
 
+/// What every connection of one run reports into.
 struct Shared {
     t0: Instant,
+    /// Connections that got their welcome (their first text frame).
     ready: AtomicUsize,
+    /// Connections whose connect or handshake failed.
+    failed: AtomicUsize,
+    /// Readers that ended (the server closed, or the expected messages came).
+    ended: AtomicUsize,
     delivered: AtomicU64,
     /// ns since t0 of the latest delivery anywhere.
     last_ns: AtomicU64,
+    /// ns since t0 of the latest welcome, and of the latest connect start.
+    last_welcome_ns: AtomicU64,
+    last_start_ns: AtomicU64,
+    /// Publish → receive, µs, every delivery.
+    lat_us: Mutex<Vec<u32>>,
+    /// Connect start → welcome, µs, every connection.
+    welcome_us: Mutex<Vec<u32>>,
+    first_error: Mutex<Option<String>>,
 }
 
-/// Reads frames until `expect` messages came (or the connection ends); returns latencies in µs.
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            t0: Instant::now(),
+            ready: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            delivered: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
+            last_welcome_ns: AtomicU64::new(0),
+            last_start_ns: AtomicU64::new(0),
+            lat_us: Mutex::new(Vec::new()),
+            welcome_us: Mutex::new(Vec::new()),
+            first_error: Mutex::new(None),
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    fn ready(&self) -> usize {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Prints why connections failed, if any did.
+    fn report_failures(&self, target: &str) {
+        let failed = self.failed.load(Ordering::SeqCst);
+        if failed > 0 {
+            let why = self.first_error.lock().unwrap().clone().unwrap_or_default();
+            println!("# {target}: {failed} connections failed (first: {why})");
+        }
+    }
+}
+
+/// A connection's write half: the reader answers pings through it while the benchmark publishes
+/// or closes through it, so writes take the lock and frames never interleave.
+type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+/// An open client: its write half and the task reading everything the server sends.
+struct Client {
+    wr: Writer,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // The reader holds the write half too; ending it lets the socket close.
+        self.reader.abort();
+    }
+}
+
+thread_local! {
+    /// One read buffer for all connections (they share this thread): an idle connection then
+    /// costs the benchmark no 64 KiB buffer of its own, which matters at 19,000 connections.
+    static CHUNK: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// Waits for bytes and appends them to `buf`; Ok(0) at the end of the stream.
+async fn read_some(rd: &OwnedReadHalf, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        rd.readable().await?;
+        let r = CHUNK.with(|c| {
+            let mut c = c.borrow_mut();
+            let r = rd.try_read(&mut c);
+            if let Ok(n) = r {
+                buf.extend_from_slice(&c[..n]);
+            }
+            r
+        });
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Reads frames until `expect` messages came or the connection ends: counts the welcome (the
+/// first text frame; `permit` is released then), times every `message`, answers pings, ignores
+/// everything else.
 async fn subscribe(
-    mut rd: impl tokio::io::AsyncRead + Unpin,
+    rd: OwnedReadHalf,
     mut buf: Vec<u8>,
     sh: Arc<Shared>,
     expect: usize,
-) -> Vec<u32> {
-    let mut lat = Vec::with_capacity(expect.min(1 << 16));
+    wr: Writer,
+    started_ns: u64,
+    mut permit: Option<OwnedSemaphorePermit>,
+) {
     let mut got = 0;
     let mut welcomed = false;
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut lat = Vec::new();
+    let mut pongs = Vec::new();
     loop {
-        let used = frames(&buf, |op, p| {
-            if op != 1 {
-                return;
-            }
-            if !welcomed {
-                welcomed = true;
-                sh.ready.fetch_add(1, Ordering::SeqCst);
-            }
-            if p.starts_with(MESSAGE_PREFIX) {
-                let now = sh.t0.elapsed().as_nanos() as u64;
-                if let Some(sent) = sent_ns(p) {
-                    lat.push(((now.saturating_sub(sent)) / 1000) as u32);
+        let used = frames(&buf, |op, p| match op {
+            1 => {
+                let now = sh.now_ns();
+                if !welcomed {
+                    welcomed = true;
+                    sh.ready.fetch_add(1, Ordering::SeqCst);
+                    sh.last_welcome_ns.fetch_max(now, Ordering::SeqCst);
+                    sh.welcome_us.lock().unwrap().push((now.saturating_sub(started_ns) / 1000) as u32);
+                    permit = None;
                 }
-                got += 1;
-                sh.delivered.fetch_add(1, Ordering::Relaxed);
-                sh.last_ns.fetch_max(now, Ordering::Relaxed);
+                if p.starts_with(MESSAGE_PREFIX) {
+                    if let Some(sent) = sent_ns(p) {
+                        lat.push((now.saturating_sub(sent) / 1000) as u32);
+                    }
+                    got += 1;
+                    sh.delivered.fetch_add(1, Ordering::Relaxed);
+                    sh.last_ns.fetch_max(now, Ordering::Relaxed);
+                }
             }
+            9 => pongs.extend_from_slice(&client_frame_op(10, p)),
+            _ => {}
         });
         buf.drain(..used);
-        if got >= expect {
-            return lat;
+        if !lat.is_empty() {
+            // One lock per read, not per message.
+            sh.lat_us.lock().unwrap().append(&mut lat);
         }
-        match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => return lat,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if !pongs.is_empty() {
+            if wr.lock().await.write_all(&pongs).await.is_err() {
+                break;
+            }
+            pongs.clear();
+        }
+        if got >= expect {
+            break;
+        }
+        match read_some(&rd, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
+    drop(permit);
+    sh.ended.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Connects, then reads in a task of its own (see `subscribe`); a failure is counted in `sh`.
+async fn open(
+    port: u16,
+    ip: Ipv4Addr,
+    query: String,
+    sh: Arc<Shared>,
+    expect: usize,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Option<Client> {
+    let started_ns = sh.now_ns();
+    sh.last_start_ns.fetch_max(started_ns, Ordering::SeqCst);
+    match ws_connect(port, ip, &query).await {
+        Ok((s, rest)) => {
+            let (rd, wr) = s.into_split();
+            let wr = Arc::new(tokio::sync::Mutex::new(wr));
+            let reader = tokio::spawn(subscribe(rd, rest, sh, expect, wr.clone(), started_ns, permit));
+            Some(Client { wr, reader })
+        }
+        Err(e) => {
+            sh.failed.fetch_add(1, Ordering::SeqCst);
+            sh.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
+            None
+        }
+    }
+}
+
+/// Waits until `done()` or `until`; returns whether `done()` became true.
+async fn wait_for(until: Instant, done: impl Fn() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Latency percentile in ms of `sorted` (µs) among `total` samples; the ones missing from
+/// `sorted` count as never arriving (infinite).
+fn pct_ms(sorted: &[u32], total: usize, p: f64) -> f64 {
+    let i = ((total as f64 * p) as usize).min(total.saturating_sub(1));
+    sorted.get(i).map(|&us| us as f64 / 1000.0).unwrap_or(f64::INFINITY)
+}
+
+fn ms(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "-".into()
+    }
+}
+
+/// The publish time goes first in every text so receivers can time it; `pad` fills it to size.
+fn timed_text(sh: &Shared, pad: &str) -> Vec<u8> {
+    client_frame(format!("T{}|{}", sh.now_ns(), pad).as_bytes())
 }
 
 struct FanoutResult {
@@ -319,41 +591,28 @@ struct FanoutResult {
     p50_ms: f64,
     p99_ms: f64,
     lost: u64,
+    cpu_ns_per_delivery: f64,
 }
 
-async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
-    let sh = Arc::new(Shared {
-        t0: Instant::now(),
-        ready: AtomicUsize::new(0),
-        delivered: AtomicU64::new(0),
-        last_ns: AtomicU64::new(0),
-    });
-    let mut readers = Vec::new();
-    let mut publisher = None;
-    let mut keep = Vec::new();
+async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
+    let sh = Shared::new();
+    let mut clients = Vec::new();
     let ip_for = source_ips(o.subs);
     for i in 0..o.subs {
-        let ip = ip_for(i);
-        let (s, rest) = ws_connect(port, ip, &format!("name=s{i}&room=bench")).await.expect("connect");
-        let (rd, wr) = s.into_split();
-        if i == 0 {
-            publisher = Some(wr);
-        } else {
-            keep.push(wr); // dropping a write half shuts the socket down: keep it until the end
-        }
-        readers.push(tokio::spawn(subscribe(rd, rest, sh.clone(), o.msgs)));
+        let q = format!("name=s{i}&room=bench");
+        let c = open(server.port, ip_for(i), q, sh.clone(), o.msgs, None).await;
+        clients.push(c.unwrap_or_else(|| panic!("connect: {:?}", sh.first_error.lock().unwrap())));
     }
-    let mut publisher = publisher.unwrap();
+    let publisher = clients[0].wr.clone();
     let ready_by = Instant::now() + Duration::from_secs(60);
-    while sh.ready.load(Ordering::SeqCst) < o.subs && Instant::now() < ready_by {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for(ready_by, || sh.ready() >= o.subs).await;
     // Let the join announcements settle before timing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = sh.delivered.load(Ordering::SeqCst);
     assert_eq!(base, 0);
     let pad = "x".repeat(o.size.saturating_sub(24));
-    let start_ns = sh.t0.elapsed().as_nanos() as u64;
+    let cpu0 = server.cpu_ns();
+    let start_ns = sh.now_ns();
     let interval = (o.rate > 0).then(|| Duration::from_nanos(1_000_000_000 / o.rate));
     let started = Instant::now();
     for k in 0..o.msgs {
@@ -368,30 +627,25 @@ async fn fanout_once(o: &Opts, port: u16) -> FanoutResult {
                 }
             }
         }
-        let text = format!("T{}|{}", sh.t0.elapsed().as_nanos(), pad);
-        publisher.write_all(&client_frame(text.as_bytes())).await.expect("publish");
+        publisher.lock().await.write_all(&timed_text(&sh, &pad)).await.expect("publish");
     }
-    let mut lat = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for r in readers {
-        if let Ok(Ok(mut l)) = tokio::time::timeout_at(deadline, r).await {
-            lat.append(&mut l);
-        }
+    for c in &mut clients {
+        let _ = tokio::time::timeout_at(deadline, &mut c.reader).await;
     }
-    drop(keep);
+    // Before the connections close: closing costs the server CPU too.
+    let cpu1 = server.cpu_ns();
+    drop(clients);
     let delivered = sh.delivered.load(Ordering::SeqCst);
     let secs = (sh.last_ns.load(Ordering::SeqCst).saturating_sub(start_ns)) as f64 / 1e9;
+    let mut lat = std::mem::take(&mut *sh.lat_us.lock().unwrap());
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0)
-            as f64
-            / 1000.0
-    };
     FanoutResult {
         per_sec: delivered as f64 / secs.max(1e-9),
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        p50_ms: pct_ms(&lat, lat.len(), 0.50),
+        p99_ms: pct_ms(&lat, lat.len(), 0.99),
         lost: (o.subs * o.msgs) as u64 - delivered,
+        cpu_ns_per_delivery: cpu1.saturating_sub(cpu0) as f64 / delivered.max(1) as f64,
     }
 }
 
@@ -441,42 +695,27 @@ struct IdleResult {
 async fn idle_once(o: &Opts, server: &Server) -> IdleResult {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
-    let sh = Arc::new(Shared {
-        t0: Instant::now(),
-        ready: AtomicUsize::new(0),
-        delivered: AtomicU64::new(0),
-        last_ns: AtomicU64::new(0),
-    });
-    let mut tasks = Vec::new();
-    let mut writers = Vec::new();
+    let sh = Shared::new();
+    let mut clients = Vec::new();
     let ip_for = source_ips(o.conns);
     for batch in (0..o.conns).collect::<Vec<_>>().chunks(500) {
         let mut conns = Vec::new();
         for &i in batch {
-            let ip = ip_for(i);
-            let room = format!("idle-{}", i / o.room_size);
-            let port = server.port;
-            conns.push(tokio::spawn(async move { ws_connect(port, ip, &format!("room={room}")).await }));
+            let q = format!("room=idle-{}", i / o.room_size);
+            // Drain whatever the server sends (welcome, joins) so nothing waits in its queues.
+            conns.push(tokio::spawn(open(server.port, ip_for(i), q, sh.clone(), usize::MAX, None)));
         }
         for c in conns {
-            let (s, rest) = c.await.unwrap().expect("connect");
-            let (rd, wr) = s.into_split();
-            writers.push(wr);
-            // Drain whatever the server sends (welcome, joins) so nothing waits in its queues.
-            tasks.push(tokio::spawn(subscribe(rd, rest, sh.clone(), usize::MAX)));
+            let c = c.await.unwrap();
+            clients.push(c.unwrap_or_else(|| panic!("connect: {:?}", sh.first_error.lock().unwrap())));
         }
     }
     let ready_by = Instant::now() + Duration::from_secs(60);
-    while sh.ready.load(Ordering::SeqCst) < o.conns && Instant::now() < ready_by {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(ready_by, || sh.ready() >= o.conns).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.rss_kib();
-    let open = sh.ready.load(Ordering::SeqCst);
-    drop(writers);
-    for t in tasks {
-        t.abort();
-    }
+    let open = sh.ready();
+    drop(clients);
     IdleResult {
         per_conn_kib: (after.saturating_sub(before)) as f64 / o.conns as f64,
         rss_mib: after as f64 / 1024.0,
@@ -484,9 +723,185 @@ async fn idle_once(o: &Opts, server: &Server) -> IdleResult {
     }
 }
 
+/// Connections opened as fast as the server takes them.
+struct Opened {
+    clients: Vec<Client>,
+    /// Welcomed before the deadline.
+    held: usize,
+    /// From the first connect to the last welcome.
+    per_sec: f64,
+    deadline_passed: bool,
+}
+
+/// Opens `n` connections into one room with at most `concurrency` of them between connect start
+/// and welcome, all within `deadline`; each reader waits for `expect` messages.
+async fn connect_many(o: &Opts, port: u16, n: usize, room: &str, sh: &Arc<Shared>, expect: usize) -> Opened {
+    let ip_for = source_ips(n);
+    let sem = Arc::new(Semaphore::new(o.concurrency));
+    let until = Instant::now() + o.deadline;
+    let first_ns = sh.now_ns();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let Ok(permit) = tokio::time::timeout_at(until.into(), sem.clone().acquire_owned()).await else {
+            break;
+        };
+        let q = format!("room={room}");
+        tasks.push(tokio::spawn(open(port, ip_for(i), q, sh.clone(), expect, Some(permit.unwrap()))));
+    }
+    let started = tasks.len();
+    let all = wait_for(until, || sh.ready() + sh.failed.load(Ordering::SeqCst) >= started).await;
+    let held = sh.ready();
+    let mut clients = Vec::with_capacity(held);
+    for t in tasks {
+        if t.is_finished() {
+            clients.extend(t.await.unwrap());
+        } else {
+            t.abort(); // still in its handshake at the deadline
+        }
+    }
+    let secs = sh.last_welcome_ns.load(Ordering::SeqCst).saturating_sub(first_ns) as f64 / 1e9;
+    Opened { clients, held, per_sec: held as f64 / secs.max(1e-9), deadline_passed: !all || started < n }
+}
+
+struct BigRoomResult {
+    held: usize,
+    deadline_passed: bool,
+    per_sec: f64,
+    rss_per_conn_b: f64,
+    delivered_pct: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    client_busy_pct: f64,
+}
+
+async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss_kib();
+    let sh = Shared::new();
+    let msgs = (o.rate * o.seconds) as usize;
+    let opened = connect_many(o, server.port, o.conns, "big", &sh, msgs).await;
+    sh.report_failures(target);
+    // Let presence traffic and allocations settle, as `idle` does.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss_kib();
+    let rss_per_conn_b = after.saturating_sub(before) as f64 * 1024.0 / opened.held.max(1) as f64;
+
+    let receivers = opened.clients.len();
+    let pad = "x".repeat(o.size.saturating_sub(24));
+    let iv = Duration::from_nanos(1_000_000_000 / o.rate);
+    let (start, own0) = (Instant::now(), cpu_ns("self"));
+    let send_by = start + iv * msgs as u32 + o.deadline;
+    if let Some(publisher) = opened.clients.first().map(|c| c.wr.clone()) {
+        for k in 0..msgs {
+            tokio::time::sleep_until((start + iv * k as u32).into()).await;
+            let frame = timed_text(&sh, &pad);
+            let sent = tokio::time::timeout_at(send_by.into(), async {
+                publisher.lock().await.write_all(&frame).await
+            });
+            if !matches!(sent.await, Ok(Ok(()))) {
+                println!("# {target}: the publisher could not send message {k}");
+                break;
+            }
+        }
+    }
+    let expected = (receivers * msgs) as u64;
+    wait_for(Instant::now() + o.deadline, || sh.delivered.load(Ordering::SeqCst) >= expected).await;
+    let own1 = cpu_ns("self");
+    let wall_ns = start.elapsed().as_nanos().max(1) as f64;
+    drop(opened.clients);
+    let delivered = sh.delivered.load(Ordering::SeqCst);
+    let mut lat = std::mem::take(&mut *sh.lat_us.lock().unwrap());
+    lat.sort_unstable();
+    BigRoomResult {
+        held: opened.held,
+        deadline_passed: opened.deadline_passed,
+        per_sec: opened.per_sec,
+        rss_per_conn_b,
+        delivered_pct: delivered as f64 * 100.0 / (o.conns * msgs).max(1) as f64,
+        p50_ms: pct_ms(&lat, lat.len(), 0.50),
+        p99_ms: pct_ms(&lat, lat.len(), 0.99),
+        client_busy_pct: own1.saturating_sub(own0) as f64 * 100.0 / wall_ns,
+    }
+}
+
+struct StormResult {
+    welcomed: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    spread_s: f64,
+}
+
+async fn storm_once(o: &Opts, server: &Server, target: &str) -> StormResult {
+    let sh = Shared::new();
+    let ip_for = source_ips(o.conns);
+    let t_start = Instant::now() + Duration::from_millis(50);
+    let until = t_start + o.deadline;
+    let mut tasks = Vec::with_capacity(o.conns);
+    for i in 0..o.conns {
+        // Paced: connection i starts at i/n of the spread, whatever happened to the others.
+        let at = t_start + Duration::from_millis(o.spread_ms) * i as u32 / o.conns as u32;
+        let (port, ip, sh) = (server.port, ip_for(i), sh.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            open(port, ip, "room=storm".into(), sh, usize::MAX, None).await
+        }));
+    }
+    let first_ns = t_start.saturating_duration_since(sh.t0).as_nanos() as u64;
+    wait_for(until, || sh.ready() + sh.failed.load(Ordering::SeqCst) >= o.conns).await;
+    let welcomed = sh.ready();
+    sh.report_failures(target);
+    let spread_s = sh.last_start_ns.load(Ordering::SeqCst).saturating_sub(first_ns) as f64 / 1e9;
+    let mut w = std::mem::take(&mut *sh.welcome_us.lock().unwrap());
+    w.sort_unstable();
+    for t in tasks {
+        t.abort(); // a task still connecting at the deadline; finished ones drop their client
+    }
+    StormResult { welcomed, p50_ms: pct_ms(&w, o.conns, 0.50), p99_ms: pct_ms(&w, o.conns, 0.99), spread_s }
+}
+
+struct ChurnResult {
+    before_mib: f64,
+    /// Per round: welcomed, then RSS MiB once everything closed and settled.
+    rounds: Vec<(usize, f64)>,
+}
+
+async fn churn_once(o: &Opts, server: &Server, target: &str) -> ChurnResult {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_mib = server.rss_kib() as f64 / 1024.0;
+    let mut rounds = Vec::new();
+    for _ in 0..o.rounds {
+        let sh = Shared::new();
+        let opened = connect_many(o, server.port, o.conns, "churn", &sh, usize::MAX).await;
+        sh.report_failures(target);
+        // Close as a client does (a close frame); the server answers and ends the connection,
+        // which ends its reader.
+        let until = Instant::now() + o.deadline;
+        let bye = client_frame_op(8, &1000u16.to_be_bytes());
+        for c in &opened.clients {
+            let close = async { c.wr.lock().await.write_all(&bye).await };
+            if !matches!(tokio::time::timeout_at(until.into(), close).await, Ok(Ok(()))) {
+                break;
+            }
+        }
+        let n = opened.clients.len();
+        if !wait_for(until, || sh.ended.load(Ordering::SeqCst) >= n).await {
+            let left = n - sh.ended.load(Ordering::SeqCst);
+            println!("# {target}: {left} connections still open at the deadline (dropped)");
+        }
+        drop(opened.clients);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        rounds.push((opened.held, server.rss_kib() as f64 / 1024.0));
+    }
+    ChurnResult { before_mib, rounds }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+fn median_usize(v: Vec<usize>) -> usize {
+    median(v.into_iter().map(|x| x as f64).collect()) as usize
 }
 
 /// The latency a PHP host adds by approving every message (relay `host`) against one that
@@ -514,6 +929,159 @@ fn hook_bench(o: &Opts, rt: &tokio::runtime::Runtime) {
     println!("# added by approving in PHP (p50): {:.3} ms", p50s[1] - p50s[0]);
 }
 
+fn header(o: &Opts) {
+    let (what, cols) = match o.mode.as_str() {
+        "fanout" => (
+            format!(
+                "{} subscribers, {} messages of {} B, {}",
+                o.subs,
+                o.msgs,
+                o.size,
+                if o.rate == 0 { format!("flat out (window {})", o.window) } else { format!("{} msg/s", o.rate) }
+            ),
+            "| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost | server CPU ns per delivery |",
+        ),
+        "idle" => (
+            format!("{} idle connections, rooms of {}", o.conns, o.room_size),
+            "| server | RSS per connection KiB (median) | runs | server RSS MiB | connections open |",
+        ),
+        "bigroom" => (
+            format!(
+                "{} connections in one room ({} handshakes in flight, deadline {} s per phase), then {} msg/s of {} B for {} s from one of them",
+                o.conns, o.concurrency, o.deadline.as_secs(), o.rate, o.size, o.seconds
+            ),
+            "| server | held | connects/s (median) | runs | RSS per connection B | delivered % | p50 latency ms | p99 latency ms | load generator busy % |",
+        ),
+        "storm" => (
+            format!(
+                "{} clients starting their connects within {} ms into one room; welcome deadline {} s",
+                o.conns, o.spread_ms, o.deadline.as_secs()
+            ),
+            "| server | welcomed before the deadline | p50 to welcome ms | p99 to welcome ms (median) | runs (p99) | connect starts spread s |",
+        ),
+        _ => (
+            format!(
+                "{} rounds of {} connections into one room, all closed, settled 3 s (deadline {} s per phase)",
+                o.rounds, o.conns, o.deadline.as_secs()
+            ),
+            "| server | welcomed per round | RSS before MiB | RSS after each round MiB | growth first → last round KiB | growth per connection B |",
+        ),
+    };
+    println!("# {what}");
+    println!("{cols}");
+    println!("{}|", "|---".repeat(cols.matches(" | ").count() + 1));
+}
+
+fn join(v: &[f64], digits: usize) -> String {
+    v.iter().map(|x| format!("{x:.digits$}")).collect::<Vec<_>>().join(" / ")
+}
+
+/// Runs one target `o.runs` times, prints its row and returns the figures the ratios compare.
+fn bench_target(o: &Opts, rt: &tokio::runtime::Runtime, target: &str) -> Vec<(&'static str, f64)> {
+    let start = || Server::start(target, o.server_cpu);
+    match o.mode.as_str() {
+        "fanout" => {
+            let mut r = Vec::new();
+            for _ in 0..o.runs {
+                let server = start();
+                r.push(rt.block_on(fanout_once(o, &server)));
+                server.stop();
+            }
+            let per_sec: Vec<f64> = r.iter().map(|x| x.per_sec).collect();
+            let m = median(per_sec.clone());
+            let cpu = median(r.iter().map(|x| x.cpu_ns_per_delivery).collect());
+            println!(
+                "| {target} | {m:.0} | {} | {} | {} | {} | {cpu:.0} |",
+                join(&per_sec, 0),
+                ms(median(r.iter().map(|x| x.p50_ms).collect())),
+                ms(median(r.iter().map(|x| x.p99_ms).collect())),
+                r.iter().map(|x| x.lost).sum::<u64>(),
+            );
+            vec![("throughput", m), ("server CPU per delivery", cpu)]
+        }
+        "idle" => {
+            let mut r = Vec::new();
+            for _ in 0..o.runs {
+                let server = start();
+                r.push(rt.block_on(idle_once(o, &server)));
+                server.stop();
+            }
+            let per: Vec<f64> = r.iter().map(|x| x.per_conn_kib).collect();
+            let m = median(per.clone());
+            let rss = median(r.iter().map(|x| x.rss_mib).collect());
+            println!("| {target} | {m:.2} | {} | {rss:.1} | {} |", join(&per, 2), r.last().unwrap().open);
+            vec![("memory per connection", m)]
+        }
+        "bigroom" => {
+            let mut r = Vec::new();
+            for _ in 0..o.runs {
+                let server = start();
+                r.push(rt.block_on(bigroom_once(o, &server, target)));
+                server.stop();
+            }
+            let rate: Vec<f64> = r.iter().map(|x| x.per_sec).collect();
+            let m = median(rate.clone());
+            let held = median_usize(r.iter().map(|x| x.held).collect());
+            let held = if r.iter().any(|x| x.deadline_passed) {
+                let each = r.iter().map(|x| x.held.to_string()).collect::<Vec<_>>().join(" / ");
+                format!("{held} (deadline passed; runs {each})")
+            } else {
+                held.to_string()
+            };
+            let rss = median(r.iter().map(|x| x.rss_per_conn_b).collect());
+            let p99 = median(r.iter().map(|x| x.p99_ms).collect());
+            println!(
+                "| {target} | {held} | {m:.0} | {} | {rss:.0} | {:.2} | {} | {} | {:.0} |",
+                join(&rate, 0),
+                median(r.iter().map(|x| x.delivered_pct).collect()),
+                ms(median(r.iter().map(|x| x.p50_ms).collect())),
+                ms(p99),
+                median(r.iter().map(|x| x.client_busy_pct).collect()),
+            );
+            vec![("connect rate", m), ("RSS per connection", rss), ("p99 latency", p99)]
+        }
+        "storm" => {
+            let mut r = Vec::new();
+            for _ in 0..o.runs {
+                let server = start();
+                r.push(rt.block_on(storm_once(o, &server, target)));
+                server.stop();
+            }
+            let p99: Vec<f64> = r.iter().map(|x| x.p99_ms).collect();
+            let m = median(p99.clone());
+            println!(
+                "| {target} | {} of {} | {} | {} | {} | {:.2} |",
+                median_usize(r.iter().map(|x| x.welcomed).collect()),
+                o.conns,
+                ms(median(r.iter().map(|x| x.p50_ms).collect())),
+                ms(m),
+                p99.iter().map(|&x| ms(x)).collect::<Vec<_>>().join(" / "),
+                median(r.iter().map(|x| x.spread_s).collect()),
+            );
+            vec![("p99 to welcome", m)]
+        }
+        _ => {
+            // Rounds are what this mode compares; each run is printed as a row of its own.
+            for _ in 0..o.runs {
+                let server = start();
+                let r = rt.block_on(churn_once(o, &server, target));
+                server.stop();
+                let first = r.rounds.first().unwrap().1;
+                let last = r.rounds.last().unwrap().1;
+                let growth_kib = (last - first) * 1024.0;
+                println!(
+                    "| {target} | {} | {:.1} | {} | {growth_kib:.0} | {:.0} |",
+                    r.rounds.iter().map(|x| x.0.to_string()).collect::<Vec<_>>().join(" / "),
+                    r.before_mib,
+                    join(&r.rounds.iter().map(|x| x.1).collect::<Vec<_>>(), 1),
+                    growth_kib * 1024.0 / o.conns as f64,
+                );
+            }
+            Vec::new()
+        }
+    }
+}
+
 fn main() {
     let o = parse_opts();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -526,54 +1094,19 @@ fn main() {
     if o.mode == "hook" {
         return hook_bench(&o, &rt);
     }
-    if o.mode == "fanout" {
-        println!(
-            "# {} subscribers, {} messages of {} B, {}",
-            o.subs,
-            o.msgs,
-            o.size,
-            if o.rate == 0 { format!("flat out (window {})", o.window) } else { format!("{} msg/s", o.rate) }
-        );
-        println!("| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost |");
-        println!("|---|---|---|---|---|---|");
-    } else {
-        println!("# {} idle connections, rooms of {}", o.conns, o.room_size);
-        println!("| server | RSS per connection KiB (median) | runs | server RSS MiB | connections open |");
-        println!("|---|---|---|---|---|");
-    }
-    let mut summary = Vec::new();
-    for target in &o.targets {
-        let mut a = Vec::new();
-        let (mut p50, mut p99, mut lost, mut rss, mut open) = (Vec::new(), Vec::new(), 0, Vec::new(), 0);
-        for _ in 0..o.runs {
-            let server = Server::start(target, o.server_cpu);
-            if o.mode == "fanout" {
-                let r = rt.block_on(fanout_once(&o, server.port));
-                a.push(r.per_sec);
-                p50.push(r.p50_ms);
-                p99.push(r.p99_ms);
-                lost += r.lost;
+    header(&o);
+    let summary: Vec<(&str, Vec<(&str, f64)>)> =
+        o.targets.iter().map(|t| (t.as_str(), bench_target(&o, &rt, t))).collect();
+    // Every target against embedchat (or the first target when embedchat is not in the run).
+    let reference = summary.iter().find(|s| s.0 == "embedchat").unwrap_or(&summary[0]);
+    for (target, figures) in summary.iter().filter(|s| s.0 != reference.0) {
+        for ((what, a), (_, b)) in reference.1.iter().zip(figures) {
+            let ratio = if a.is_finite() && b.is_finite() && *b != 0.0 {
+                format!("{:.2}", a / b)
             } else {
-                let r = rt.block_on(idle_once(&o, &server));
-                a.push(r.per_conn_kib);
-                rss.push(r.rss_mib);
-                open = r.open;
-            }
-            server.stop();
+                "n/a".into()
+            };
+            println!("# {what} {}/{target}: {ratio}", reference.0);
         }
-        let runs = a.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ");
-        let m = median(a.clone());
-        summary.push((target.clone(), m));
-        if o.mode == "fanout" {
-            println!("| {target} | {m:.0} | {runs} | {:.2} | {:.2} | {lost} |", median(p50), median(p99));
-        } else {
-            let runs = a.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / ");
-            println!("| {target} | {m:.2} | {runs} | {:.1} | {open} |", median(rss));
-        }
-    }
-    if summary.len() == 2 {
-        let (a, b) = (&summary[0], &summary[1]);
-        let what = if o.mode == "fanout" { "throughput" } else { "memory per connection" };
-        println!("# {what} ratio {}/{}: {:.2}", a.0, b.0, a.1 / b.1);
     }
 }
