@@ -8,6 +8,7 @@
 //! host how many it missed as soon as there is room again.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,7 +180,14 @@ struct Inner {
     /// a host that stores messages learns which ids it will never see (and must not reuse).
     lost_ids: Vec<(Arc<str>, u64, u64)>,
     closed: bool,
+    /// Host threads blocked in `pop`.
+    waiting: usize,
 }
+
+/// Events queued without waking the host yet, past which it is woken at once.
+const WAKE_BATCH: usize = 64;
+/// The longest a queued event waits for the host to be woken (if the network threads stay busy).
+const WAKE_DELAY: Duration = Duration::from_micros(500);
 
 /// Rooms whose lost ids a `dropped` event lists one by one; past it only the highest id is kept.
 const LOST_ROOMS: usize = 64;
@@ -190,6 +198,11 @@ pub struct EventQueue {
     capacity: usize,
     max_bytes: usize,
     wake: WakeFd,
+    /// Events were queued and the host not woken for them yet (see `flush`).
+    unannounced: AtomicBool,
+    /// When the oldest of them was queued (µs since `epoch`).
+    unannounced_since: AtomicU64,
+    epoch: Instant,
 }
 
 impl EventQueue {
@@ -210,11 +223,15 @@ impl EventQueue {
                 dropped_total: 0,
                 lost_ids: Vec::new(),
                 closed: false,
+                waiting: 0,
             }),
             cond: Condvar::new(),
             capacity,
             max_bytes,
             wake: WakeFd::new()?,
+            unannounced: AtomicBool::new(false),
+            unannounced_since: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -269,15 +286,59 @@ impl EventQueue {
         }
     }
 
+    /// Queues an event. The host is not woken for each one: waking a thread costs a system call
+    /// and, when it shares a core with a network thread, a context switch per event (a quarter
+    /// of the CPU in a join storm, profiled). It is woken when the network thread has nothing
+    /// left to do (`flush`, from tokio's park hook), when `WAKE_BATCH` events wait, or when the
+    /// oldest has waited `WAKE_DELAY` (checked on every push and after every session poll).
+    /// Events queued outside the runtime are announced at once.
     fn enqueue(&self, g: &mut Inner, mut ev: Event) {
         ev.seq = g.next_seq;
         g.next_seq += 1;
-        if g.queue.is_empty() {
-            self.wake.set();
-        }
         g.bytes += ev.weight();
         g.queue.push_back(ev);
-        self.cond.notify_one();
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Not a network thread (the host itself, a test): nothing would flush it later.
+            self.announce(g);
+        } else if !self.unannounced.swap(true, Ordering::AcqRel) {
+            self.unannounced_since.store(self.now_us(), Ordering::Release);
+        } else if g.queue.len() >= WAKE_BATCH || self.overdue() {
+            self.announce(g);
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn overdue(&self) -> bool {
+        self.now_us().saturating_sub(self.unannounced_since.load(Ordering::Acquire))
+            >= WAKE_DELAY.as_micros() as u64
+    }
+
+    /// Wakes the host for what is queued: the fd becomes readable, a waiting `pop` returns.
+    fn announce(&self, g: &Inner) {
+        self.unannounced.store(false, Ordering::Release);
+        if !g.queue.is_empty() {
+            self.wake.set();
+            if g.waiting > 0 {
+                self.cond.notify_all();
+            }
+        }
+    }
+
+    /// Wakes the host if events wait unannounced (a network thread is about to sleep).
+    pub fn flush(&self) {
+        if self.unannounced.load(Ordering::Acquire) {
+            self.announce(&self.lock());
+        }
+    }
+
+    /// `flush` if the oldest unannounced event has waited `WAKE_DELAY` (cheap when not).
+    pub fn flush_if_overdue(&self) {
+        if self.unannounced.load(Ordering::Acquire) && self.overdue() {
+            self.flush();
+        }
     }
 
     /// Takes the next event, waiting up to `timeout` (None = forever). Ok(None) on timeout.
@@ -311,13 +372,19 @@ impl EventQueue {
                 return Err(Closed);
             }
             match deadline {
-                None => g = self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
+                None => {
+                    g.waiting += 1;
+                    g = self.cond.wait(g).unwrap_or_else(|p| p.into_inner());
+                    g.waiting -= 1;
+                }
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Ok(None);
                     }
+                    g.waiting += 1;
                     g = self.cond.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                    g.waiting -= 1;
                 }
             }
         }

@@ -79,6 +79,11 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
         .worker_threads(cfg.worker_threads)
         .thread_name("embedchat-io")
         .on_thread_start(block_sigpipe)
+        // A network thread with nothing left to do wakes the host for the events it queued.
+        .on_thread_park({
+            let events = events.clone();
+            move || events.flush()
+        })
         .enable_all()
         .build()
         .map_err(Error::Io)?;

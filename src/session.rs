@@ -217,7 +217,10 @@ impl Future for Session {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         let this = &mut *self;
-        match this.drive(cx) {
+        let r = this.drive(cx);
+        // A busy network thread may not park for a while: the host is not kept waiting long.
+        this.ctx.events.flush_if_overdue();
+        match r {
             Poll::Ready(()) => {
                 this.finish();
                 Poll::Ready(())

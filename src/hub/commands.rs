@@ -93,7 +93,7 @@ impl Hub {
     fn cmd_join(&self, st: &mut State, id: ConnId, room: String, resume: Resume) -> Result<(), Refusal> {
         protocol::validate_room(&room, self.chat.max_room_chars).map_err(|m| ("bad_room", m))?;
         let conn = &st.conns[&id];
-        if conn.allowed.as_ref().is_some_and(|a| !a.contains(&room)) {
+        if !conn.allows(&room) {
             return Err(("forbidden_room", format!("your login does not allow room `{room}`")));
         }
         let member = conn.rooms.iter().any(|r| **r == *room);

@@ -30,7 +30,7 @@ impl Hub {
         if let (Some(after), true) = (page.partial, sent) {
             let owed = Owed { room: room.clone(), after, upto: r.seq, more: page.more };
             if let Some(conn) = st.conns.get_mut(&id) {
-                conn.owed.push(owed);
+                conn.owed().push(owed);
                 conn.outbox.set_owes_history(true);
             }
         }
@@ -42,10 +42,14 @@ impl Hub {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(conn) = st.conns.get_mut(&id) else { return };
-        while let Some(o) = conn.owed.first() {
+        if !conn.owes() {
+            conn.outbox.set_owes_history(false);
+            return;
+        }
+        while let Some(o) = conn.owed().first() {
             let room = o.room.clone();
             let Some(r) = st.rooms.get(&room).filter(|r| r.contains(id)) else {
-                conn.owed.remove(0); // left the room meanwhile
+                conn.owed().remove(0); // left the room meanwhile
                 continue;
             };
             let page = r.page(o.after, o.upto, self.page_bytes);
@@ -59,14 +63,14 @@ impl Hub {
             };
             self.delivery.to_one(id, &conn.outbox, conn.wire, &out);
             match partial {
-                Some(after) => conn.owed[0].after = after,
+                Some(after) => conn.owed()[0].after = after,
                 None => {
-                    conn.owed.remove(0);
+                    conn.owed().remove(0);
                 }
             }
             break;
         }
-        if conn.owed.is_empty() {
+        if !conn.owes() {
             conn.outbox.set_owes_history(false);
         }
     }

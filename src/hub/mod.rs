@@ -50,48 +50,65 @@ fn new_epoch() -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A connection as the hub knows it. Kept small (and boxed in the map) because there is one
+/// per connection: the fields only some connections need live in `more`.
 struct Conn {
     /// The user key (see `Identity::user`); `conn:<id>` for a connection on its own.
     user: Arc<str>,
     /// The user's name (every tab has the same).
     name: Arc<str>,
     outbox: Arc<Outbox>,
-    wire: Wire,
     /// Rooms in join order; the last one is the current room.
     rooms: Vec<Arc<str>>,
+    /// The client's address as limits count it.
+    ip: Option<IpAddr>,
+    wire: Wire,
+    /// The name comes from the site's login.
+    bound: bool,
+    /// Rooms this connection created that still exist.
+    created: u32,
+    more: Option<Box<ConnMore>>,
+}
+
+/// What only some connections have: a login, rooms a token limits them to, history owed.
+#[derive(Default)]
+struct ConnMore {
+    /// Rooms the login token allows (None: any).
     allowed: Option<Arc<[String]>>,
     /// The login token's `sub`, reported in this connection's events.
     login: Option<Arc<str>>,
-    /// The name comes from the site's login.
-    bound: bool,
-    /// The client's address as limits count it.
-    ip: Option<IpAddr>,
-    /// Rooms this connection created that still exist.
-    created: u32,
     /// History it is still owed, sent page by page as it drains.
     owed: Vec<history::Owed>,
 }
 
 impl Conn {
-    fn new(user: Arc<str>, name: Arc<str>, outbox: Arc<Outbox>, wire: Wire) -> Self {
-        Conn {
-            user,
-            name,
-            outbox,
-            wire,
-            rooms: Vec::new(),
-            allowed: None,
-            login: None,
-            bound: false,
-            ip: None,
-            created: 0,
-            owed: Vec::new(),
-        }
+    fn new(user: Arc<str>, name: Arc<str>, outbox: Arc<Outbox>, wire: Wire) -> Box<Self> {
+        Box::new(Conn { user, name, outbox, rooms: Vec::new(), ip: None, wire, bound: false, created: 0, more: None })
+    }
+
+    fn login(&self) -> Option<Arc<str>> {
+        self.more.as_ref().and_then(|m| m.login.clone())
+    }
+
+    fn allows(&self, room: &str) -> bool {
+        self.more.as_ref().and_then(|m| m.allowed.as_ref()).is_none_or(|a| a.iter().any(|r| r == room))
+    }
+
+    fn more(&mut self) -> &mut ConnMore {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn owed(&mut self) -> &mut Vec<history::Owed> {
+        &mut self.more().owed
+    }
+
+    fn owes(&self) -> bool {
+        self.more.as_ref().is_some_and(|m| !m.owed.is_empty())
     }
 }
 
 struct State {
-    conns: HashMap<ConnId, Conn>,
+    conns: HashMap<ConnId, Box<Conn>>,
     users: Users,
     rooms: HashMap<Arc<str>, Room>,
     /// Empty rooms kept for their history, longest-empty first (may hold rooms in use again).
@@ -252,7 +269,7 @@ impl Hub {
     /// Queues an event about a connection, naming its logged-in user (the token's `sub`).
     fn push_event(&self, st: &State, mut ev: Event) {
         if ev.user.is_none() {
-            ev.user = st.conns.get(&ev.conn_id).and_then(|c| c.login.clone());
+            ev.user = st.conns.get(&ev.conn_id).and_then(|c| c.login());
         }
         self.delivery.events.push(ev);
     }
@@ -279,8 +296,12 @@ impl Hub {
         }
         let name = st.users.add_tab(&user, id, who.name, who.bound);
         let mut conn = Conn::new(user, name.clone(), outbox, self.wire);
-        conn.allowed = who.rooms.map(Arc::from);
-        conn.login = conn.user.strip_prefix("sub:").map(Arc::from);
+        let login = conn.user.strip_prefix("sub:").map(Arc::from);
+        if who.rooms.is_some() || login.is_some() {
+            let more = conn.more();
+            more.allowed = who.rooms.map(Arc::from);
+            more.login = login;
+        }
         conn.ip = who.ip;
         conn.bound = who.bound;
         st.conns.insert(id, conn);
@@ -436,13 +457,13 @@ impl Hub {
             // The final count, whatever the last power of ten reported was.
             let mut ev = Event::new(EventKind::Lagging, id);
             ev.name = Some(conn.name.clone());
-            ev.user = conn.login.clone();
+            ev.user = conn.login();
             ev.count = dropped;
             self.delivery.events.push(ev);
         }
         let mut ev = Event::new(EventKind::Disconnect, id);
+        ev.user = conn.login();
         ev.name = Some(conn.name);
-        ev.user = conn.login;
         ev.close_code = code;
         self.delivery.events.push(ev);
     }

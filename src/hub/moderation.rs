@@ -47,7 +47,7 @@ impl Hub {
         let deadline_ms = ev.ts + self.moderation.hook_timeout_ms + 1;
         let from = ev.conn_id;
         if ev.user.is_none() {
-            ev.user = st.conns.get(&from).and_then(|c| c.login.clone());
+            ev.user = st.conns.get(&from).and_then(|c| c.login());
         }
         let token = ev.token;
         if !self.delivery.events.push_if_room(ev) {
