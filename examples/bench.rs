@@ -69,6 +69,7 @@ struct Opts {
     size: usize,
     rate: u64,
     window: usize,
+    batch: usize,
     conns: usize,
     room_size: usize,
     runs: usize,
@@ -85,7 +86,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench fanout|idle|bigroom|storm|churn|hook [--targets embedchat,uws,ws] [--runs N]\n\
          \x20 [--server-cpu N] [--client-cpu N]\n\
-         \x20 fanout:  [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N]\n\
+         \x20 fanout:  [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--batch N]\n\
          \x20 idle:    [--conns N] [--room-size N]\n\
          \x20 bigroom: [--conns N] [--concurrency N] [--rate N] [--seconds N] [--size BYTES] [--deadline SECS]\n\
          \x20 storm:   [--conns N] [--spread-ms MS] [--deadline SECS]\n\
@@ -115,6 +116,7 @@ fn parse_opts() -> Opts {
         size: 64,
         rate,
         window: 64,
+        batch: 1,
         conns,
         room_size: 100,
         runs: 3,
@@ -136,6 +138,7 @@ fn parse_opts() -> Opts {
             "--size" => o.size = n(),
             "--rate" => o.rate = n() as u64,
             "--window" => o.window = n(),
+            "--batch" => o.batch = n().max(1),
             "--conns" => o.conns = n(),
             "--room-size" => o.room_size = n().max(1),
             "--runs" => o.runs = n().max(1),
@@ -615,7 +618,8 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
     let start_ns = sh.now_ns();
     let interval = (o.rate > 0).then(|| Duration::from_nanos(1_000_000_000 / o.rate));
     let started = Instant::now();
-    for k in 0..o.msgs {
+    let mut k = 0;
+    while k < o.msgs {
         match interval {
             Some(iv) => tokio::time::sleep_until((started + iv * k as u32).into()).await,
             None => {
@@ -627,7 +631,15 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
                 }
             }
         }
-        publisher.lock().await.write_all(&timed_text(&sh, &pad)).await.expect("publish");
+        // `--batch N`: up to N messages in one write (flat out only), as a busy publisher's
+        // messages arrive; a server that sends per event-loop turn (uWS) is measured fairly so.
+        let n = if interval.is_some() { 1 } else { o.batch.min(o.msgs - k) };
+        let mut buf = Vec::new();
+        for _ in 0..n {
+            buf.extend_from_slice(&timed_text(&sh, &pad));
+        }
+        publisher.lock().await.write_all(&buf).await.expect("publish");
+        k += n;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for c in &mut clients {
