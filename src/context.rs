@@ -17,6 +17,8 @@ use crate::wsframe::Limits;
 
 pub struct Context {
     pub cfg: Config,
+    /// The clock connections keep their times on.
+    pub clock: Clock,
     pub hub: Hub,
     pub stats: Arc<Stats>,
     pub events: Arc<EventQueue>,
@@ -44,6 +46,7 @@ impl Context {
         let limits =
             Limits { max_message: cfg.limits.max_message_bytes, max_fragments: cfg.limits.max_fragments };
         Context {
+            clock: Clock::new(),
             cfg,
             hub,
             stats,
@@ -69,6 +72,27 @@ impl Context {
             self.events.dropped_total(),
             !self.stopping.load(Ordering::SeqCst),
         )
+    }
+}
+
+/// A compact clock: µs since the engine started, as a `u64` (8 bytes where a `tokio::time::Instant`
+/// takes 16; connections keep several). Never 0, so 0 can mean "not set".
+pub struct Clock {
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock { start: tokio::time::Instant::now() }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64 + 1
+    }
+
+    /// The `Instant` of a time on this clock (for timers).
+    pub fn instant(&self, us: u64) -> tokio::time::Instant {
+        self.start + std::time::Duration::from_micros(us.saturating_sub(1))
     }
 }
 
@@ -116,7 +140,8 @@ impl Drop for SessionGuard {
 
 /// Holds one of a client address's connection slots until dropped.
 pub struct IpSlot {
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// None once kept (`keep`): then the holder gives the slot back.
+    map: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
     ip: IpAddr,
 }
 
@@ -130,18 +155,39 @@ impl Context {
             return None;
         }
         *n += 1;
-        Some(IpSlot { map: self.per_ip.clone(), ip })
+        Some(IpSlot { map: Some(self.per_ip.clone()), ip })
+    }
+}
+
+impl IpSlot {
+    /// The address, its slot kept: the holder gives it back with `Context::release_ip`.
+    pub fn keep(mut self) -> IpAddr {
+        self.map = None;
+        self.ip
+    }
+}
+
+impl Context {
+    /// Gives back a connection slot of `ip` kept with `IpSlot::keep`.
+    pub fn release_ip(&self, ip: IpAddr) {
+        release(&self.per_ip, ip);
+    }
+}
+
+fn release(map: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) {
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = m.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(&ip);
+        }
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
+        if let Some(map) = &self.map {
+            release(map, self.ip);
         }
     }
 }

@@ -12,13 +12,13 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::context::{Context, IpSlot, SessionGuard};
+use std::net::IpAddr;
 use crate::identity::{ConnId, Identity, Resume};
 use crate::outbox::Outbox;
 use crate::protocol;
@@ -114,6 +114,8 @@ impl Writer {
     }
 }
 
+/// A connection's state. Times are µs on the engine's clock (`Clock`, 0 = never): half the size
+/// of `Instant`s, and there is one of these per connection.
 struct State {
     /// Stop decoding: the client sent close or broke the protocol.
     reading_done: bool,
@@ -121,27 +123,28 @@ struct State {
     eof: bool,
     /// Close code reported to the host (what the client sent, or what we closed with).
     code: Option<u16>,
-    /// When the client last sent anything, and whether we pinged it since.
-    last_rx: Instant,
-    ping_sent: Option<Instant>,
     /// Message rate token bucket, and refusals in a row.
-    tokens: f64,
-    refilled: Instant,
     strikes: u32,
+    tokens: f32,
+    refilled: u64,
+    /// When the client last sent anything, and when we pinged it since (0: not since).
+    last_rx: u64,
+    ping_sent: u64,
 }
+
 impl State {
     fn new(ctx: &Context) -> Self {
-        let now = Instant::now();
+        let now = ctx.clock.now();
         State {
             reading_done: false,
             peer_closed: false,
             eof: false,
             code: None,
-            last_rx: now,
-            ping_sent: None,
-            tokens: ctx.cfg.limits.message_burst as f64,
-            refilled: now,
             strikes: 0,
+            tokens: ctx.cfg.limits.message_burst as f32,
+            refilled: now,
+            last_rx: now,
+            ping_sent: 0,
         }
     }
 }
@@ -155,6 +158,8 @@ pub fn start(
     guard: SessionGuard,
     ip_slot: Option<IpSlot>,
 ) {
+    // The session gives the address's slot back itself (`finish`): a plain address is smaller.
+    let ip = ip_slot.map(IpSlot::keep);
     let id = hello.id;
     let outbox = Arc::new(Outbox::new());
     if ctx.cfg.echo {
@@ -172,12 +177,12 @@ pub fn start(
         state: State::new(&ctx),
         writer: Writer::default(),
         timer: None,
-        timer_at: None,
-        deadline: None,
+        timer_at: 0,
+        deadline: 0,
         pings,
         finished: false,
+        ip,
         _guard: guard,
-        _ip_slot: ip_slot,
         ctx,
     };
     if !early.is_empty() {
@@ -202,14 +207,15 @@ struct Session {
     writer: Writer,
     /// One timer for the close deadline and the ping schedule, made once and moved.
     timer: Option<Pin<Box<Sleep>>>,
-    /// When the timer is set to go off.
-    timer_at: Option<Instant>,
-    /// When a closing connection is dropped if the client has not answered.
-    deadline: Option<Instant>,
+    /// When the timer is set to go off (engine clock µs, 0 = not set).
+    timer_at: u64,
+    /// When a closing connection is dropped if the client has not answered (0 = not closing).
+    deadline: u64,
     pings: bool,
     finished: bool,
+    /// The client's address slot (`max_connections_per_ip`), given back in `finish`.
+    ip: Option<IpAddr>,
     _guard: SessionGuard,
-    _ip_slot: Option<IpSlot>,
 }
 
 impl Future for Session {
@@ -250,12 +256,13 @@ impl Session {
                 continue;
             }
             if self.writer.closing {
-                let now = Instant::now();
-                let limit = Duration::from_millis(self.ctx.cfg.limits.close_timeout_ms);
-                let deadline = *self.deadline.get_or_insert(now + limit);
+                let now = self.ctx.clock.now();
+                if self.deadline == 0 {
+                    self.deadline = now + self.ctx.cfg.limits.close_timeout_ms * 1000;
+                }
                 // Checked here, not only by the timer: a peer that keeps sending keeps this
                 // loop busy (and the timer, under tokio's budget, unpolled).
-                if now >= deadline {
+                if now >= self.deadline {
                     return Poll::Ready(());
                 }
             }
@@ -299,39 +306,40 @@ impl Session {
     fn poll_timer(&mut self, cx: &mut TaskContext<'_>) -> Poll<bool> {
         let limits = &self.ctx.cfg.limits;
         let idle_at = match self.state.ping_sent {
-            _ if !self.pings || self.writer.closing => None,
-            Some(sent) => Some(sent + Duration::from_millis(limits.pong_timeout_ms)),
-            None => Some(self.state.last_rx + Duration::from_millis(limits.ping_interval_ms)),
+            _ if !self.pings || self.writer.closing => 0,
+            0 => self.state.last_rx + limits.ping_interval_ms * 1000,
+            sent => sent + limits.pong_timeout_ms * 1000,
         };
-        let Some(at) = [self.deadline, idle_at].into_iter().flatten().min() else {
+        let Some(at) = [self.deadline, idle_at].into_iter().filter(|t| *t != 0).min() else {
             return Poll::Pending;
         };
         // The timer is moved only to an earlier time: every message from the client puts the
         // ping off, and re-arming for each would cost more than waking once too early.
-        if self.timer_at.is_none_or(|t| at < t) {
+        if self.timer_at == 0 || at < self.timer_at {
+            let when = self.ctx.clock.instant(at);
             match &mut self.timer {
-                Some(t) => t.as_mut().reset(at),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                Some(t) => t.as_mut().reset(when),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(when))),
             }
-            self.timer_at = Some(at);
+            self.timer_at = at;
         }
         let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        self.timer_at = None; // re-armed on the next turn
-        let now = Instant::now();
-        if self.deadline.is_some_and(|d| now >= d) {
+        self.timer_at = 0; // re-armed on the next turn
+        let now = self.ctx.clock.now();
+        if self.deadline != 0 && now >= self.deadline {
             return Poll::Ready(true);
         }
-        if idle_at.is_some_and(|t| now >= t) {
-            if self.state.ping_sent.is_some() {
+        if idle_at != 0 && now >= idle_at {
+            if self.state.ping_sent != 0 {
                 Stats::inc(&self.ctx.stats.idle_timeouts);
                 self.state.code.get_or_insert(close::GOING_AWAY);
                 self.outbox.close(close::GOING_AWAY, "no answer to ping");
             } else {
                 self.outbox.push_control(wsframe::encode(wsframe::OP_PING, b""));
-                self.state.ping_sent = Some(now);
+                self.state.ping_sent = now;
             }
         }
         Poll::Ready(false)
@@ -349,6 +357,9 @@ impl Session {
             self.ctx.hub.disconnect(self.id, code);
         }
         self.ctx.stats.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(ip) = self.ip.take() {
+            self.ctx.release_ip(ip);
+        }
     }
 
     /// One read from the socket through the thread's shared buffer.
@@ -362,8 +373,8 @@ impl Session {
                 }
                 Ok(n) => {
                     Stats::add(&self.ctx.stats.bytes_in, n as u64);
-                    self.state.last_rx = Instant::now();
-                    self.state.ping_sent = None;
+                    self.state.last_rx = self.ctx.clock.now();
+                    self.state.ping_sent = 0;
                     self.input(&buf[..n]);
                     Ok(())
                 }
@@ -428,10 +439,10 @@ impl Session {
         if cfg.max_messages_per_second == 0 {
             return true;
         }
-        let now = Instant::now();
+        let now = self.ctx.clock.now();
         let st = &mut self.state;
-        let refill = (now - st.refilled).as_secs_f64() * cfg.max_messages_per_second as f64;
-        st.tokens = (st.tokens + refill).min(cfg.message_burst as f64);
+        let refill = now.saturating_sub(st.refilled) as f64 / 1e6 * cfg.max_messages_per_second as f64;
+        st.tokens = (st.tokens as f64 + refill).min(cfg.message_burst as f64) as f32;
         st.refilled = now;
         if st.tokens >= 1.0 {
             st.tokens -= 1.0;
