@@ -43,8 +43,11 @@ impl Context {
         let hub = Hub::new((&cfg).into(), stats.clone(), events.clone(), Box::new(LocalOnly));
         let proxies = cfg.admission.proxy_nets().unwrap_or_default();
         let cfg_auth = cfg.site.auth.as_ref().map(Verifier::new);
-        let limits =
-            Limits { max_message: cfg.limits.max_message_bytes, max_fragments: cfg.limits.max_fragments };
+        let limits = Limits {
+            max_message: cfg.limits.max_message_bytes,
+            max_fragments: cfg.limits.max_fragments,
+            deflate: false,
+        };
         Context {
             clock: Clock::new(),
             cfg,

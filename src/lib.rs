@@ -17,6 +17,7 @@ mod clock;
 mod config;
 mod context;
 mod control;
+mod deflate;
 mod error;
 mod events;
 pub mod ffi;
@@ -39,7 +40,7 @@ pub mod fuzzing {
     /// Feeds bytes, cut at `split`, to a frame decoder; returns what it decoded.
     pub fn frames(data: &[u8], split: usize) -> usize {
         let mut d = crate::wsframe::Decoder::new();
-        let limits = crate::wsframe::Limits { max_message: 1 << 16, max_fragments: 64 };
+        let limits = crate::wsframe::Limits { max_message: 1 << 16, max_fragments: 64, deflate: true };
         let mut n = 0;
         let (a, b) = data.split_at(split.min(data.len()));
         for part in [a, b] {

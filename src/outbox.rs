@@ -74,11 +74,23 @@ pub struct Outbox {
     dropped: AtomicU64,
     /// The hub owes this connection more history: ask for it once everything queued is written.
     owes_history: AtomicBool,
+    /// The compressor window its permessage-deflate allows (0: not negotiated).
+    deflate: u8,
 }
 
 impl Outbox {
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// For a connection that negotiated permessage-deflate with this compressor window.
+    pub fn with_deflate(window_bits: u8) -> Self {
+        Outbox { deflate: window_bits, ..Self::default() }
+    }
+
+    pub fn deflate(&self) -> u8 {
+        self.deflate
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {

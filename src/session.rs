@@ -18,12 +18,12 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::context::{Context, IpSlot, SessionGuard};
-use std::net::IpAddr;
 use crate::identity::{ConnId, Identity, Resume};
 use crate::outbox::Outbox;
 use crate::protocol;
 use crate::stats::Stats;
 use crate::wsframe::{self, close, Decoder, Incoming};
+use std::net::IpAddr;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Frames handed to one `writev` call (Linux allows 1024; 64 keeps the slice array on the stack).
@@ -40,6 +40,8 @@ pub struct Hello {
     pub room: String,
     /// Where the client left off in `room` (resume after a reconnect).
     pub resume: Resume,
+    /// The compressor window permessage-deflate was agreed with (0: not negotiated).
+    pub deflate: u8,
 }
 
 /// Frames taken from the outbox and not yet fully written.
@@ -161,7 +163,7 @@ pub fn start(
     // The session gives the address's slot back itself (`finish`): a plain address is smaller.
     let ip = ip_slot.map(IpSlot::keep);
     let id = hello.id;
-    let outbox = Arc::new(Outbox::new());
+    let outbox = Arc::new(Outbox::with_deflate(hello.deflate));
     if ctx.cfg.echo {
         ctx.hub.attach_silent(id, outbox.clone());
     } else {
@@ -389,7 +391,8 @@ impl Session {
             return; // after a close or a violation, bytes are read only to see EOF
         }
         let mut msgs = Vec::new();
-        let res = self.decoder.feed(data, self.ctx.limits, &mut |m| msgs.push(m));
+        let limits = wsframe::Limits { deflate: self.outbox.deflate() > 0, ..self.ctx.limits };
+        let res = self.decoder.feed(data, limits, &mut |m| msgs.push(m));
         for m in msgs {
             self.message(m);
         }
@@ -485,6 +488,10 @@ impl Session {
             Incoming::Text(t) => wsframe::encode(wsframe::OP_TEXT, t.as_bytes()),
             Incoming::Binary(b) => wsframe::encode(wsframe::OP_BINARY, &b),
             control => return self.control(control),
+        };
+        let frame = match self.outbox.deflate() {
+            0 => frame,
+            bits => crate::hub::deflated(&frame, bits).unwrap_or(frame),
         };
         Stats::inc(&self.ctx.stats.messages_in);
         if self.outbox.push(frame, self.ctx.cfg.limits.max_backlog_bytes, crate::config::SlowConsumer::Close)

@@ -32,9 +32,28 @@ pub mod close {
 
 /// One unmasked server frame, FIN set, ready to write as is.
 pub fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    frame(0x80 | opcode, payload)
+}
+
+/// One server frame carrying a message compressed with permessage-deflate (RSV1 set).
+pub fn encode_deflated(opcode: u8, payload: &[u8]) -> Bytes {
+    frame(0x80 | 0x40 | opcode, payload)
+}
+
+/// The payload of a frame `encode` made (server frames are unmasked).
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let at = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(at..).unwrap_or(&[])
+}
+
+fn frame(first: u8, payload: &[u8]) -> Bytes {
     let len = payload.len();
     let mut b = BytesMut::with_capacity(len + 10);
-    b.put_u8(0x80 | opcode);
+    b.put_u8(first);
     if len < 126 {
         b.put_u8(len as u8);
     } else if len <= u16::MAX as usize {
@@ -91,6 +110,9 @@ const fn violation(code: u16, reason: &'static str) -> Violation {
 pub struct Limits {
     pub max_message: usize,
     pub max_fragments: usize,
+    /// permessage-deflate was negotiated: a data message may be compressed (RSV1 on its first
+    /// frame) and is inflated, within `max_message`, when it completes.
+    pub deflate: bool,
 }
 
 /// Incremental decoder for one connection. Holds only what it must between reads: the tail of a
@@ -106,6 +128,8 @@ pub struct Decoder {
     /// character boundary. Counted over `message` followed by the payload of the text frame that
     /// has not fully arrived, so it may run past `message.len()` while that frame is pending.
     utf8_checked: usize,
+    /// The message being reassembled is compressed (its first frame had RSV1).
+    compressed: bool,
     closed: bool,
 }
 
@@ -171,10 +195,12 @@ impl Decoder {
             return Ok(None);
         }
         let fin = d[0] & 0x80 != 0;
-        if d[0] & 0x70 != 0 {
+        let op = d[0] & 0x0f;
+        let rsv1 = d[0] & 0x40 != 0;
+        if d[0] & 0x30 != 0 || (rsv1 && !(limits.deflate && (op == OP_TEXT || op == OP_BINARY))) {
+            // RSV1 is permessage-deflate's, on a message's first frame only (RFC 7692 6.1).
             return Err(violation(close::PROTOCOL, "reserved bits set without an extension"));
         }
-        let op = d[0] & 0x0f;
         if d[1] & 0x80 == 0 {
             return Err(violation(close::PROTOCOL, "client frames must be masked"));
         }
@@ -234,7 +260,9 @@ impl Decoder {
             // 6.4.3/6.4.4). Only incomplete frames get here, so frames that arrive whole pay
             // nothing extra, and only the bytes new since the last read are checked.
             let text = op == OP_TEXT || (op == OP_CONT && self.message_op == Some(OP_TEXT));
-            if text && d.len() > hdr + 4 {
+            // A compressed message is checked once inflated.
+            let compressed = if op == OP_CONT { self.compressed } else { rsv1 };
+            if text && !compressed && d.len() > hdr + 4 {
                 let mask = [d[hdr], d[hdr + 1], d[hdr + 2], d[hdr + 3]];
                 self.check_utf8_arriving(&d[hdr + 4..], mask)?;
             }
@@ -257,6 +285,7 @@ impl Decoder {
 
         if op != OP_CONT {
             self.message_op = Some(op);
+            self.compressed = rsv1;
             self.message = Vec::with_capacity(if fin { len } else { len.max(256) });
         }
         self.fragments += 1;
@@ -264,16 +293,24 @@ impl Decoder {
         self.message.extend_from_slice(payload);
         unmask_in_place(&mut self.message[start..], mask);
 
-        if self.message_op == Some(OP_TEXT) {
+        if self.message_op == Some(OP_TEXT) && !self.compressed {
             self.check_utf8(fin)?;
         }
         if !fin {
             return Ok(Some((used, None)));
         }
         let op = self.message_op.take().unwrap_or(OP_BINARY);
-        let body = std::mem::take(&mut self.message);
+        let mut body = std::mem::take(&mut self.message);
         self.fragments = 0;
         self.utf8_checked = 0;
+        if std::mem::take(&mut self.compressed) {
+            body = crate::deflate::inflate(&body, limits.max_message).map_err(|e| match e {
+                crate::deflate::InflateError::TooBig => violation(close::TOO_BIG, "message too big"),
+                crate::deflate::InflateError::Corrupt => {
+                    violation(close::BAD_DATA, "invalid compressed data")
+                }
+            })?;
+        }
         let msg = if op == OP_TEXT {
             // check_utf8(fin = true) validated the whole message.
             Incoming::Text(String::from_utf8(body).map_err(|_| violation(close::BAD_DATA, "invalid UTF-8"))?)
@@ -398,7 +435,7 @@ pub fn encode_client(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Ve
 mod tests {
     use super::*;
 
-    const LIM: Limits = Limits { max_message: 1 << 20, max_fragments: 100 };
+    const LIM: Limits = Limits { max_message: 1 << 20, max_fragments: 100, deflate: false };
     const MASK: [u8; 4] = [1, 2, 3, 4];
 
     fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Incoming>, Violation> {
@@ -685,7 +722,7 @@ mod properties {
             }
             let mut d = Decoder::new();
             let mut got = Vec::new();
-            let limits = Limits { max_message: 1 << 20, max_fragments: 1000 };
+            let limits = Limits { max_message: 1 << 20, max_fragments: 1000, deflate: false };
             for c in wire.chunks(chunk) {
                 d.feed(c, limits, &mut |m| got.push(m)).unwrap();
             }
@@ -739,7 +776,7 @@ mod properties {
                 .map(|k| wire_pos[k])
                 .or_else(|| std::str::from_utf8(&body).is_err().then_some(fin_end));
             let mut d = Decoder::new();
-            let limits = Limits { max_message: 1 << 20, max_fragments: 100 };
+            let limits = Limits { max_message: 1 << 20, max_fragments: 100, deflate: false };
             let mut failed_at = None;
             let mut texts = Vec::new();
             for (i, c) in wire.chunks(chunk).enumerate() {
@@ -758,7 +795,7 @@ mod properties {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2000), chunk in 1usize..300) {
             let mut d = Decoder::new();
-            let limits = Limits { max_message: 4096, max_fragments: 16 };
+            let limits = Limits { max_message: 4096, max_fragments: 16, deflate: false };
             for c in bytes.chunks(chunk) {
                 if let Err(v) = d.feed(c, limits, &mut |_| {}) {
                     prop_assert!(matches!(v.code, close::PROTOCOL | close::BAD_DATA | close::TOO_BIG));

@@ -134,6 +134,9 @@ pub struct Config {
     /// Conformance mode: every complete text or binary message is echoed to its sender and
     /// nothing else is sent (no welcome, presence or pings). For the Autobahn test suite.
     pub echo: bool,
+    /// permessage-deflate (RFC 7692) for clients that offer it (every browser does): a
+    /// broadcast is compressed once for all of them; messages under 64 bytes go plain.
+    pub compression: bool,
     #[serde(skip)]
     pub chat: ChatConfig,
     #[serde(skip)]
@@ -338,6 +341,7 @@ impl Default for Config {
             worker_threads: 2,
             stop_timeout_ms: 5_000,
             echo: false,
+            compression: true,
             chat: ChatConfig::default(),
             history: HistoryConfig::default(),
             moderation: ModerationConfig::default(),

@@ -232,9 +232,17 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         return reject(&ctx, StatusCode::TOO_MANY_REQUESTS, "too many connections from your address");
     };
 
+    // permessage-deflate, when the config allows it and the client offers it.
+    let deflate = if ctx.cfg.compression {
+        let offers = req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+        crate::deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
+    } else {
+        None
+    };
     let guard = ctx.sessions.enter();
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let window = deflate.as_ref().map_or(0, |(agreed, _)| agreed.window_bits);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
@@ -246,7 +254,8 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         Stats::inc(&ctx.stats.connections_open);
         let stream = parts.io.into_inner();
         // The session is a task of its own: this one (and the upgrade machinery it holds) ends.
-        session::start(ctx, stream, parts.read_buf, Hello { id, who, room, resume }, guard, Some(ip_slot));
+        let hello = Hello { id, who, room, resume, deflate: window };
+        session::start(ctx, stream, parts.read_buf, hello, guard, Some(ip_slot));
     });
 
     let mut r = Response::new(Default::default());
@@ -259,6 +268,9 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
     }
     if offered.marker {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
+    if let Some(v) = deflate.and_then(|(_, response)| HeaderValue::from_str(&response).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     r
 }

@@ -17,34 +17,55 @@ use crate::config::SlowConsumer;
 use crate::events::{Event, EventKind, EventQueue};
 use crate::identity::ConnId;
 use crate::outbox::{Outbox, Push};
-use crate::protocol::{Out, Wire};
+use crate::protocol::{Codec, Out, Wire};
 use crate::stats::Stats;
 use crate::wsframe;
 
-/// A message and its frames, built lazily: at most one encoding and one frame per wire, shared
-/// by every member on that wire.
+/// A message and its frames, built lazily: at most one encoding and one frame per wire, and
+/// one compressed frame per wire for the members that negotiated permessage-deflate, each
+/// shared by every member that takes it.
 pub struct Frames<'a> {
     pub out: Out<'a>,
-    built: [Option<Option<Bytes>>; Wire::COUNT],
+    plain: [Option<Option<Bytes>>; Wire::COUNT],
+    /// Compressed with the full window (what browsers negotiate); None inside: not smaller.
+    packed: [Option<Option<Bytes>>; Wire::COUNT],
 }
 
 impl<'a> Frames<'a> {
     pub fn new(out: Out<'a>) -> Self {
-        Frames { out, built: Default::default() }
+        Frames { out, plain: Default::default(), packed: Default::default() }
     }
 
     /// With the JSON text already made (a message the room also keeps in its history).
     pub fn with_json(out: Out<'a>, json: &str) -> Self {
         let mut f = Frames::new(out);
-        f.built[Wire::Json.index()] = Some(Some(wsframe::text(json)));
+        f.plain[Wire::Json.index()] = Some(Some(wsframe::text(json)));
         f
     }
 
-    /// The frame for `wire`, or None when that wire does not carry this message.
-    pub fn get(&mut self, wire: Wire) -> Option<&Bytes> {
+    /// The frame for a connection of `codec`, or None when its wire does not carry this
+    /// message.
+    pub fn get(&mut self, codec: Codec) -> Option<Bytes> {
         let out = &self.out;
-        self.built[wire.index()].get_or_insert_with(|| wire.encode(out).map(|t| wsframe::text(&t))).as_ref()
+        let wire = codec.wire;
+        let plain = self.plain[wire.index()]
+            .get_or_insert_with(|| wire.encode(out).map(|t| wsframe::text(&t)))
+            .clone()?;
+        Some(match codec.deflate {
+            0 => plain,
+            15 => {
+                self.packed[wire.index()].get_or_insert_with(|| deflated(&plain, 15)).clone().unwrap_or(plain)
+            }
+            // A smaller window was asked for (rare): compressed for this member alone.
+            bits => deflated(&plain, bits).unwrap_or(plain),
+        })
     }
+}
+
+/// `plain`'s message compressed into a frame of its own, if that is smaller.
+pub fn deflated(plain: &Bytes, window_bits: u8) -> Option<Bytes> {
+    crate::deflate::compress(wsframe::payload(plain), window_bits)
+        .map(|z| wsframe::encode_deflated(plain[0] & 0x0f, &z))
 }
 
 /// What a cluster needs to hear from this node. Called after local delivery, under the hub's
@@ -89,7 +110,7 @@ impl Delivery {
                 continue;
             }
             if let Some(frame) = frames.get(m.wire) {
-                let push = m.outbox.push(frame.clone(), self.max_backlog, policy);
+                let push = m.outbox.push(frame, self.max_backlog, policy);
                 sent += usize::from(self.account(m.id, push));
             }
         }
@@ -99,9 +120,13 @@ impl Delivery {
 
     /// Pushes one message to one connection under the engine's policy; None when its wire does
     /// not carry the message.
-    pub fn to_one(&self, id: ConnId, outbox: &Outbox, wire: Wire, out: &Out<'_>) -> Option<Push> {
-        let text = wire.encode(out)?;
-        let push = outbox.push(wsframe::text(&text), self.max_backlog, self.policy);
+    pub fn to_one(&self, id: ConnId, outbox: &Outbox, codec: Codec, out: &Out<'_>) -> Option<Push> {
+        let frame = wsframe::text(&codec.wire.encode(out)?);
+        let frame = match codec.deflate {
+            0 => frame,
+            bits => deflated(&frame, bits).unwrap_or(frame),
+        };
+        let push = outbox.push(frame, self.max_backlog, self.policy);
         self.account(id, push);
         Some(push)
     }

@@ -26,10 +26,10 @@ use crate::config::{ChatConfig, Config, HistoryConfig, ModerationConfig, Protoco
 use crate::events::{Event, EventKind, EventQueue};
 use crate::identity::{ConnId, Identity, Resume};
 use crate::outbox::{Outbox, Push};
-use crate::protocol::{self, Member, Out, User, Wire};
+use crate::protocol::{self, Codec, Member, Out, User, Wire};
 use crate::stats::Stats;
 
-pub use fanout::{Broker, LocalOnly};
+pub use fanout::{deflated, Broker, LocalOnly};
 pub use moderation::Decision;
 pub use presence::Snapshot;
 
@@ -62,7 +62,7 @@ struct Conn {
     rooms: Vec<Arc<str>>,
     /// The client's address as limits count it.
     ip: Option<IpAddr>,
-    wire: Wire,
+    wire: Codec,
     /// The name comes from the site's login.
     bound: bool,
     /// Rooms this connection created that still exist.
@@ -82,8 +82,18 @@ struct ConnMore {
 }
 
 impl Conn {
-    fn new(user: Arc<str>, name: Arc<str>, outbox: Arc<Outbox>, wire: Wire) -> Box<Self> {
-        Box::new(Conn { user, name, outbox, rooms: Vec::new(), ip: None, wire, bound: false, created: 0, more: None })
+    fn new(user: Arc<str>, name: Arc<str>, outbox: Arc<Outbox>, wire: Codec) -> Box<Self> {
+        Box::new(Conn {
+            user,
+            name,
+            outbox,
+            rooms: Vec::new(),
+            ip: None,
+            wire,
+            bound: false,
+            created: 0,
+            more: None,
+        })
     }
 
     fn login(&self) -> Option<Arc<str>> {
@@ -251,7 +261,7 @@ impl Hub {
         for id in ids {
             if let Some(c) = st.conns.get(id) {
                 if let Some(f) = frames.get(c.wire) {
-                    let push = c.outbox.push(f.clone(), self.delivery.max_backlog, self.delivery.policy);
+                    let push = c.outbox.push(f, self.delivery.max_backlog, self.delivery.policy);
                     self.delivery.account(*id, push);
                 }
             }
@@ -295,7 +305,8 @@ impl Hub {
             }
         }
         let name = st.users.add_tab(&user, id, who.name, who.bound);
-        let mut conn = Conn::new(user, name.clone(), outbox, self.wire);
+        let codec = Codec { wire: self.wire, deflate: outbox.deflate() };
+        let mut conn = Conn::new(user, name.clone(), outbox, codec);
         let login = conn.user.strip_prefix("sub:").map(Arc::from);
         if who.rooms.is_some() || login.is_some() {
             let more = conn.more();
@@ -319,7 +330,8 @@ impl Hub {
     pub fn attach_silent(&self, id: ConnId, outbox: Arc<Outbox>) {
         let name: Arc<str> = format!("echo-{id}").into();
         let user = name.clone();
-        self.lock().conns.insert(id, Conn::new(user, name, outbox, self.wire));
+        let codec = Codec { wire: self.wire, deflate: outbox.deflate() };
+        self.lock().conns.insert(id, Conn::new(user, name, outbox, codec));
     }
 
     pub fn detach_silent(&self, id: ConnId) {

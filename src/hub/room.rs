@@ -9,13 +9,13 @@ use super::presence::Crowd;
 use crate::config::SlowConsumer;
 use crate::identity::ConnId;
 use crate::outbox::Outbox;
-use crate::protocol::Wire;
+use crate::protocol::Codec;
 
 /// A member as fan-out needs it: where to push, and in which encoding.
 pub struct Slot {
     pub id: ConnId,
     pub outbox: Arc<Outbox>,
-    pub wire: Wire,
+    pub wire: Codec,
 }
 
 pub struct Room {
@@ -187,7 +187,7 @@ impl Room {
         Page { messages: older[start..].to_vec(), gap: false, more, partial: None }
     }
 
-    pub fn add(&mut self, id: ConnId, outbox: Arc<Outbox>, wire: Wire) {
+    pub fn add(&mut self, id: ConnId, outbox: Arc<Outbox>, wire: Codec) {
         self.index.insert(id, self.members.len());
         self.members.push(Slot { id, outbox, wire });
     }

@@ -141,6 +141,14 @@ pub enum Wire {
     Seed,
 }
 
+/// How one connection's messages are sent: its wire, and the compressor window it negotiated
+/// with permessage-deflate (0: not negotiated; see `deflate.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codec {
+    pub wire: Wire,
+    pub deflate: u8,
+}
+
 impl Wire {
     /// How many wires there are (fan-out keeps one encoding per wire).
     pub const COUNT: usize = 2;

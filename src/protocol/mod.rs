@@ -8,7 +8,7 @@ mod commands;
 mod encode;
 
 pub use commands::{parse_client, Command, Request, Target};
-pub use encode::{message, Member, Out, User, Wire};
+pub use encode::{message, Codec, Member, Out, User, Wire};
 
 /// Checks a room name: 1..=max characters, no control characters, no surrounding blanks.
 pub fn validate_room(room: &str, max_chars: usize) -> Result<(), String> {
