@@ -79,6 +79,8 @@ test("two people chat, whisper, and markup stays text", { timeout: 60000 }, asyn
 
   await say(bob.page, "hello ann");
   await ann.page.locator(".log li", { hasText: "hello ann" }).waitFor({ timeout: 5000 });
+  // Chromium offers permessage-deflate and the engine takes it (the messages above came so).
+  assert.match(await ann.page.evaluate(() => ws.extensions), /permessage-deflate/);
 
   await say(bob.page, "/w ann just between us");
   await ann.page.locator(".log li.whisper", { hasText: "just between us" }).waitFor({ timeout: 5000 });
