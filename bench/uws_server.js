@@ -14,8 +14,11 @@ const app = uWS.App();
 app.ws("/*", {
   // Same cap on a client message as ws_server.js and embedchat's default max_message_bytes.
   maxPayloadLength: 64 * 1024,
-  // Everything else is uWS's default: no compression (the bench never negotiates it),
-  // maxBackpressure 64 KiB, idleTimeout 120 s with automatic pings (the bench's clients answer
+  // BENCH_DEFLATE=1 (bench --deflate 1): permessage-deflate with the one compressor shared by
+  // every connection, which is what uWS recommends for pub/sub (a published message is
+  // compressed once). Otherwise no compression.
+  compression: process.env.BENCH_DEFLATE === "1" ? uWS.SHARED_COMPRESSOR : uWS.DISABLED,
+  // Everything else is uWS's default: maxBackpressure 64 KiB, idleTimeout 120 s with automatic pings (the bench's clients answer
   // them, as browsers do).
   upgrade: (res, req, context) => {
     // The request is only valid inside this call: copy what the connection keeps.
@@ -43,7 +46,9 @@ app.ws("/*", {
     // `data` is only valid during this call; the text is copied out by toString.
     const text = Buffer.from(data).toString();
     const out = JSON.stringify({ type: "message", room: u.room, id: ++seq, ts: Date.now(), from: { id: u.id, name: u.name }, text });
-    app.publish(u.room, out, false);
+    // The fourth argument asks uWS to compress for subscribers that negotiated it (it is off
+    // unless given); with no compression negotiated it changes nothing.
+    app.publish(u.room, out, false, true);
   },
   // Closed connections leave their topics by themselves (uWS unsubscribes them).
 });

@@ -49,7 +49,7 @@ use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,7 @@ struct Opts {
     rate: u64,
     window: usize,
     batch: usize,
+    deflate: bool,
     conns: usize,
     room_size: usize,
     runs: usize,
@@ -86,7 +87,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench fanout|idle|bigroom|storm|churn|hook [--targets embedchat,uws,ws] [--runs N]\n\
          \x20 [--server-cpu N] [--client-cpu N]\n\
-         \x20 fanout:  [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--batch N]\n\
+         \x20 fanout:  [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--batch N] [--deflate 1]\n\
          \x20 idle:    [--conns N] [--room-size N]\n\
          \x20 bigroom: [--conns N] [--concurrency N] [--rate N] [--seconds N] [--size BYTES] [--deadline SECS]\n\
          \x20 storm:   [--conns N] [--spread-ms MS] [--deadline SECS]\n\
@@ -117,6 +118,7 @@ fn parse_opts() -> Opts {
         rate,
         window: 64,
         batch: 1,
+        deflate: false,
         conns,
         room_size: 100,
         runs: 3,
@@ -139,6 +141,7 @@ fn parse_opts() -> Opts {
             "--rate" => o.rate = n() as u64,
             "--window" => o.window = n(),
             "--batch" => o.batch = n().max(1),
+            "--deflate" => o.deflate = n() != 0,
             "--conns" => o.conns = n(),
             "--room-size" => o.room_size = n().max(1),
             "--runs" => o.runs = n().max(1),
@@ -217,6 +220,8 @@ impl Server {
             "ws" => node_peer("ws", "ws_server.js", &mut cmd),
             other => panic!("unknown target {other} (embedchat, uws, ws)"),
         }
+        // The node peers compress only when asked (embedchat's `compression` is on by default).
+        cmd.env("BENCH_DEFLATE", if DEFLATE.load(Ordering::Relaxed) { "1" } else { "0" });
         // taskset execs the server, so the child's pid is the server's (its /proc figures).
         let mut child =
             cmd.stdout(Stdio::piped()).spawn().expect("start server (taskset, chat_server, node)");
@@ -274,6 +279,9 @@ fn pin_self(cpu: usize) {
     }
 }
 
+/// `--deflate 1`: every client offers permessage-deflate (set once in `main`, read by every connect).
+static DEFLATE: AtomicBool = AtomicBool::new(false);
+
 /// Opens a WebSocket from `local_ip` and returns the stream plus bytes read past the handshake.
 async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let sock = TcpSocket::new_v4()?;
@@ -282,7 +290,14 @@ async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Resu
     s.set_nodelay(true)?;
     let req = format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+        if DEFLATE.load(Ordering::Relaxed) {
+            // What a browser offers, plus server_no_context_takeover so every server resets its
+            // compressor per message and `frames` can inflate each one on its own.
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+        } else {
+            ""
+        }
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
@@ -303,7 +318,34 @@ async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Resu
     }
 }
 
-/// Calls `f(opcode, payload)` for each complete server (unmasked) frame; returns bytes used.
+/// A compressed message's payload inflated (RFC 7692 §7.2.2: the tail the sender dropped goes
+/// back on); the servers never take context over, so each message inflates on its own.
+fn inflate(p: &[u8]) -> Vec<u8> {
+    thread_local! {
+        // One inflater for every connection on this thread, reset per message: a new one per
+        // message would cost the load generator more than the server spends compressing.
+        static INFLATER: RefCell<flate2::Decompress> = RefCell::new(flate2::Decompress::new(false));
+    }
+    INFLATER.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(false);
+        let input = [p, &[0, 0, 0xff, 0xff][..]].concat();
+        let mut out = Vec::with_capacity(p.len() * 4 + 64);
+        loop {
+            let at = d.total_in() as usize;
+            d.decompress_vec(&input[at..], &mut out, flate2::FlushDecompress::Sync)
+                .unwrap_or_else(|e| panic!("a compressed message does not inflate: {e}"));
+            // All input taken with room to spare: everything it holds is out.
+            if d.total_in() as usize == input.len() && out.len() < out.capacity() {
+                return out;
+            }
+            out.reserve(out.capacity());
+        }
+    })
+}
+
+/// Calls `f(opcode, payload)` for each complete server (unmasked) frame, inflating compressed
+/// ones (RSV1); returns bytes used.
 fn frames(buf: &[u8], mut f: impl FnMut(u8, &[u8])) -> usize {
     let mut pos = 0;
     loop {
@@ -320,7 +362,12 @@ fn frames(buf: &[u8], mut f: impl FnMut(u8, &[u8])) -> usize {
         if d.len() < hdr + len {
             return pos;
         }
-        f(d[0] & 0x0f, &d[hdr..hdr + len]);
+        let payload = &d[hdr..hdr + len];
+        if d[0] & 0x40 != 0 {
+            f(d[0] & 0x0f, &inflate(payload));
+        } else {
+            f(d[0] & 0x0f, payload);
+        }
         pos += hdr + len;
     }
 }
@@ -379,6 +426,8 @@ struct Shared {
     /// Readers that ended (the server closed, or the expected messages came).
     ended: AtomicUsize,
     delivered: AtomicU64,
+    /// Bytes read from the server after the handshakes, all connections.
+    wire_bytes: AtomicU64,
     /// ns since t0 of the latest delivery anywhere.
     last_ns: AtomicU64,
     /// ns since t0 of the latest welcome, and of the latest connect start.
@@ -399,6 +448,7 @@ impl Shared {
             failed: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
             last_ns: AtomicU64::new(0),
             last_welcome_ns: AtomicU64::new(0),
             last_start_ns: AtomicU64::new(0),
@@ -523,7 +573,9 @@ async fn subscribe(
         }
         match read_some(&rd, &mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(n) => {
+                sh.wire_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
     }
     drop(permit);
@@ -584,6 +636,15 @@ fn ms(x: f64) -> String {
     }
 }
 
+/// `n` bytes of English chat, not one repeated letter: compression is measured on what people
+/// write (a run of "xxx" deflates to nothing and flatters every server).
+fn chat_text(n: usize) -> String {
+    const WORDS: &str = "did anyone see the release notes for tonight? the deploy went fine on my side but \
+        the staging box still shows the old page, could you check the cache headers when you have \
+        a minute; thanks, I will be back after lunch with the numbers from the load test ";
+    WORDS.chars().cycle().take(n).collect()
+}
+
 /// The publish time goes first in every text so receivers can time it; `pad` fills it to size.
 fn timed_text(sh: &Shared, pad: &str) -> Vec<u8> {
     client_frame(format!("T{}|{}", sh.now_ns(), pad).as_bytes())
@@ -595,6 +656,7 @@ struct FanoutResult {
     p99_ms: f64,
     lost: u64,
     cpu_ns_per_delivery: f64,
+    wire_b_per_delivery: f64,
 }
 
 async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
@@ -613,8 +675,9 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = sh.delivered.load(Ordering::SeqCst);
     assert_eq!(base, 0);
-    let pad = "x".repeat(o.size.saturating_sub(24));
+    let pad = chat_text(o.size.saturating_sub(24));
     let cpu0 = server.cpu_ns();
+    let wire0 = sh.wire_bytes.load(Ordering::SeqCst);
     let start_ns = sh.now_ns();
     let interval = (o.rate > 0).then(|| Duration::from_nanos(1_000_000_000 / o.rate));
     let started = Instant::now();
@@ -649,6 +712,7 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
     let cpu1 = server.cpu_ns();
     drop(clients);
     let delivered = sh.delivered.load(Ordering::SeqCst);
+    let wire = sh.wire_bytes.load(Ordering::SeqCst) - wire0;
     let secs = (sh.last_ns.load(Ordering::SeqCst).saturating_sub(start_ns)) as f64 / 1e9;
     let mut lat = std::mem::take(&mut *sh.lat_us.lock().unwrap());
     lat.sort_unstable();
@@ -658,6 +722,7 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
         p99_ms: pct_ms(&lat, lat.len(), 0.99),
         lost: (o.subs * o.msgs) as u64 - delivered,
         cpu_ns_per_delivery: cpu1.saturating_sub(cpu0) as f64 / delivered.max(1) as f64,
+        wire_b_per_delivery: wire as f64 / delivered.max(1) as f64,
     }
 }
 
@@ -799,7 +864,7 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
     let rss_per_conn_b = after.saturating_sub(before) as f64 * 1024.0 / opened.held.max(1) as f64;
 
     let receivers = opened.clients.len();
-    let pad = "x".repeat(o.size.saturating_sub(24));
+    let pad = chat_text(o.size.saturating_sub(24));
     let iv = Duration::from_nanos(1_000_000_000 / o.rate);
     let (start, own0) = (Instant::now(), cpu_ns("self"));
     let send_by = start + iv * msgs as u32 + o.deadline;
@@ -945,13 +1010,14 @@ fn header(o: &Opts) {
     let (what, cols) = match o.mode.as_str() {
         "fanout" => (
             format!(
-                "{} subscribers, {} messages of {} B, {}",
+                "{} subscribers, {} messages of {} B, {}, {}",
                 o.subs,
                 o.msgs,
                 o.size,
+                if o.deflate { "clients offer permessage-deflate" } else { "no compression" },
                 if o.rate == 0 { format!("flat out (window {})", o.window) } else { format!("{} msg/s", o.rate) }
             ),
-            "| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost | server CPU ns per delivery |",
+            "| server | deliveries/s (median) | runs | p50 latency ms | p99 latency ms | lost | server CPU ns per delivery | bytes on the wire per delivery |",
         ),
         "idle" => (
             format!("{} idle connections, rooms of {}", o.conns, o.room_size),
@@ -1002,14 +1068,15 @@ fn bench_target(o: &Opts, rt: &tokio::runtime::Runtime, target: &str) -> Vec<(&'
             let per_sec: Vec<f64> = r.iter().map(|x| x.per_sec).collect();
             let m = median(per_sec.clone());
             let cpu = median(r.iter().map(|x| x.cpu_ns_per_delivery).collect());
+            let wire = median(r.iter().map(|x| x.wire_b_per_delivery).collect());
             println!(
-                "| {target} | {m:.0} | {} | {} | {} | {} | {cpu:.0} |",
+                "| {target} | {m:.0} | {} | {} | {} | {} | {cpu:.0} | {wire:.1} |",
                 join(&per_sec, 0),
                 ms(median(r.iter().map(|x| x.p50_ms).collect())),
                 ms(median(r.iter().map(|x| x.p99_ms).collect())),
                 r.iter().map(|x| x.lost).sum::<u64>(),
             );
-            vec![("throughput", m), ("server CPU per delivery", cpu)]
+            vec![("throughput", m), ("server CPU per delivery", cpu), ("bytes per delivery", wire)]
         }
         "idle" => {
             let mut r = Vec::new();
@@ -1098,6 +1165,7 @@ fn main() {
     let o = parse_opts();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     pin_self(o.client_cpu);
+    DEFLATE.store(o.deflate, Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!(
         "# bench {} | server pinned to cpu {}, clients on cpu {} | {} cores | runs {}",
