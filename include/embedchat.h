@@ -392,6 +392,20 @@ char *chat_presence_json(const struct chat_engine *e, const char *room);
 // `e` is NULL or a live handle.
 char *chat_rooms_json(const struct chat_engine *e);
 
+// Reads the `tls` certificate and key files again (after a renewal replaced them), without a
+// restart: connections made from now on get the new certificate, connections already open keep
+// theirs and stay up.
+//
+// Returns CHAT_OK, or CHAT_ERR_NULL, CHAT_ERR_CONFIG (a file is missing, unreadable, not PEM,
+// or the key is not the certificate's: `chat_last_error()` names `tls.cert` or `tls.key` and
+// why; the old certificate keeps serving), CHAT_ERR_INVALID (the engine runs without `tls`),
+// CHAT_ERR_STOPPED. On a `chat_connect` handle the daemon reloads (CHAT_ERR_CONTROL if it
+// cannot be reached). Any thread, including inside the callback.
+//
+// # Safety
+// `e` is NULL or a live handle.
+int chat_reload_tls(struct chat_engine *e);
+
 // Stops the engine gracefully: no new connections, every client gets close 1001, waits up to
 // `stop_timeout_ms` for them, then joins every engine thread and closes every socket. Waiting
 // `chat_poll_event`/`chat_dispatch` calls on other threads return CHAT_ERR_STOPPED.

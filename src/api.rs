@@ -179,6 +179,18 @@ impl Engine {
         }
     }
 
+    /// Reads the `tls` certificate and key files again (after a renewal replaced them): new
+    /// connections get the new certificate, open ones keep theirs. A file that cannot be used
+    /// leaves the old certificate serving and returns `Error::Config` naming `tls.cert` or
+    /// `tls.key`; `Error::InvalidArgument` when the engine runs without `tls`. On a connected
+    /// handle, the daemon reloads.
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        match &self.target {
+            Target::Local(_) => host::reload_tls(&self.local()?.ctx),
+            Target::Remote(r) => r.reload_tls(),
+        }
+    }
+
     /// Rooms with someone in them, by name.
     pub fn rooms(&self) -> Result<Vec<RoomInfo>, Error> {
         match &self.target {

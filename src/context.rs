@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::events::EventQueue;
 use crate::hub::{Hub, LocalOnly};
 use crate::stats::Stats;
+use crate::tls::Tls;
 use crate::wsframe::Limits;
 
 pub struct Context {
@@ -35,6 +36,8 @@ pub struct Context {
     pub local_port: u16,
     /// Checks login tokens (config `auth`).
     pub auth: Option<Verifier>,
+    /// The certificate new connections get (config `tls`), loaded at start.
+    pub tls: Option<Tls>,
 }
 
 impl Context {
@@ -62,6 +65,7 @@ impl Context {
             per_ip: Arc::default(),
             auth: cfg_auth,
             local_port: 0,
+            tls: None,
         }
     }
 }

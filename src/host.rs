@@ -53,6 +53,8 @@ pub enum Op {
     },
     Stats,
     Ping,
+    /// Read the `tls` certificate and key files again (after a renewal).
+    ReloadTls,
 }
 
 /// A room with someone in it, as `rooms` lists it.
@@ -168,6 +170,18 @@ pub fn stats(ctx: &Context) -> stats::Snapshot {
     ctx.snapshot()
 }
 
+/// Reads the `tls` certificate and key files again and serves new connections with them;
+/// connections already open keep theirs. On failure the old certificate keeps serving and the
+/// error (`Error::Config`) names the file's key and why.
+pub fn reload_tls(ctx: &Context) -> Result<(), Error> {
+    running(ctx)?;
+    let Some(tls) = &ctx.tls else {
+        return Err(Error::InvalidArgument("TLS is off: the config has no `tls` key".into()));
+    };
+    tls.reload()?;
+    Ok(())
+}
+
 /// Carries out one operation for the HTTP API or the control socket; the reply is a JSON object
 /// with `"ok": true`.
 pub fn execute(ctx: &Context, op: Op) -> Result<Value, Error> {
@@ -205,6 +219,10 @@ pub fn execute(ctx: &Context, op: Op) -> Result<Value, Error> {
         Op::Ping => {
             running(ctx)?;
             json!({"ok": true, "port": ctx.local_port, "epoch": ctx.hub.epoch()})
+        }
+        Op::ReloadTls => {
+            reload_tls(ctx)?;
+            json!({"ok": true})
         }
     })
 }

@@ -8,7 +8,7 @@
 //! Layers, each depending only on those below it (the README's Layout section says what each
 //! module is):
 //! `ffi` → `api` → `runtime` / `remote` → `http` / `control` → `host` / `session` → `context`
-//! → `hub` / `auth` → `outbox` / `events` / `stats` → `error` → `config` → `protocol` /
+//! → `hub` / `auth` / `tls` → `outbox` / `events` / `stats` → `error` → `config` → `protocol` /
 //! `wsframe` → `identity` / `clock`.
 
 mod api;
@@ -31,6 +31,8 @@ mod remote;
 mod runtime;
 mod session;
 mod stats;
+mod tls;
+mod transport;
 mod wsframe;
 
 /// Entry points for the fuzz targets in `fuzz/`: the two parsers that see untrusted bytes.
@@ -63,5 +65,5 @@ pub use api::{
 };
 pub use config::{
     AdmissionConfig, AuthConfig, ChatConfig, EventsConfig, HistoryConfig, LimitsConfig, ModerationConfig,
-    RoomConfig, SiteConfig,
+    RoomConfig, SiteConfig, TlsConfig,
 };

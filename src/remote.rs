@@ -299,6 +299,11 @@ impl Remote {
         Ok(self.call(&Op::Presence { room: room.map(Into::into) })?.to_string())
     }
 
+    /// Has the daemon read its TLS certificate and key again.
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        self.call(&Op::ReloadTls).map(drop)
+    }
+
     /// The daemon's TCP port.
     pub fn port(&self) -> Result<u16, Error> {
         Ok(self.call(&Op::Ping)?["port"].as_u64().unwrap_or(0) as u16)

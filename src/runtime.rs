@@ -57,6 +57,9 @@ fn block_sigpipe() {
 /// Validates the config, binds, and returns once connections are accepted.
 pub fn start(cfg: Config) -> Result<Running, Error> {
     cfg.validate()?;
+    // The certificate and key are read before anything else starts, so a bad file fails
+    // chat_start with CHAT_ERR_CONFIG naming `tls.cert` or `tls.key`.
+    let tls = cfg.site.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
     let addr = cfg.listen_addr()?;
     let std_listener = bind(addr).map_err(|source| Error::Bind { addr, source })?;
     let local_addr = std_listener.local_addr().map_err(Error::Io)?;
@@ -89,6 +92,7 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
         .map_err(Error::Io)?;
     let mut ctx = Context::new(cfg, events);
     ctx.local_port = local_addr.port();
+    ctx.tls = tls;
     let ctx = Arc::new(ctx);
     let stop_accept = Arc::new(Notify::new());
     let (listener, control) = {

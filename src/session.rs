@@ -3,7 +3,8 @@
 //!
 //! Reads go through a buffer owned by the worker thread, not the connection, so an idle
 //! connection holds no read buffer at all (tungstenite's default 128 KiB buffer cost 134 KiB of
-//! RSS per idle connection when measured here).
+//! RSS per idle connection when measured here). Over TLS the plaintext comes through the same
+//! buffer; rustls keeps its own per-connection buffers for records (`src/transport.rs`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::context::{Context, IpSlot, SessionGuard};
@@ -22,6 +22,7 @@ use crate::identity::{ConnId, Identity, Resume};
 use crate::outbox::Outbox;
 use crate::protocol;
 use crate::stats::Stats;
+use crate::transport::Transport;
 use crate::wsframe::{self, close, Decoder, Incoming};
 use std::net::IpAddr;
 
@@ -56,8 +57,15 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes what the socket takes. Ok(true): everything written; Ok(false): socket full.
-    fn flush(&mut self, stream: &TcpStream, outbox: &Outbox, stats: &Stats) -> io::Result<bool> {
+    /// Writes what the socket takes. Ok(true): everything written (for TLS: also out of
+    /// rustls's buffer); Ok(false): socket full.
+    fn flush(
+        &mut self,
+        stream: &mut Transport,
+        cx: &mut TaskContext<'_>,
+        outbox: &Outbox,
+        stats: &Stats,
+    ) -> io::Result<bool> {
         if !self.closing {
             let batch = outbox.take(&mut self.pending);
             // Ahead of the queue, but never inside a frame already half written.
@@ -79,6 +87,13 @@ impl Writer {
         }
         loop {
             if self.pending.is_empty() {
+                // The close frame counts as written only once it is on the socket: the
+                // connection is dropped right after.
+                match stream.poll_send_buffered(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => return Ok(false),
+                }
                 self.close_written = self.closing;
                 if self.pending.capacity() > 16 {
                     // A burst grew the queue; an idle connection should not keep that memory.
@@ -92,9 +107,9 @@ impl Writer {
                 slices[i] = IoSlice::new(if i == 0 { &f[self.offset..] } else { f });
                 n += 1;
             }
-            match stream.try_write_vectored(&slices[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(mut w) => {
+            match stream.poll_write_bufs(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(mut w)) => {
                     outbox.written(w);
                     Stats::add(&stats.bytes_out, w as u64);
                     while w > 0 {
@@ -109,8 +124,8 @@ impl Writer {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Err(e)) => return Err(e),
             }
         }
     }
@@ -154,7 +169,7 @@ impl State {
 /// Joins an upgraded connection to the hub and runs it as a task of its own until it ends.
 pub fn start(
     ctx: Arc<Context>,
-    stream: TcpStream,
+    stream: Transport,
     early: Bytes,
     hello: Hello,
     guard: SessionGuard,
@@ -202,7 +217,7 @@ pub fn start(
 struct Session {
     ctx: Arc<Context>,
     id: ConnId,
-    stream: TcpStream,
+    stream: Transport,
     outbox: Arc<Outbox>,
     decoder: Decoder,
     state: State,
@@ -230,6 +245,7 @@ impl Future for Session {
         this.ctx.events.flush_if_overdue();
         match r {
             Poll::Ready(()) => {
+                this.stream.close_now(cx);
                 this.finish();
                 Poll::Ready(())
             }
@@ -249,7 +265,7 @@ impl Session {
     /// Writes, reads and keeps time until the connection ends.
     fn drive(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         loop {
-            let Ok(done) = self.writer.flush(&self.stream, &self.outbox, &self.ctx.stats) else {
+            let Ok(done) = self.writer.flush(&mut self.stream, cx, &self.outbox, &self.ctx.stats) else {
                 return Poll::Ready(());
             };
             if done && !self.writer.closing && self.outbox.owes_history() {
@@ -276,13 +292,8 @@ impl Session {
                 return Poll::Ready(()); // the client vanished without a close frame
             }
             if !self.state.eof {
-                match self.stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        if self.read().is_err() {
-                            return Poll::Ready(());
-                        }
-                        continue;
-                    }
+                match self.read(cx) {
+                    Poll::Ready(Ok(())) => continue,
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Pending => {}
                 }
@@ -364,24 +375,24 @@ impl Session {
         }
     }
 
-    /// One read from the socket through the thread's shared buffer.
-    fn read(&mut self) -> io::Result<()> {
+    /// One read from the connection through the thread's shared buffer.
+    fn read(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         READ_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            match self.stream.try_read(&mut buf) {
-                Ok(0) => {
+            match self.stream.poll_read_into(cx, &mut buf) {
+                Poll::Ready(Ok(0)) => {
                     self.state.eof = true;
-                    Ok(())
+                    Poll::Ready(Ok(()))
                 }
-                Ok(n) => {
+                Poll::Ready(Ok(n)) => {
                     Stats::add(&self.ctx.stats.bytes_in, n as u64);
                     self.state.last_rx = self.ctx.clock.now();
                     self.state.ping_sent = 0;
                     self.input(&buf[..n]);
-                    Ok(())
+                    Poll::Ready(Ok(()))
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                Err(e) => Err(e),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
             }
         })
     }

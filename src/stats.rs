@@ -26,6 +26,8 @@ pub struct Stats {
     pub idle_timeouts: AtomicU64,
     pub hook_timeouts: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub tls_handshake_timeouts: AtomicU64,
     pub header_rejects: AtomicU64,
     pub control_requests: AtomicU64,
     pub control_connections_open: AtomicU64,
@@ -66,6 +68,11 @@ pub struct Snapshot {
     pub idle_timeouts: u64,
     pub hook_timeouts: u64,
     pub handshake_timeouts: u64,
+    /// TLS handshakes that failed (not TLS, no common version, cipher or ALPN protocol, the
+    /// client refused the certificate, or hung up).
+    pub tls_handshake_failures: u64,
+    /// TLS handshakes not finished within `handshake_timeout_ms`.
+    pub tls_handshake_timeouts: u64,
     pub header_rejects: u64,
     pub control_requests: u64,
     /// Control socket connections open now.
@@ -124,6 +131,8 @@ impl Stats {
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             hook_timeouts: self.hook_timeouts.load(Relaxed),
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
+            tls_handshake_timeouts: self.tls_handshake_timeouts.load(Relaxed),
             header_rejects: self.header_rejects.load(Relaxed),
             control_requests: self.control_requests.load(Relaxed),
             control_connections_open: self.control_connections_open.load(Relaxed),

@@ -94,6 +94,8 @@ char *chat_presence_json(const struct chat_engine *e, const char *room);
 
 char *chat_rooms_json(const struct chat_engine *e);
 
+int chat_reload_tls(struct chat_engine *e);
+
 int chat_stop(struct chat_engine *e);
 
 void chat_free(struct chat_engine *e);

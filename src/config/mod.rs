@@ -120,6 +120,18 @@ fn yes() -> bool {
     true
 }
 
+/// HTTPS and `wss://` on the engine's own port: the certificate chain and its private key, PEM
+/// files read at start and again by `chat_reload_tls` (a renewal replaces the files, then
+/// reloads). See `src/tls.rs`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (`fullchain.pem` as certbot writes it).
+    pub cert: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub key: String,
+}
+
 /// Engine settings. The top-level fields are the engine's own; the groups go to the parts that
 /// read them. Field names are the JSON keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -276,7 +288,8 @@ pub struct AdmissionConfig {
     pub max_header_count: usize,
     /// Most bytes of request line and headers; more → HTTP 431.
     pub max_header_bytes: usize,
-    /// Time a client has to send its HTTP request headers.
+    /// Time a client has to send its HTTP request headers; with `tls`, also the time it has
+    /// for the TLS handshake before that (each phase gets the whole time).
     pub handshake_timeout_ms: u64,
 }
 
@@ -332,6 +345,8 @@ pub struct SiteConfig {
     /// A control connection that sends no request (or does not read its reply) for this long is
     /// closed; `chat_connect` handles reconnect by themselves.
     pub control_socket_idle_timeout_ms: u64,
+    /// Serve HTTPS and `wss://` on `listen` (see `TlsConfig`); absent = plain HTTP and `ws://`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -456,6 +471,7 @@ impl Default for SiteConfig {
             // at worst); each costs a file descriptor and a few KiB.
             control_socket_max_connections: 256,
             control_socket_idle_timeout_ms: 60_000,
+            tls: None,
         }
     }
 }
@@ -710,6 +726,15 @@ impl SiteConfig {
             100,
             86_400_000,
         )?;
+        if let Some(t) = &self.tls {
+            // The files themselves are read at start (`tls::Tls::load`), where a bad one fails
+            // `chat_start` naming the same keys.
+            for (key, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+                if path.trim().is_empty() {
+                    return Err(err(key, "must be the path of a PEM file"));
+                }
+            }
+        }
         self.socket_mode().map(drop)
     }
 

@@ -176,6 +176,7 @@ fn plain_words(msg: &str) -> String {
         ("expected a sequence", "expected a list"),
         ("expected struct AuthConfig", "expected an object"),
         ("expected struct RoomConfig", "expected an object"),
+        ("expected struct TlsConfig", "expected an object"),
         ("invalid type: ", ""),
         ("invalid value: ", ""),
     ] {

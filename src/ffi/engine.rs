@@ -539,6 +539,27 @@ pub unsafe extern "C" fn chat_rooms_json(e: *const chat_engine) -> *mut c_char {
     })
 }
 
+/// Reads the `tls` certificate and key files again (after a renewal replaced them), without a
+/// restart: connections made from now on get the new certificate, connections already open keep
+/// theirs and stay up.
+///
+/// Returns CHAT_OK, or CHAT_ERR_NULL, CHAT_ERR_CONFIG (a file is missing, unreadable, not PEM,
+/// or the key is not the certificate's: `chat_last_error()` names `tls.cert` or `tls.key` and
+/// why; the old certificate keeps serving), CHAT_ERR_INVALID (the engine runs without `tls`),
+/// CHAT_ERR_STOPPED. On a `chat_connect` handle the daemon reloads (CHAT_ERR_CONTROL if it
+/// cannot be reached). Any thread, including inside the callback.
+///
+/// # Safety
+/// `e` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn chat_reload_tls(e: *mut chat_engine) -> c_int {
+    entry(|| {
+        // SAFETY: see the function's Safety section.
+        unsafe { engine_ref(e) }?.engine.reload_tls()?;
+        Ok(OK)
+    })
+}
+
 /// Stops the engine gracefully: no new connections, every client gets close 1001, waits up to
 /// `stop_timeout_ms` for them, then joins every engine thread and closes every socket. Waiting
 /// `chat_poll_event`/`chat_dispatch` calls on other threads return CHAT_ERR_STOPPED.

@@ -1,6 +1,6 @@
 //! The one port: hyper serves the page and small HTTP endpoints (`/healthz`, `/metrics`, the
 //! HTTP API in `rest.rs`), and checks WebSocket upgrade requests (`upgrade.rs`) before handing
-//! the raw socket to a session.
+//! the connection (plain TCP, or TLS with config `tls`: `src/tls.rs`) to a session.
 
 mod rest;
 mod upgrade;
@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use crate::config::SiteConfig;
 use crate::context::Context;
 use crate::stats::Stats;
+use crate::transport::Transport;
 
 /// The bundled chat page.
 const PAGE: &str = include_str!("../../web/index.html");
@@ -96,6 +97,15 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<Not
 async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     let adm = &ctx.cfg.admission;
     let timeout = Duration::from_millis(adm.handshake_timeout_ms);
+    // The TLS handshake runs here, in the connection's own task: a slow or stalled client
+    // waits on its socket and a timer, never on a worker thread.
+    let io = match &ctx.tls {
+        None => Transport::Plain(stream),
+        Some(tls) => match tls.accept(stream, timeout, &ctx.stats).await {
+            Some(s) => Transport::Tls(Box::new(s)),
+            None => return,
+        },
+    };
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| handle(req, svc_ctx.clone(), peer));
     let conn = http1::Builder::new()
@@ -103,7 +113,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
         .header_read_timeout(timeout)
         .max_buf_size(adm.max_header_bytes)
         .max_headers(adm.max_header_count)
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
         // hyper answered (431) or hung up (timeout) by itself; count it like every other refusal.

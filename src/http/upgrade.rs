@@ -12,7 +12,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::net::TcpStream;
 
 use super::{header_has, text, Reply};
 use crate::context::Context;
@@ -20,6 +19,7 @@ use crate::identity::{Identity, Resume};
 use crate::protocol;
 use crate::session::{self, Hello};
 use crate::stats::Stats;
+use crate::transport::Transport;
 
 /// The subprotocol the bundled page offers, and the one the server answers when it is offered.
 pub const SUBPROTOCOL: &str = "embedchat";
@@ -247,7 +247,7 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        let Ok(parts) = upgraded.downcast::<TokioIo<Transport>>() else {
             return;
         };
         Stats::inc(&ctx.stats.connections_total);
