@@ -45,7 +45,8 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1)
     });
-    println!("listening on http://{}", engine.local_addr());
+    let scheme = if engine.config().is_some_and(|c| c.site.tls.is_some()) { "https" } else { "http" };
+    println!("listening on {scheme}://{}", engine.local_addr());
 
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {

@@ -195,6 +195,20 @@ final class Engine
         ));
     }
 
+    /**
+     * Reads the `tls` certificate and key files again after a renewal replaced them, without a
+     * restart: new connections get the new certificate, open ones stay up with theirs. On a
+     * connect() handle the daemon reloads (a certbot deploy hook can do it from the shell).
+     *
+     * @throws Exception\ConfigException naming `tls.cert` or `tls.key` when a file cannot be used
+     *         (the old certificate keeps serving)
+     * @throws Exception\InvalidValueException when the engine runs without `tls`
+     */
+    public function reloadTls(): void
+    {
+        Native::check($this->ffi, $this->ffi->chat_reload_tls($this->h()));
+    }
+
     /** Counters and gauges (see chat_stats_json). */
     public function stats(): array
     {

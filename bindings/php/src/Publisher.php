@@ -4,10 +4,17 @@ declare(strict_types=1);
 namespace EmbedChat;
 
 use EmbedChat\Exception\ControlException;
+use EmbedChat\Exception\InvalidValueException;
 
 /**
  * Posts into the chat from ordinary PHP pages (PHP-FPM, no FFI) through the engine's HTTP API
  * (config `api_key`). Pure PHP streams: no curl needed.
+ *
+ * An `https://` base URL (an engine with `tls` in its config, or a proxy in front) speaks TLS
+ * 1.2 or 1.3 and checks the certificate: `$verify` true checks it against the system's CAs,
+ * a string is the path of a CA file to check it against instead (a private CA, or the engine's
+ * own self-signed certificate), and false turns the check off, which anyone on the network
+ * path can then exploit: only for tests, or for 127.0.0.1 where nobody else is on the path.
  */
 final class Publisher
 {
@@ -15,7 +22,11 @@ final class Publisher
         private readonly string $baseUrl,
         #[\SensitiveParameter] private readonly string $apiKey,
         private readonly float $timeout = 5.0,
+        private readonly bool|string $verify = true,
     ) {
+        if (is_string($verify) && !is_readable($verify)) {
+            throw new InvalidValueException("verify: cannot read the CA file $verify", Native::RESULTS['CHAT_ERR_INVALID']);
+        }
     }
 
     /** A message to $room (null: every room) shown as from $from (null: the engine's host_name). Returns how many connections got it. */
@@ -75,7 +86,7 @@ final class Publisher
     /**
      * One HTTP/1.1 request on its own connection. Written on sockets rather than the http://
      * stream wrapper or curl, so it works where `allow_url_fopen` is off and ext-curl missing
-     * (common on shared PHP hosting). https:// needs ext-openssl.
+     * (common on shared PHP hosting). https:// needs ext-openssl (PHP's `ssl://` streams).
      *
      * @return array{int, string} status and body
      */
@@ -86,10 +97,26 @@ final class Publisher
         $host = $url['host'] ?? '127.0.0.1';
         $port = $url['port'] ?? ($scheme === 'https' ? 443 : 80);
         $prefix = rtrim($url['path'] ?? '', '/');
-        $target = ($scheme === 'https' ? 'tls' : 'tcp') . "://$host:$port";
-        $s = @stream_socket_client($target, $errno, $err, $this->timeout);
+        $tls = $scheme === 'https';
+        // `ssl://` negotiates the best version both sides have; `crypto_method` keeps it to TLS
+        // 1.2 and 1.3 (`tls://` would mean 1.0 to 1.2 on some PHP versions).
+        $target = ($tls ? 'ssl' : 'tcp') . "://$host:$port";
+        $context = stream_context_create($tls ? ['ssl' => $this->sslOptions($host)] : []);
+        // A failed TLS handshake leaves $err empty: the reason ("certificate verify failed") is
+        // in the warnings PHP raises on the way, which are kept for the exception instead.
+        $warnings = [];
+        set_error_handler(static function (int $no, string $msg) use (&$warnings): bool {
+            $warnings[] = preg_replace('/^stream_socket_client\(\): /', '', $msg);
+            return true;
+        });
+        try {
+            $s = stream_socket_client($target, $errno, $err, $this->timeout, STREAM_CLIENT_CONNECT, $context);
+        } finally {
+            restore_error_handler();
+        }
         if ($s === false) {
-            throw new ControlException("cannot reach the chat engine at {$this->baseUrl}: $err ($errno)");
+            $why = implode('; ', array_filter([$err, ...$warnings]));
+            throw new ControlException("cannot reach the chat engine at {$this->baseUrl}: $why ($errno)");
         }
         try {
             stream_set_timeout($s, (int) ceil($this->timeout));
@@ -112,5 +139,23 @@ final class Publisher
             throw new ControlException("not an HTTP answer from {$this->baseUrl}");
         }
         return [(int) $m[1], $bodyText];
+    }
+
+    /** The `ssl` stream context options for $host (see the class comment for `verify`). */
+    private function sslOptions(string $host): array
+    {
+        $o = [
+            'peer_name' => $host,
+            'SNI_enabled' => true,
+            'crypto_method' => STREAM_CRYPTO_METHOD_TLSv1_2_CLIENT | STREAM_CRYPTO_METHOD_TLSv1_3_CLIENT,
+        ];
+        if ($this->verify === false) {
+            return $o + ['verify_peer' => false, 'verify_peer_name' => false, 'allow_self_signed' => true];
+        }
+        $o += ['verify_peer' => true, 'verify_peer_name' => true];
+        if (is_string($this->verify)) {
+            $o['cafile'] = $this->verify;
+        }
+        return $o;
     }
 }

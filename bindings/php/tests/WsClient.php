@@ -11,9 +11,12 @@ final class WsClient
     private string $buf = '';
     public ?int $closeCode = null;
 
-    public function __construct(int $port, string $query = '', float $timeout = 5.0)
+    /** @param array<string, mixed>|null $ssl `ssl` stream context options: speak wss:// with them */
+    public function __construct(int $port, string $query = '', float $timeout = 5.0, ?array $ssl = null)
     {
-        $s = stream_socket_client("tcp://127.0.0.1:$port", $errno, $err, $timeout);
+        $target = ($ssl === null ? 'tcp' : 'ssl') . "://127.0.0.1:$port";
+        $context = stream_context_create($ssl === null ? [] : ['ssl' => $ssl]);
+        $s = stream_socket_client($target, $errno, $err, $timeout, STREAM_CLIENT_CONNECT, $context);
         if ($s === false) {
             throw new \RuntimeException("connect: $err");
         }
