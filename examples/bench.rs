@@ -20,7 +20,8 @@
 //! - `idle`: `--conns` connections in rooms of `--room-size`; server RSS growth per connection.
 //! - `bigroom`: `--conns` (19,000) connections in ONE room, opened as fast as the server lets
 //!   them (`--concurrency` (256) handshakes in flight); connect rate (first connect → last
-//!   welcome), RSS growth per connection held once settled, then `--rate` (100) msg/s for
+//!   welcome), the server's CPU per connection over that phase (TLS handshakes show here),
+//!   RSS growth per connection held once settled, then `--rate` (100) msg/s for
 //!   `--seconds` (10) from one of them: delivered % of conns × messages, p50 / p99 latency, and
 //!   how busy this process was meanwhile (near 100 %: the clients, not the server, set the
 //!   latency).
@@ -33,7 +34,9 @@
 //! - `hook`: the latency a PHP host adds by approving every message (`php-auto`/`php-approve`).
 //!
 //! Options: `--targets embedchat,uws,ws` (which servers, `embedchat,ws` if not given; the ratio
-//! lines at the end compare every other target with embedchat), `--server-cpu 0 --client-cpu 1` (the server is pinned with taskset, the
+//! lines at the end compare every other target with embedchat), `--tls` (embedchat serves
+//! https/wss with a certificate this tool makes, ECDSA P-256, and every client speaks TLS through
+//! tokio-rustls with full handshakes, no session resumption; the uws and ws peers stay plain), `--server-cpu 0 --client-cpu 1` (the server is pinned with taskset, the
 //! clients pin themselves), `--deadline SECS` (bigroom, storm, churn: the most each phase may
 //! take; what was reached by then is reported), `--runs N` (figures are medians over the runs).
 //!
@@ -50,10 +53,10 @@ use std::io::{BufRead, BufReader, Read as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -81,12 +84,13 @@ struct Opts {
     deadline: Duration,
     spread_ms: u64,
     rounds: usize,
+    tls: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench fanout|idle|bigroom|storm|churn|hook [--targets embedchat,uws,ws] [--runs N]\n\
-         \x20 [--server-cpu N] [--client-cpu N]\n\
+         \x20 [--server-cpu N] [--client-cpu N] [--tls]\n\
          \x20 fanout:  [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--batch N] [--deflate 1]\n\
          \x20 idle:    [--conns N] [--room-size N]\n\
          \x20 bigroom: [--conns N] [--concurrency N] [--rate N] [--seconds N] [--size BYTES] [--deadline SECS]\n\
@@ -129,8 +133,13 @@ fn parse_opts() -> Opts {
         deadline: Duration::from_secs(deadline),
         spread_ms: 2000,
         rounds: 2,
+        tls: false,
     };
     while let Some(k) = args.next() {
+        if k == "--tls" {
+            o.tls = true;
+            continue;
+        }
         let v = args.next().unwrap_or_else(|| panic!("{k} needs a value"));
         let n = || v.parse::<usize>().unwrap_or_else(|_| panic!("{k}: not a number: {v}"));
         match k.as_str() {
@@ -201,12 +210,12 @@ impl Server {
         match target {
             "embedchat" => {
                 let cfg = std::env::temp_dir().join(format!("embedchat-bench-{}.json", std::process::id()));
-                std::fs::write(
-                    &cfg,
-                    r#"{"worker_threads": 1, "max_connections": 100000, "max_connections_per_ip": 0,
-                        "max_messages_per_second": 0, "event_queue": 1048576}"#,
-                )
-                .unwrap();
+                let mut json = serde_json::json!({"worker_threads": 1, "max_connections": 100000,
+                    "max_connections_per_ip": 0, "max_messages_per_second": 0, "event_queue": 1048576});
+                if let Some(t) = tls_now() {
+                    json["tls"] = serde_json::json!({"cert": t.cert, "key": t.key});
+                }
+                std::fs::write(&cfg, json.to_string()).unwrap();
                 cmd.arg(exe_dir.join("chat_server"))
                     .args(["--listen", "127.0.0.1:0", "--quiet", "--config"])
                     .arg(cfg);
@@ -282,12 +291,123 @@ fn pin_self(cpu: usize) {
 /// `--deflate 1`: every client offers permessage-deflate (set once in `main`, read by every connect).
 static DEFLATE: AtomicBool = AtomicBool::new(false);
 
-/// Opens a WebSocket from `local_ip` and returns the stream plus bytes read past the handshake.
-async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
+/// `--tls`: the certificate this run made and a client config that trusts it.
+struct TlsSetup {
+    client: Arc<rustls::ClientConfig>,
+    cert: String,
+    key: String,
+}
+
+static TLS: OnceLock<TlsSetup> = OnceLock::new();
+/// Whether the target being measured now speaks TLS (embedchat with `--tls`).
+static TLS_ON: AtomicBool = AtomicBool::new(false);
+
+fn tls_now() -> Option<&'static TlsSetup> {
+    TLS.get().filter(|_| TLS_ON.load(Ordering::SeqCst))
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (ECDSA P-256, what most sites get
+/// from their CA today), written next to the config; clients trust the CA and nothing else, and
+/// make a full handshake every time (no resumption: the cost of a first visit or a reconnect
+/// storm after a restart).
+fn make_tls() -> TlsSetup {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let dir = std::env::temp_dir();
+    let cert = dir.join(format!("embedchat-bench-{}-cert.pem", std::process::id()));
+    let key_path = dir.join(format!("embedchat-bench-{}-key.pem", std::process::id()));
+    std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let mut client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    client.resumption = rustls::client::Resumption::disabled();
+    TlsSetup {
+        client: Arc::new(client),
+        cert: cert.to_str().unwrap().to_string(),
+        key: key_path.to_str().unwrap().to_string(),
+    }
+}
+
+type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A client's connection: plain TCP, or TLS (`--tls`).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<ClientTls>),
+}
+
+enum Rd {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<ClientTls>),
+}
+
+enum Wr {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<ClientTls>),
+}
+
+impl Conn {
+    fn split(self) -> (Rd, Wr) {
+        match self {
+            Conn::Plain(s) => {
+                let (r, w) = s.into_split();
+                (Rd::Plain(r), Wr::Plain(w))
+            }
+            Conn::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Rd::Tls(r), Wr::Tls(w))
+            }
+        }
+    }
+}
+
+impl Wr {
+    /// Writes all of `b`; over TLS also flushes, since rustls may keep records back otherwise.
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Wr::Plain(w) => w.write_all(b).await,
+            Wr::Tls(w) => {
+                w.write_all(b).await?;
+                w.flush().await
+            }
+        }
+    }
+}
+
+/// Opens a WebSocket from `local_ip` (over TLS when the target speaks it) and returns the
+/// connection plus bytes read past the handshake.
+async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Result<(Conn, Vec<u8>)> {
     let sock = TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(local_ip.into(), 0))?;
-    let mut s = sock.connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)).await?;
+    let s = sock.connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)).await?;
     s.set_nodelay(true)?;
+    match tls_now() {
+        None => {
+            let mut s = s;
+            let rest = upgrade(&mut s, query).await?;
+            Ok((Conn::Plain(s), rest))
+        }
+        Some(t) => {
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut s = tokio_rustls::TlsConnector::from(t.client.clone()).connect(name, s).await?;
+            let rest = upgrade(&mut s, query).await?;
+            Ok((Conn::Tls(Box::new(s)), rest))
+        }
+    }
+}
+
+/// The HTTP upgrade on `s`; returns the bytes read past the 101's headers.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, query: &str) -> std::io::Result<Vec<u8>> {
     let req = format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
@@ -313,7 +433,7 @@ async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Resu
                 let status = String::from_utf8_lossy(&buf[..end]).lines().next().unwrap_or("").to_string();
                 return Err(std::io::Error::other(status));
             }
-            return Ok((s, buf.split_off(end + 4)));
+            return Ok(buf.split_off(end + 4));
         }
     }
 }
@@ -478,7 +598,7 @@ impl Shared {
 
 /// A connection's write half: the reader answers pings through it while the benchmark publishes
 /// or closes through it, so writes take the lock and frames never interleave.
-type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+type Writer = Arc<tokio::sync::Mutex<Wr>>;
 
 /// An open client: its write half and the task reading everything the server sends.
 struct Client {
@@ -500,7 +620,15 @@ thread_local! {
 }
 
 /// Waits for bytes and appends them to `buf`; Ok(0) at the end of the stream.
-async fn read_some(rd: &OwnedReadHalf, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_some(rd: &mut Rd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let rd = match rd {
+        Rd::Plain(r) => r,
+        Rd::Tls(r) => {
+            // rustls holds the connection's records itself; the plaintext lands in `buf`.
+            buf.reserve(16 * 1024);
+            return r.read_buf(buf).await;
+        }
+    };
     loop {
         rd.readable().await?;
         let r = CHUNK.with(|c| {
@@ -522,7 +650,7 @@ async fn read_some(rd: &OwnedReadHalf, buf: &mut Vec<u8>) -> std::io::Result<usi
 /// first text frame; `permit` is released then), times every `message`, answers pings, ignores
 /// everything else.
 async fn subscribe(
-    rd: OwnedReadHalf,
+    mut rd: Rd,
     mut buf: Vec<u8>,
     sh: Arc<Shared>,
     expect: usize,
@@ -571,7 +699,7 @@ async fn subscribe(
         if got >= expect {
             break;
         }
-        match read_some(&rd, &mut buf).await {
+        match read_some(&mut rd, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 sh.wire_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -595,7 +723,7 @@ async fn open(
     sh.last_start_ns.fetch_max(started_ns, Ordering::SeqCst);
     match ws_connect(port, ip, &query).await {
         Ok((s, rest)) => {
-            let (rd, wr) = s.into_split();
+            let (rd, wr) = s.split();
             let wr = Arc::new(tokio::sync::Mutex::new(wr));
             let reader = tokio::spawn(subscribe(rd, rest, sh, expect, wr.clone(), started_ns, permit));
             Some(Client { wr, reader })
@@ -732,7 +860,11 @@ const HOOK_MESSAGES: usize = 500;
 /// One client sends a message, waits until it comes back from the room, and sends the next;
 /// returns each round trip in µs.
 async fn round_trips(port: u16, n: usize) -> Vec<u32> {
-    let (s, mut buf) = ws_connect(port, Ipv4Addr::new(127, 0, 0, 2), "name=rtt").await.expect("connect");
+    let (Conn::Plain(s), mut buf) =
+        ws_connect(port, Ipv4Addr::new(127, 0, 0, 2), "name=rtt").await.expect("connect")
+    else {
+        unreachable!("the PHP hosts speak plain WebSocket");
+    };
     let (mut rd, mut wr) = s.into_split();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(n);
@@ -844,6 +976,10 @@ struct BigRoomResult {
     held: usize,
     deadline_passed: bool,
     per_sec: f64,
+    /// Server CPU per connection held, over the connect phase.
+    connect_cpu_us: f64,
+    /// How busy this process was during the connect phase.
+    connect_busy_pct: f64,
     rss_per_conn_b: f64,
     delivered_pct: f64,
     p50_ms: f64,
@@ -856,7 +992,13 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
     let before = server.rss_kib();
     let sh = Shared::new();
     let msgs = (o.rate * o.seconds) as usize;
+    let (server0, own0, t0) = (server.cpu_ns(), cpu_ns("self"), Instant::now());
     let opened = connect_many(o, server.port, o.conns, "big", &sh, msgs).await;
+    // The connect phase's CPU on both sides: the server's per connection (TLS handshake,
+    // upgrade, join) does not depend on whether this process kept up.
+    let connect_cpu_us = server.cpu_ns().saturating_sub(server0) as f64 / 1e3 / opened.held.max(1) as f64;
+    let connect_busy_pct =
+        cpu_ns("self").saturating_sub(own0) as f64 * 100.0 / t0.elapsed().as_nanos().max(1) as f64;
     sh.report_failures(target);
     // Let presence traffic and allocations settle, as `idle` does.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -893,6 +1035,8 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
         held: opened.held,
         deadline_passed: opened.deadline_passed,
         per_sec: opened.per_sec,
+        connect_cpu_us,
+        connect_busy_pct,
         rss_per_conn_b,
         delivered_pct: delivered as f64 * 100.0 / (o.conns * msgs).max(1) as f64,
         p50_ms: pct_ms(&lat, lat.len(), 0.50),
@@ -1028,7 +1172,7 @@ fn header(o: &Opts) {
                 "{} connections in one room ({} handshakes in flight, deadline {} s per phase), then {} msg/s of {} B for {} s from one of them",
                 o.conns, o.concurrency, o.deadline.as_secs(), o.rate, o.size, o.seconds
             ),
-            "| server | held | connects/s (median) | runs | RSS per connection B | delivered % | p50 latency ms | p99 latency ms | load generator busy % |",
+            "| server | held | connects/s (median) | runs | server CPU µs per connect | load generator busy % while connecting | RSS per connection B | delivered % | p50 latency ms | p99 latency ms | load generator busy % |",
         ),
         "storm" => (
             format!(
@@ -1056,6 +1200,7 @@ fn join(v: &[f64], digits: usize) -> String {
 
 /// Runs one target `o.runs` times, prints its row and returns the figures the ratios compare.
 fn bench_target(o: &Opts, rt: &tokio::runtime::Runtime, target: &str) -> Vec<(&'static str, f64)> {
+    TLS_ON.store(o.tls && target == "embedchat", Ordering::SeqCst);
     let start = || Server::start(target, o.server_cpu);
     match o.mode.as_str() {
         "fanout" => {
@@ -1110,8 +1255,10 @@ fn bench_target(o: &Opts, rt: &tokio::runtime::Runtime, target: &str) -> Vec<(&'
             let rss = median(r.iter().map(|x| x.rss_per_conn_b).collect());
             let p99 = median(r.iter().map(|x| x.p99_ms).collect());
             println!(
-                "| {target} | {held} | {m:.0} | {} | {rss:.0} | {:.2} | {} | {} | {:.0} |",
+                "| {target} | {held} | {m:.0} | {} | {:.0} | {:.0} | {rss:.0} | {:.2} | {} | {} | {:.0} |",
                 join(&rate, 0),
+                median(r.iter().map(|x| x.connect_cpu_us).collect()),
+                median(r.iter().map(|x| x.connect_busy_pct).collect()),
                 median(r.iter().map(|x| x.delivered_pct).collect()),
                 ms(median(r.iter().map(|x| x.p50_ms).collect())),
                 ms(p99),
@@ -1173,6 +1320,10 @@ fn main() {
     );
     if o.mode == "hook" {
         return hook_bench(&o, &rt);
+    }
+    if o.tls {
+        let _ = TLS.set(make_tls());
+        println!("# --tls: embedchat serves wss:// (rustls, ring, ECDSA P-256, full handshakes); uws and ws stay plain");
     }
     header(&o);
     let summary: Vec<(&str, Vec<(&str, f64)>)> =
