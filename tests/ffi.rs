@@ -55,6 +55,7 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
         assert_eq!(chat_kick_user(null_mut(), c"42".as_ptr(), null()), ERR_NULL);
         assert!(chat_rooms_json(null()).is_null());
         assert_eq!(chat_broadcast_from(null_mut(), null(), c"x".as_ptr(), null()), ERR_NULL);
+        assert_eq!(chat_reload_tls(null_mut()), ERR_NULL);
         chat_free(null_mut());
         chat_event_free(null_mut());
         chat_string_free(null_mut());
@@ -75,6 +76,7 @@ fn null_everywhere_is_an_error_code_never_a_crash() {
             "nothing visible"
         );
         assert_eq!(chat_kick_user(e, c"nobody".as_ptr(), null()), ERR_INVALID, "no such user");
+        assert_eq!(chat_reload_tls(e), ERR_INVALID, "no `tls` in the config");
         let rooms = chat_rooms_json(e);
         assert_eq!(CStr::from_ptr(rooms).to_str().unwrap(), "[]");
         chat_string_free(rooms);

@@ -56,6 +56,7 @@ static void contract(void) {
     CHECK(chat_dispatch(NULL, 0) == CHAT_ERR_NULL);
     CHECK(chat_event_fd(NULL) == CHAT_ERR_NULL);
     CHECK(chat_stop(NULL) == CHAT_ERR_NULL);
+    CHECK(chat_reload_tls(NULL) == CHAT_ERR_NULL);
     CHECK(chat_stats_json(NULL) == NULL);
     CHECK(chat_port(NULL) == 0);
     chat_free(NULL);
@@ -75,6 +76,7 @@ static void contract(void) {
     CHECK(chat_broadcast(e, NULL, NULL) == CHAT_ERR_NULL);
     CHECK(chat_send(e, 424242, "x") == CHAT_ERR_UNKNOWN_CONN);
     CHECK(chat_poll_event(e, 0, NULL) == CHAT_ERR_NULL);
+    CHECK(chat_reload_tls(e) == CHAT_ERR_INVALID); /* no `tls` in the config */
     CHECK(chat_stop(e) == CHAT_OK);
     CHECK(chat_stop(e) == CHAT_ERR_STOPPED);
     CHECK(chat_broadcast(e, NULL, "x") == CHAT_ERR_STOPPED);
