@@ -380,3 +380,32 @@ fn chat_reload_tls_in_c_and_through_a_daemon_handle() {
         ffi::chat_free(e);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_gets_the_rest_once_it_reads_again() {
+    // More than loopback's socket buffers hold, so the session's writes over TLS really wait for
+    // the socket (rustls keeps records back) and must be woken when it drains.
+    let ca = TestCa::new();
+    ca.install_leaf();
+    let e = engine(json!({"tls": ca.tls_config(), "slow_consumer": "drop_oldest", "history_size": 0}));
+    let mut ws = wss(&e, "name=sleepy", ca.default_client()).await;
+    welcomed(&mut ws).await;
+    let text = "y".repeat(1000);
+    for _ in 0..20_000 {
+        e.broadcast(Some("lobby"), &text).unwrap();
+    }
+    e.broadcast(Some("lobby"), "last").unwrap();
+    let mut got = 0;
+    loop {
+        let m = recv_type(&mut ws, "message").await;
+        got += 1;
+        if m["text"] == "last" {
+            break;
+        }
+    }
+    assert!(e.stats().messages_dropped > 0, "the backlog overflowed: the socket was full");
+    assert!(got > 1, "{got}");
+    // And the connection is still good for more.
+    e.broadcast(Some("lobby"), "after").unwrap();
+    assert_eq!(recv_type(&mut ws, "message").await["text"], "after");
+}
