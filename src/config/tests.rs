@@ -139,3 +139,15 @@ fn control_socket_limits_are_checked() {
     let e = Config::from_json(r#"{"control_socket_idle_timeout_ms": 10}"#).unwrap_err();
     assert_eq!(e.key, "control_socket_idle_timeout_ms");
 }
+
+#[test]
+fn tls_is_an_object_of_two_paths_and_names_its_own_keys() {
+    let c = Config::from_json(r#"{"tls": {"cert": "a.pem", "key": "b.pem"}}"#).unwrap();
+    assert_eq!(c.site.tls, Some(TlsConfig { cert: "a.pem".into(), key: "b.pem".into() }));
+    assert_eq!(Config::from_json(r#"{"tls": {"cert": "a.pem", "key": " "}}"#).unwrap_err().key, "tls.key");
+    let e = Config::from_json(r#"{"tls": {"cert": "a.pem", "key": "b.pem", "chain": "c.pem"}}"#).unwrap_err();
+    assert_eq!(e.key, "tls.chain");
+    let e = Config::from_json(r#"{"tls": "a.pem"}"#).unwrap_err();
+    assert_eq!(e.key, "tls");
+    assert!(e.message.contains("expected an object"), "{e}");
+}
