@@ -7,7 +7,11 @@
  *   opcache.preload=/path/to/embedchat/bindings/php/preload.php
  *   opcache.preload_user=www-data        ; the FPM pool's user (needed when started as root)
  *   ffi.enable=preload
- *   ; and in the pool (or the environment): env[EMBEDCHAT_LIB] = /path/to/libembedchat.so
+ *   ; with an installed library (scripts/install, the .deb) load it with the header installed
+ *   ; for this (then this script only preloads the classes):
+ *   ffi.preload=/usr/share/embedchat/2/embedchat-ffi.h   ; /usr/local/share/... for scripts/install
+ *   ; else the library is looked up as Native::findLibrary says (EMBEDCHAT_LIB in the pool's
+ *   ; environment, env[EMBEDCHAT_LIB] = /path/to/libembedchat.so, comes first)
  *
  * It loads the library under the FFI scope "EMBEDCHAT" and preloads this package's classes, so
  * EmbedChat\Engine::connect('/run/embedchat.sock') works in every request with no per-request
@@ -29,7 +33,8 @@ try {
     return;
 } catch (FFI\Exception) {
 }
-$lib = EmbedChat\Native::findLibrary(($l = getenv('EMBEDCHAT_LIB')) === false || $l === '' ? null : $l);
+// EMBEDCHAT_LIB, this checkout's build, or the installed library (Native::findLibrary's order).
+$lib = EmbedChat\Native::findLibrary();
 $header = EmbedChat\Native::scopedHeader($lib);
 // FFI::load reads a file; one per distinct library path and header.
 $file = sys_get_temp_dir() . '/embedchat-preload-' . md5($header) . '.h';

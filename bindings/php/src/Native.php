@@ -64,36 +64,88 @@ final class Native
     }
 
     /**
-     * The library: an explicit path, then EMBEDCHAT_LIB, then this repository's target/release,
-     * then the system library directories.
+     * The library, the first found of:
+     *  1. the path given to Engine::start()/connect() (nothing else is tried then);
+     *  2. the EMBEDCHAT_LIB environment variable (nothing else is tried when it is set);
+     *  3. this repository's target/release, when the package is used from a checkout;
+     *  4. the installed library by its soname, `libembedchat.so.N` with N = ABI_VERSION, through
+     *     the system's linker path exactly as a C program finds it: LD_LIBRARY_PATH, then the
+     *     ldconfig cache (/usr/lib/<multiarch> from the .deb, /usr/local/lib once ldconfig ran
+     *     after `scripts/install`). By soname, so a library of another ABI is never picked;
+     *  5. the usual prefixes' lib directories by path (an install whose ldconfig has not run).
+     * Returns a path (or the bare soname where the loaded file cannot be told).
      */
     public static function findLibrary(?string $explicit = null): string
     {
-        $tried = [];
-        $candidates = [];
         if ($explicit !== null) {
-            $candidates[] = $explicit;
-        } else {
-            $env = getenv('EMBEDCHAT_LIB');
-            if (is_string($env) && $env !== '') {
-                $candidates[] = $env;
+            if (is_file($explicit)) {
+                return $explicit;
             }
-            $candidates[] = dirname(__DIR__, 3) . '/target/release/libembedchat.so';
-            foreach (['/usr/local/lib', '/usr/lib', '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu'] as $dir) {
-                $candidates[] = "$dir/libembedchat.so";
-            }
+            throw new LibraryException("no library at $explicit (the path given to Engine::start()/connect())");
         }
-        foreach ($candidates as $path) {
-            if (is_file($path)) {
-                return $path;
+        $tried = [];
+        $env = getenv('EMBEDCHAT_LIB');
+        if (is_string($env) && $env !== '') {
+            if (is_file($env)) {
+                return $env;
             }
-            $tried[] = $path;
+            // Configured but wrong: say so rather than quietly load some other library.
+            throw new LibraryException("EMBEDCHAT_LIB names no file: $env");
+        }
+        $build = dirname(__DIR__, 3) . '/target/release/libembedchat.so';
+        if (is_file($build)) {
+            return $build;
+        }
+        $tried[] = $build;
+
+        $soname = 'libembedchat.so.' . self::ABI_VERSION;
+        try {
+            // dlopen() of a name without a slash searches the linker path; a tiny declaration
+            // is enough to find out. Held while /proc/self/maps is read: the library is
+            // unloaded with the FFI object.
+            $probe = \FFI::cdef('unsigned int chat_abi_version(void);', $soname);
+            $path = self::loadedPath($soname);
+            unset($probe);
+            return $path;
+        } catch (\Throwable $e) {
+            $tried[] = "$soname (the linker path: LD_LIBRARY_PATH, ldconfig; " . $e->getMessage() . ')';
+        }
+
+        foreach (['/usr/local/lib', '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib'] as $dir) {
+            foreach (["$dir/$soname", "$dir/libembedchat.so"] as $path) {
+                if (is_file($path)) {
+                    return $path;
+                }
+                $tried[] = $path;
+            }
         }
         throw new LibraryException(
-            'libembedchat.so not found (tried ' . implode(', ', $tried) . '). Build it with '
-            . '`cargo build --release` in the embedchat repository, then pass its path to '
-            . 'Engine::start()/connect() or set EMBEDCHAT_LIB.'
+            'libembedchat not found (tried ' . implode(', ', $tried) . '). Install it '
+            . '(scripts/install, or the libembedchat' . self::ABI_VERSION . ' .deb: see "Install" in '
+            . 'the embedchat README) or build it with `cargo build --release`, then pass its path '
+            . 'to Engine::start()/connect() or set EMBEDCHAT_LIB if it is elsewhere.'
         );
+    }
+
+    /**
+     * Where the library dlopen() found by `$soname` lives: its soname link next to the file
+     * mapped into this process (a path ffi.preload headers and messages can show, and that
+     * follows upgrades within the ABI), or the bare soname when /proc/self/maps cannot tell.
+     */
+    private static function loadedPath(string $soname): string
+    {
+        $paths = [];
+        foreach (@file('/proc/self/maps', FILE_IGNORE_NEW_LINES) ?: [] as $line) {
+            $path = strstr($line, '/');
+            if ($path !== false && preg_match('/^libembedchat\.so(\.\d+)*$/', basename($path))) {
+                $paths[$path] = true;
+            }
+        }
+        if (count($paths) !== 1) {
+            return $soname;
+        }
+        $file = (string) array_key_first($paths);
+        return is_file(dirname($file) . "/$soname") ? dirname($file) . "/$soname" : $file;
     }
 
     /** The loaded library: the preloaded scope if there is one, else FFI::cdef. */
