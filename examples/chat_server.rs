@@ -6,9 +6,30 @@
 //! `--config FILE` takes the same JSON keys as `chat_start`; `--listen` overrides its `listen`.
 //! Ctrl-C stops gracefully (clients get close 1001).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use embedchat::{Config, Engine, EventKind};
+
+/// Set by SIGINT/SIGTERM; the host loop below checks it between events.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // An atomic store is async-signal-safe; everything else happens in the loop.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C and `kill` stop the server gracefully. With libc (already the engine's dependency)
+/// rather than a signal crate: a dev-dependency such as `ctrlc` turns on features of shared
+/// dependencies (libc's `extra_traits` through `nix`), so `cargo build --release` and
+/// `cargo run --release --example chat_server` would each rebuild the library the other built.
+fn stop_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a handler that only stores to an atomic; `signal` has no other
+        // preconditions.
+        unsafe { libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+}
 
 fn usage() -> ! {
     eprintln!("usage: chat_server [--listen ADDR] [--config FILE] [--quiet]");
@@ -48,14 +69,10 @@ fn main() {
     let scheme = if engine.config().is_some_and(|c| c.site.tls.is_some()) { "https" } else { "http" };
     println!("listening on {scheme}://{}", engine.local_addr());
 
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.send(());
-    })
-    .expect("install Ctrl-C handler");
+    stop_on_signals();
 
     // The host's loop: take events on this thread, answer the bot command, log the rest.
-    while stop_rx.try_recv().is_err() {
+    while !STOP.load(Ordering::Relaxed) {
         let Some(ev) = engine.poll_event(Some(Duration::from_millis(200))).expect("engine running") else {
             continue;
         };
