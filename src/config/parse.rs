@@ -31,23 +31,17 @@ pub(super) fn from_json(text: &str) -> Result<Config, ConfigError> {
         if map.contains_key(&key) {
             return Err(err(&key, "given twice"));
         }
-        // PHP's json_encode writes an empty map as `[]`.
-        let value = if key == "rooms" && value.as_array().is_some_and(Vec::is_empty) {
-            Value::Object(Map::new())
-        } else {
-            value
-        };
         map.insert(key, value);
     }
-    let map = Value::Object(map);
-    let mut cfg: Config = group(&map)?;
-    cfg.chat = group(&map)?;
-    cfg.history = group(&map)?;
-    cfg.moderation = group(&map)?;
-    cfg.limits = group(&map)?;
-    cfg.admission = group(&map)?;
-    cfg.events = group(&map)?;
-    cfg.site = group(&map)?;
+    let mut map = Value::Object(map);
+    let mut cfg: Config = group(&mut map)?;
+    cfg.chat = group(&mut map)?;
+    cfg.history = group(&mut map)?;
+    cfg.moderation = group(&mut map)?;
+    cfg.limits = group(&mut map)?;
+    cfg.admission = group(&mut map)?;
+    cfg.events = group(&mut map)?;
+    cfg.site = group(&mut map)?;
     Ok(cfg)
 }
 
@@ -129,15 +123,29 @@ fn check_known_keys(entries: &[(String, Value)]) -> Result<(), ConfigError> {
                 .min()
                 .map(|(_, k)| format!(" (did you mean `{k}`?)"))
                 .unwrap_or_default();
-            return Err(err(key, format!("unknown key{hint}; the README lists every key")));
+            return Err(err(key, format!("unknown key{hint}; docs/config.md lists every key")));
         }
     }
     Ok(())
 }
 
 /// Reads one group from the whole object, naming the key of any error.
-fn group<T: DeserializeOwned>(map: &Value) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(map).map_err(|e| {
+///
+/// A list where the group takes an object is refused as a list, before serde, which would read
+/// a struct from a list by position (`"auth": ["…"]` as a secret) — except an empty list: PHP's
+/// `json_encode` writes an empty array for an empty map, so `"auth": []` or
+/// `"rooms": {"ticker": []}` from a PHP host mean `{}`.
+fn group<T: DeserializeOwned>(map: &mut Value) -> Result<T, ConfigError> {
+    for path in list_paths(map, "") {
+        if !object_expected::<T>(map, &path) {
+            continue;
+        }
+        match at_path(map, &path) {
+            Some(v) if v.as_array().is_some_and(Vec::is_empty) => *v = Value::Object(Map::new()),
+            _ => return Err(err(&path, "expected an object, not a list")),
+        }
+    }
+    serde_path_to_error::deserialize(&*map).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.into_inner().to_string();
         // serde reports an unknown field at the parent's path; name the field itself.
@@ -148,6 +156,59 @@ fn group<T: DeserializeOwned>(map: &Value) -> Result<T, ConfigError> {
         };
         err(&key, plain_words(&msg))
     })
+}
+
+/// Whether `T` takes an object (a struct or a map) at `path`: asked of serde, by putting a
+/// value of the wrong kind there and reading what it expected instead.
+fn object_expected<T: DeserializeOwned>(map: &Value, path: &str) -> bool {
+    let mut probe = map.clone();
+    let Some(v) = at_path(&mut probe, path) else { return false };
+    *v = Value::Bool(true);
+    match serde_path_to_error::deserialize::<_, T>(&probe) {
+        Err(e) if e.path().to_string() == path => {
+            let msg = e.inner().to_string();
+            msg.contains("expected struct") || msg.contains("expected a map")
+        }
+        _ => false,
+    }
+}
+
+/// The paths of every list in `v`, written as serde_path_to_error writes them (`a.b`, `a[1]`).
+fn list_paths(v: &Value, at: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match v {
+        Value::Array(items) => {
+            if !at.is_empty() {
+                out.push(at.to_string());
+            }
+            for (i, item) in items.iter().enumerate() {
+                out.extend(list_paths(item, &format!("{at}[{i}]")));
+            }
+        }
+        Value::Object(m) => {
+            for (k, item) in m {
+                let p = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                out.extend(list_paths(item, &p));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The value at a path as serde_path_to_error writes it (`rooms.ticker`, `trusted_proxies[1]`).
+fn at_path<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    let mut v = root;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indexes) = part.split_once('[').map_or((part, ""), |(n, rest)| (n, rest));
+        if !name.is_empty() {
+            v = v.as_object_mut()?.get_mut(name)?;
+        }
+        for i in indexes.split('[').filter(|i| !i.is_empty()) {
+            v = v.as_array_mut()?.get_mut(i.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(v)
 }
 
 fn unknown_field(msg: &str) -> Option<String> {
@@ -164,29 +225,53 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// serde's messages name Rust types ("expected usize"); a host's author thinks in JSON.
+/// serde's messages name Rust types and serde's data model ("invalid type: sequence, expected
+/// usize"); a host's author thinks in JSON ("expected a whole number (0 or more), not a list").
 fn plain_words(msg: &str) -> String {
-    let mut out = msg.to_string();
-    for (rust, plain) in [
-        ("expected usize", "expected a whole number (0 or more)"),
-        ("expected u64", "expected a whole number (0 or more)"),
-        ("expected u32", "expected a whole number (0 or more)"),
-        ("expected u16", "expected a whole number (0 or more)"),
-        ("expected a map", "expected an object"),
-        ("expected a sequence", "expected a list"),
-        ("expected struct AuthConfig", "expected an object"),
-        ("expected struct RoomConfig", "expected an object"),
-        ("expected struct TlsConfig", "expected an object"),
-        ("invalid type: ", ""),
-        ("invalid value: ", ""),
-    ] {
-        out = out.replace(rust, plain);
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((got, want)) = msg.strip_prefix(prefix).and_then(|m| m.split_once(", expected ")) {
+            return format!("expected {}, not {}", wanted(want), given(got));
+        }
     }
-    if let Some(i) = out.find(", expected one of") {
+    if let Some(i) = msg.find(", expected one of") {
         // "unknown variant `x`, expected one of `a`, `b`": keep the choices, they help.
+        let mut out = msg.to_string();
         out.replace_range(i..i + 2, "; ");
+        return out;
     }
-    out
+    msg.to_string()
+}
+
+/// What serde expected, in JSON's words.
+fn wanted(want: &str) -> String {
+    let plain = match want {
+        "usize" | "u64" | "u32" => "a whole number (0 or more)",
+        "u16" => "a whole number from 0 to 65535",
+        "u8" => "a whole number from 0 to 255",
+        "i64" | "i32" => "a whole number",
+        "f64" | "f32" => "a number",
+        "a map" => "an object",
+        "a sequence" => "a list",
+        "a boolean" => "true or false",
+        w if w.starts_with("struct ") => "an object",
+        w => return w.to_string(),
+    };
+    plain.to_string()
+}
+
+/// What was found instead, as it looks in the JSON (serde says "sequence", "unit value"…).
+fn given(got: &str) -> String {
+    let code = |s: &str| s.trim_matches('`').to_string();
+    match got {
+        "sequence" => "a list".into(),
+        "map" => "an object".into(),
+        "unit value" => "null".into(),
+        g if g.starts_with("string ") => format!("the string {}", &g["string ".len()..]),
+        g if g.starts_with("integer ") => code(&g["integer ".len()..]),
+        g if g.starts_with("floating point ") => code(&g["floating point ".len()..]),
+        g if g.starts_with("boolean ") => code(&g["boolean ".len()..]),
+        g => g.to_string(),
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -275,9 +360,58 @@ mod tests {
     }
 
     #[test]
-    fn php_empty_arrays_are_empty_objects() {
+    fn php_empty_arrays_are_empty_objects_where_objects_are_expected() {
         assert!(from_json("[]").is_ok());
         assert!(from_json(r#"{"rooms": []}"#).is_ok());
+        let c = from_json(r#"{"rooms": {"ticker": []}}"#).unwrap();
+        assert_eq!(c.chat.rooms["ticker"], super::super::RoomConfig::default());
+        // An empty `auth` is still missing its secret, said as such, not as a type error.
+        let e = from_json(r#"{"auth": []}"#).unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("auth", "missing field `secret`"));
+        // Lists stay lists, and a non-empty list is no object.
+        assert!(from_json(r#"{"trusted_proxies": []}"#).unwrap().admission.trusted_proxies.is_empty());
+        // Not read by position either: a list is no object.
+        for json in [
+            r#"{"rooms": {"ticker": [1]}}"#,
+            r#"{"auth": ["0123456789abcdef0"]}"#,
+            r#"{"rooms": ["ticker"]}"#,
+        ] {
+            let e = from_json(json).unwrap_err();
+            let key = if json.contains("ticker\": [") {
+                "rooms.ticker"
+            } else {
+                json[2..].split('"').next().unwrap()
+            };
+            assert_eq!(
+                (e.key.as_str(), e.message.as_str()),
+                (key, "expected an object, not a list"),
+                "{json}"
+            );
+        }
+        assert_eq!(from_json(r#"{"allowed_origins": ["*"]}"#).unwrap().admission.allowed_origins, ["*"]);
+    }
+
+    #[test]
+    fn type_errors_name_json_types_and_what_was_given() {
+        let msg = |json: &str| from_json(json).unwrap_err().message;
+        assert_eq!(
+            msg(r#"{"max_rooms": "many"}"#),
+            r#"expected a whole number (0 or more), not the string "many""#
+        );
+        assert_eq!(msg(r#"{"max_rooms": -1}"#), "expected a whole number (0 or more), not -1");
+        assert_eq!(msg(r#"{"max_rooms": 1.5}"#), "expected a whole number (0 or more), not 1.5");
+        assert_eq!(msg(r#"{"max_rooms": null}"#), "expected a whole number (0 or more), not null");
+        assert_eq!(msg(r#"{"ipv6_prefix": 300}"#), "expected a whole number from 0 to 255, not 300");
+        assert_eq!(msg(r#"{"echo": "yes"}"#), r#"expected true or false, not the string "yes""#);
+        assert_eq!(msg(r#"{"allowed_origins": "*"}"#), r#"expected a list, not the string "*""#);
+        assert_eq!(msg(r#"{"auth": "secret"}"#), r#"expected an object, not the string "secret""#);
+        assert_eq!(msg(r#"{"listen": 8080}"#), "expected a string, not 8080");
+        for json in [r#"{"rooms": 1}"#, r#"{"auth": true}"#, r#"{"control_socket_uids": [true]}"#] {
+            let m = msg(json);
+            for rust in ["usize", "u32", "struct", "sequence", "map", "unit value", "invalid type"] {
+                assert!(!m.contains(rust), "{json}: {m}");
+            }
+        }
     }
 
     #[test]
