@@ -143,3 +143,58 @@ async fn a_full_event_queue_refuses_held_messages_instead_of_letting_them_throug
     assert_eq!(st.moderation_refusals as usize, 40 - published.len(), "{st:?}");
     assert_eq!(st.events_dropped, 0, "refused, not dropped silently: {st:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_commands_wait_for_the_host_and_their_refusal_names_the_command() {
+    // Relay `auto`, but text starting with the prefix is the bot's: held like relay `host`.
+    let e = engine(json!({"command_prefix": "/"}));
+    let mut ann = connect(&e, "name=ann").await;
+    welcomed(&mut ann).await;
+    let mut bob = connect(&e, "name=bob").await;
+    welcomed(&mut bob).await;
+
+    send(&mut ann, "plain words").await;
+    let ev = wait_event(&e, EventKind::Message);
+    assert_eq!((ev.token, ev.msg_id), (0, 1), "published at once, nothing to decide");
+    assert_eq!(recv_type(&mut bob, "message").await["text"], "plain words");
+
+    send(&mut ann, r#"{"type":"message","text":"/time","ref":7}"#).await;
+    let ev = wait_event(&e, EventKind::Message);
+    assert!(ev.token > 0 && ev.msg_id == 0, "held for the bot");
+    e.send(ev.conn_id, "server time: noon").unwrap();
+    e.reject(ev.token, "answered privately").unwrap();
+    assert_eq!(recv_type(&mut ann, "whisper").await["text"], "server time: noon");
+    let err = recv_type(&mut ann, "error").await;
+    assert_eq!((err["code"].as_str(), err["ref"].as_u64()), (Some("rejected"), Some(7)), "{err}");
+
+    // The room never heard the command: the next thing bob gets is the next message.
+    send(&mut ann, "after").await;
+    assert_eq!(recv_type(&mut bob, "message").await["text"], "after");
+
+    let bad =
+        embedchat::Engine::start_json(&json!({"listen": "127.0.0.1:0", "command_prefix": "  "}).to_string());
+    assert!(bad.err().expect("refused").to_string().contains("command_prefix"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_joins_carry_the_commands_ref() {
+    let e = engine(json!({"max_rooms_per_connection": 2, "join_hook": true}));
+    let mut ann = connect(&e, "name=ann").await;
+    e.approve(wait_event(&e, EventKind::JoinRequest).token).unwrap();
+    welcomed(&mut ann).await;
+
+    // The host refuses a join decided later: the error still names the command.
+    send(&mut ann, r#"{"type":"join","room":"vip","ref":"j1"}"#).await;
+    e.reject(wait_event(&e, EventKind::JoinRequest).token, "members only").unwrap();
+    let err = recv_type(&mut ann, "error").await;
+    assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("join_rejected"), Some("j1")));
+
+    // One room too many.
+    send(&mut ann, r#"{"type":"join","room":"two","ref":"j2"}"#).await;
+    e.approve(wait_event(&e, EventKind::JoinRequest).token).unwrap();
+    assert_eq!(recv_type(&mut ann, "presence").await["room"], "two");
+    send(&mut ann, r#"{"type":"join","room":"three","ref":"j3"}"#).await;
+    e.approve(wait_event(&e, EventKind::JoinRequest).token).unwrap();
+    let err = recv_type(&mut ann, "error").await;
+    assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("too_many_rooms"), Some("j3")));
+}

@@ -237,6 +237,10 @@ pub struct ModerationConfig {
     /// Every join waits for the host (`join_request` event with a reply token; the first room
     /// refused → close 4003, a `join` refused → `error`); `hook_default` after `hook_timeout_ms`.
     pub join_hook: bool,
+    /// Messages whose text starts with this (say `"/"`) are bot commands: held for the host's
+    /// decision as under relay `host`, whatever `relay` says, so a bot can answer privately
+    /// and keep the command out of the room (reject it). Empty (the default): off.
+    pub command_prefix: String,
 }
 
 /// What one connection may do and hold: read by each connection (and by fan-out, for the
@@ -307,6 +311,10 @@ pub struct EventsConfig {
     /// messages once decided, and host messages from any path. For hosts that store messages;
     /// off by default, since a host that never takes its events would only fill the queue.
     pub published_events: bool,
+    /// Report every refused WebSocket upgrade (`refused` events: the HTTP status and the reason
+    /// the client was sent), for a daemon's log. Off by default; queued only while the queue
+    /// is less than half full, so a storm of bad requests cannot crowd out the chat's events.
+    pub refused_events: bool,
 }
 
 /// The site's ways in besides the chat: the page, metrics, login tokens, the HTTP API and the
@@ -409,6 +417,7 @@ impl Default for ModerationConfig {
             hook_timeout_ms: 2_000,
             hook_default: HookDefault::Accept,
             join_hook: false,
+            command_prefix: String::new(),
         }
     }
 }
@@ -451,6 +460,7 @@ impl Default for EventsConfig {
             max_event_bytes: 64 << 20,
             callback_thread: CallbackThread::Host,
             published_events: false,
+            refused_events: false,
         }
     }
 }
@@ -614,12 +624,21 @@ impl HistoryConfig {
 
 impl ModerationConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        range("hook_timeout_ms", self.hook_timeout_ms as usize, 10, 600_000)
+        range("hook_timeout_ms", self.hook_timeout_ms as usize, 10, 600_000)?;
+        let p = &self.command_prefix;
+        if p.chars().count() > 8 || p.chars().any(char::is_control) || (!p.is_empty() && p.trim().is_empty())
+        {
+            return Err(err(
+                "command_prefix",
+                "must be a few visible characters, such as \"/\" (or empty: off)",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether anything waits for the host's decision (and so needs the deadline timer).
     pub fn holds_anything(&self) -> bool {
-        self.relay == Relay::Host || self.join_hook
+        self.relay == Relay::Host || self.join_hook || !self.command_prefix.is_empty()
     }
 }
 

@@ -24,8 +24,10 @@ impl Hub {
         }
         let st = &mut *st;
         let done = match req.cmd {
-            Command::Message { room, text } => self.cmd_message(st, id, room, text),
-            Command::Join { room, since, epoch } => self.cmd_join(st, id, room, Resume { since, epoch }),
+            Command::Message { room, text } => self.cmd_message(st, id, room, text, req.reference.as_ref()),
+            Command::Join { room, since, epoch } => {
+                self.cmd_join(st, id, room, Resume { since, epoch }, req.reference.as_ref())
+            }
             Command::Leave { room } => self.cmd_leave(st, id, room),
             Command::History { room, before, limit } => self.cmd_history(st, id, room, before, limit),
             Command::Whisper { to, text } => self.cmd_whisper(st, id, to, text),
@@ -67,6 +69,7 @@ impl Hub {
         id: ConnId,
         room: Option<String>,
         text: String,
+        reference: Option<&Value>,
     ) -> Result<(), Refusal> {
         let room = Self::room_of(st, id, room)?;
         if text.is_empty() {
@@ -76,21 +79,31 @@ impl Hub {
         let mut ev = Event::new(EventKind::Message, id);
         ev.room = Some(room.clone());
         ev.name = Some(name.clone());
+        let prefix = &self.moderation.command_prefix;
+        let command = !prefix.is_empty() && text.starts_with(prefix.as_str());
         match self.moderation.relay {
-            Relay::Auto => {
+            Relay::Auto if !command => {
                 ev.msg_id = self.publish(st, id, &name, &room, &text, ev.ts).0;
                 ev.text = Some(text);
                 self.push_event(st, ev);
             }
-            Relay::Host => {
+            // A bot command waits for the host like every message under relay `host`.
+            Relay::Auto | Relay::Host => {
                 ev.text = Some(text.clone());
-                self.hold(st, ev, room, name, HeldKind::Message(text));
+                self.hold(st, ev, room, name, HeldKind::Message(text), reference);
             }
         }
         Ok(())
     }
 
-    fn cmd_join(&self, st: &mut State, id: ConnId, room: String, resume: Resume) -> Result<(), Refusal> {
+    fn cmd_join(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        room: String,
+        resume: Resume,
+        reference: Option<&Value>,
+    ) -> Result<(), Refusal> {
         protocol::validate_room(&room, self.chat.max_room_chars).map_err(|m| ("bad_room", m))?;
         let conn = &st.conns[&id];
         if !conn.allows(&room) {
@@ -98,9 +111,9 @@ impl Hub {
         }
         let member = conn.rooms.iter().any(|r| **r == *room);
         if self.moderation.join_hook && !member {
-            self.hold_join(st, id, &room, false, resume);
+            self.hold_join(st, id, &room, false, resume, reference);
         } else {
-            self.join_locked(st, id, &room, false, resume);
+            self.join_locked(st, id, &room, false, resume, reference);
         }
         Ok(())
     }

@@ -318,9 +318,9 @@ impl Hub {
         st.conns.insert(id, conn);
         self.emit(&st, EventKind::Connect, id, None, &name);
         if self.moderation.join_hook {
-            self.hold_join(&mut st, id, room, true, resume);
+            self.hold_join(&mut st, id, room, true, resume, None);
         } else {
-            self.join_locked(&mut st, id, room, true, resume);
+            self.join_locked(&mut st, id, room, true, resume, None);
         }
         name
     }
@@ -340,7 +340,16 @@ impl Hub {
 
     /// Adds `id` to `room` (making it current); sends welcome or presence and the history to the
     /// joiner and `join` to the others.
-    fn join_locked(&self, st: &mut State, id: ConnId, room: &str, first: bool, resume: Resume) {
+    /// `reference` is the `join` command's `ref`, for the refusals.
+    fn join_locked(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        room: &str,
+        first: bool,
+        resume: Resume,
+        reference: Option<&serde_json::Value>,
+    ) {
         let Some(conn) = st.conns.get_mut(&id) else {
             return;
         };
@@ -351,7 +360,7 @@ impl Hub {
         } else {
             if conn.rooms.len() >= self.chat.max_rooms_per_connection {
                 let msg = format!("at most {} rooms per connection", self.chat.max_rooms_per_connection);
-                self.refuse(st, id, "too_many_rooms", &msg, None);
+                self.refuse(st, id, "too_many_rooms", &msg, reference);
                 return;
             }
             let key: Arc<str> =
@@ -364,7 +373,7 @@ impl Hub {
                             c.outbox.close(crate::wsframe::close::POLICY, &why);
                         }
                     } else {
-                        self.refuse(st, id, "room_limit", &why, None);
+                        self.refuse(st, id, "room_limit", &why, reference);
                     }
                     return;
                 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use super::{Hub, State};
 use crate::config::HookDefault;
 use crate::error::Error;
@@ -18,6 +20,8 @@ pub struct Held {
     pub room: Arc<str>,
     pub what: HeldKind,
     pub deadline_ms: u64,
+    /// The command's `ref`: a refusal decided later still names what it refuses.
+    pub reference: Option<Value>,
 }
 
 pub enum HeldKind {
@@ -40,7 +44,15 @@ impl Hub {
     /// the reply token. If the event queue has no room, nothing is held: the host would never
     /// hear of it and `hook_default` would decide unreviewed, so it is refused at once
     /// (`moderation_unavailable`; a first room closes the connection with 1013, try again later).
-    pub(super) fn hold(&self, st: &mut State, mut ev: Event, room: Arc<str>, name: Arc<str>, what: HeldKind) {
+    pub(super) fn hold(
+        &self,
+        st: &mut State,
+        mut ev: Event,
+        room: Arc<str>,
+        name: Arc<str>,
+        what: HeldKind,
+        reference: Option<&Value>,
+    ) {
         st.next_token += 1;
         ev.token = st.next_token;
         // +1: `ts` is truncated to the millisecond; never hold less than asked.
@@ -59,22 +71,31 @@ impl Hub {
                         c.outbox.close(wsframe::close::TRY_AGAIN_LATER, why);
                     }
                 }
-                _ => self.refuse(st, from, "moderation_unavailable", why, None),
+                _ => self.refuse(st, from, "moderation_unavailable", why, reference),
             }
             return;
         }
-        st.held.insert(token, Held { from, name, room, what, deadline_ms });
+        let reference = reference.cloned();
+        st.held.insert(token, Held { from, name, room, what, deadline_ms, reference });
     }
 
     /// Holds a join for the host (`join_hook`): a `join_request` event with a reply token.
-    pub(super) fn hold_join(&self, st: &mut State, id: ConnId, room: &str, first: bool, resume: Resume) {
+    pub(super) fn hold_join(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        room: &str,
+        first: bool,
+        resume: Resume,
+        reference: Option<&Value>,
+    ) {
         let Some(conn) = st.conns.get(&id) else { return };
         let name = conn.name.clone();
         let room: Arc<str> = room.into();
         let mut ev = Event::new(EventKind::JoinRequest, id);
         ev.name = Some(name.clone());
         ev.room = Some(room.clone());
-        self.hold(st, ev, room, name, HeldKind::Join { first, resume });
+        self.hold(st, ev, room, name, HeldKind::Join { first, resume }, reference);
     }
 
     /// The host's decision on a held message or join: publish it as sent, publish other text,
@@ -102,10 +123,10 @@ impl Hub {
             (HeldKind::Message(_), Decision::Reject(reason)) => {
                 let reason =
                     if reason.is_empty() { "your message was not published".to_string() } else { reason };
-                self.refuse(st, held.from, "rejected", &reason, None);
+                self.refuse(st, held.from, "rejected", &reason, held.reference.as_ref());
             }
             (HeldKind::Join { first, resume }, Decision::Approve | Decision::Replace(_)) => {
-                self.join_locked(st, held.from, &held.room, first, resume);
+                self.join_locked(st, held.from, &held.room, first, resume, held.reference.as_ref());
             }
             (HeldKind::Join { first, .. }, Decision::Reject(reason)) => {
                 let reason =
@@ -116,7 +137,7 @@ impl Hub {
                         c.outbox.close(wsframe::close::JOIN_REFUSED, &reason);
                     }
                 } else {
-                    self.refuse(st, held.from, "join_rejected", &reason, None);
+                    self.refuse(st, held.from, "join_rejected", &reason, held.reference.as_ref());
                 }
             }
         }
