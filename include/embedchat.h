@@ -76,6 +76,11 @@ typedef enum chat_event_kind {
   // With MESSAGE events whose msg_id > 0, every message that enters a room's history is
   // reported exactly once: what a host that stores messages listens to.
   CHAT_EVENT_PUBLISHED = 11,
+  // With `"refused_events": true`: a WebSocket upgrade was refused before it became a
+  // connection (conn_id 0; code = the HTTP status, text = the reason the client was sent,
+  // room = the room it asked for, if valid). Queued only while the event queue is less than
+  // half full, so refusals never crowd out the chat's events.
+  CHAT_EVENT_REFUSED = 12,
 } chat_event_kind;
 
 // Result codes. `CHAT_OK` (0) is success; errors are negative. Functions that count something
@@ -135,7 +140,8 @@ typedef struct chat_event {
   // When it happened, in milliseconds since the Unix epoch.
   uint64_t ts_ms;
   // Disconnect: the close code. Dropped: how many events were lost. Lagging: how many
-  // messages this connection lost. Whisper: the receiving connection. Otherwise 0.
+  // messages this connection lost. Whisper: the receiving connection. Refused: the HTTP
+  // status. Otherwise 0.
   uint64_t code;
   // The room, or NULL.
   const char *room;

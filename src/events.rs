@@ -41,6 +41,10 @@ pub enum EventKind {
     /// that carry a `msg_id`, a host sees every message that enters history exactly once (to
     /// store it, for example).
     Published,
+    /// With `refused_events`: a WebSocket upgrade was refused before it became a connection
+    /// (`conn_id` 0); `close_code` holds the HTTP status, `text` the reason the client was
+    /// sent, `room` the room it asked for (when it named a valid one).
+    Refused,
 }
 
 /// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`
@@ -61,7 +65,8 @@ pub struct Event {
     pub msg_id: u64,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
-    /// `disconnect`: the WebSocket close code (1006 when the connection just ended).
+    /// `disconnect`: the WebSocket close code (1006 when the connection just ended);
+    /// `refused`: the HTTP status.
     pub close_code: u16,
     /// `dropped`: how many events were lost; `lagging`: how many messages this connection lost.
     pub count: u64,
@@ -140,10 +145,11 @@ impl Event {
     }
 
     /// The one number the C struct's `code` carries for this kind: the close code
-    /// (`disconnect`), the count (`dropped`, `lagging`) or the addressee (`whisper`).
+    /// (`disconnect`), the HTTP status (`refused`), the count (`dropped`, `lagging`) or the
+    /// addressee (`whisper`).
     pub fn code(&self) -> u64 {
         match self.kind {
-            EventKind::Disconnect => u64::from(self.close_code),
+            EventKind::Disconnect | EventKind::Refused => u64::from(self.close_code),
             EventKind::Dropped | EventKind::Lagging => self.count,
             EventKind::Whisper => self.to,
             _ => 0,
@@ -264,6 +270,20 @@ impl EventQueue {
     pub fn push_if_room(&self, ev: Event) -> bool {
         let mut g = self.lock();
         if g.closed || !self.has_room(&g, &ev) {
+            return false;
+        }
+        self.enqueue(&mut g, ev);
+        true
+    }
+
+    /// Queues an event the host can do without (a `refused` upgrade) only while the queue is
+    /// less than half full, by count and by bytes: what anyone on the network can cause at
+    /// will must never crowd out the chat's own events. Dropped silently otherwise.
+    pub fn push_spare(&self, ev: Event) -> bool {
+        let mut g = self.lock();
+        let half =
+            g.queue.len() < self.capacity / 2 && g.bytes.saturating_add(ev.weight()) <= self.max_bytes / 2;
+        if g.closed || !half {
             return false;
         }
         self.enqueue(&mut g, ev);

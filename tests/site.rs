@@ -515,3 +515,77 @@ async fn a_rust_host_reaches_a_daemon_the_way_c_and_php_do() {
     daemon.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn get_ws_says_what_an_upgrade_would_be_answered_without_connecting() {
+    let e = engine(json!({"auth": {"secret": SECRET, "required": true}, "refused_events": true}));
+    let port = e.port();
+    let (status, head, body) = http_response(port, "GET", "/ws?room=lobby", "", "");
+    assert_eq!(status, 401, "{head}");
+    assert!(body.contains("a login token is required"), "{body}");
+    assert!(head.to_ascii_lowercase().contains("cache-control: no-store"), "{head}");
+    let bearer = format!("Authorization: Bearer {}\r\n", login("1", "Ada", json!({})));
+    let (status, _, body) = http_response(port, "GET", "/ws?room=lobby", &bearer, "");
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = http_response(port, "GET", "/ws?room=%20bad", &bearer, "");
+    assert_eq!(status, 400, "{body}");
+    let expired = token(SECRET, json!({"sub": "1", "name": "Ada", "exp": unix_now() - 600}));
+    let (status, _, body) =
+        http_response(port, "GET", "/ws", &format!("Authorization: Bearer {expired}\r\n"), "");
+    assert_eq!((status, body.trim()), (401, "token expired"));
+    // Only asked: nothing counted, nothing reported to the host.
+    assert_eq!((e.stats().handshake_rejects, e.stats().auth_failures), (0, 0));
+    assert!(e.poll_event(Some(std::time::Duration::from_millis(100))).unwrap().is_none());
+
+    let open = engine(json!({}));
+    let (status, _, body) = http_response(open.port(), "GET", "/ws", &bearer, "");
+    assert_eq!(status, 401);
+    assert!(body.contains("does not accept login tokens"), "not an expired login: {body}");
+}
+
+#[test]
+fn refused_upgrades_are_reported_to_the_host_when_it_asks() {
+    let e = engine(json!({"auth": {"secret": SECRET}, "refused_events": true}));
+    let (status, _) = upgrade_head(
+        e.port(),
+        "/ws?room=lobby",
+        "Sec-WebSocket-Protocol: embedchat, embedchat.token.forged\r\n",
+    );
+    assert_eq!(status, 401);
+    let ev = wait_event(&e, embedchat::EventKind::Refused);
+    assert_eq!((ev.conn_id, ev.close_code), (0, 401));
+    assert!(ev.text.as_deref().is_some_and(|t| t.contains("token")), "{ev:?}");
+    assert!(ev.to_json().contains("\"kind\":\"refused\""), "{}", ev.to_json());
+    let (status, _) = upgrade_head(e.port(), "/chat", "");
+    assert_eq!(status, 404);
+    assert_eq!(wait_event(&e, embedchat::EventKind::Refused).close_code, 404);
+
+    let quiet = engine(json!({"auth": {"secret": SECRET}}));
+    assert_eq!(upgrade_head(quiet.port(), "/ws", "").0, 401);
+    assert!(
+        quiet.poll_event(Some(std::time::Duration::from_millis(100))).unwrap().is_none(),
+        "off by default"
+    );
+}
+
+#[test]
+fn the_admin_page_is_served_with_its_own_csp_only_with_an_api_key() {
+    let e = engine(json!({"api_key": "api-key-0123456789abcdef"}));
+    let (status, head, body) = http_response(e.port(), "GET", "/admin", "", "");
+    assert_eq!(status, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    let csp = head.lines().find_map(|l| l.strip_prefix("content-security-policy: ")).expect(&head);
+    assert!(csp.contains("script-src 'sha256-") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(csp.ends_with("frame-ancestors 'none'"), "{csp}");
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    assert!(body.contains("embedchat admin"));
+    let (status, head, body) = http_response(e.port(), "GET", "/favicon.svg", "", "");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: image/svg+xml"), "{head}");
+    assert!(body.starts_with("<svg"));
+
+    let off = engine(json!({}));
+    let (status, _, body) = http_response(off.port(), "GET", "/admin", "", "");
+    assert_eq!(status, 404);
+    assert!(body.contains("api_key"), "{body}");
+}

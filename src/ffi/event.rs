@@ -37,6 +37,11 @@ pub enum chat_event_kind {
     /// With MESSAGE events whose msg_id > 0, every message that enters a room's history is
     /// reported exactly once: what a host that stores messages listens to.
     CHAT_EVENT_PUBLISHED = 11,
+    /// With `"refused_events": true`: a WebSocket upgrade was refused before it became a
+    /// connection (conn_id 0; code = the HTTP status, text = the reason the client was sent,
+    /// room = the room it asked for, if valid). Queued only while the event queue is less than
+    /// half full, so refusals never crowd out the chat's events.
+    CHAT_EVENT_REFUSED = 12,
 }
 
 /// One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
@@ -54,7 +59,8 @@ pub struct chat_event {
     /// When it happened, in milliseconds since the Unix epoch.
     pub ts_ms: u64,
     /// Disconnect: the close code. Dropped: how many events were lost. Lagging: how many
-    /// messages this connection lost. Whisper: the receiving connection. Otherwise 0.
+    /// messages this connection lost. Whisper: the receiving connection. Refused: the HTTP
+    /// status. Otherwise 0.
     pub code: u64,
     /// The room, or NULL.
     pub room: *const c_char,
@@ -107,6 +113,7 @@ impl OwnedEvent {
             EventKind::Nick => chat_event_kind::CHAT_EVENT_NICK,
             EventKind::JoinRequest => chat_event_kind::CHAT_EVENT_JOIN_REQUEST,
             EventKind::Published => chat_event_kind::CHAT_EVENT_PUBLISHED,
+            EventKind::Refused => chat_event_kind::CHAT_EVENT_REFUSED,
         };
         let room = ev.room.as_deref().map(cstring);
         let name = ev.name.as_deref().map(cstring);

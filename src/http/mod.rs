@@ -29,20 +29,30 @@ use crate::transport::Transport;
 
 /// The bundled chat page.
 const PAGE: &str = include_str!("../../web/index.html");
+/// The operator's page (`/admin`, with `api_key`).
+const ADMIN: &str = include_str!("../../web/admin.html");
+/// Both pages' icon: a file of its own, since the pages' CSP admits no `data:` images.
+const FAVICON: &str = include_str!("../../web/favicon.svg");
 
 /// The page's Content-Security-Policy up to `frame-ancestors` (which comes from the config).
-/// Its inline script and style are allowed by their SHA-256 hashes, computed from the page
-/// itself, so they can never drift apart and nothing else inline runs: a message that somehow
-/// became markup could not execute. `connect-src 'self'` admits the page's WebSocket to the
-/// same host (CSP 3: `'self'` covers `ws:`/`wss:` to the page's own host and port).
-static PAGE_POLICY: LazyLock<String> = LazyLock::new(|| {
+static PAGE_POLICY: LazyLock<String> = LazyLock::new(|| policy(PAGE));
+/// The admin page's: framed by nobody (it acts with the API key).
+static ADMIN_POLICY: LazyLock<String> =
+    LazyLock::new(|| format!("{}; frame-ancestors 'none'", policy(ADMIN)));
+
+/// A page's Content-Security-Policy: its inline scripts and styles are allowed by their
+/// SHA-256 hashes, computed from the page itself, so they can never drift apart and nothing
+/// else inline runs: a message that somehow became markup could not execute.
+/// `connect-src 'self'` admits the page's WebSocket and requests to the same host (CSP 3:
+/// `'self'` covers `ws:`/`wss:` to the page's own host and port).
+fn policy(html: &str) -> String {
     format!(
         "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
          base-uri 'none'; form-action 'none'",
-        inline_hashes(PAGE, "script").join(" "),
-        inline_hashes(PAGE, "style").join(" "),
+        inline_hashes(html, "script").join(" "),
+        inline_hashes(html, "style").join(" "),
     )
-});
+}
 
 /// The CSP sources (`'sha256-…'`) of every inline `<tag>…</tag>` block of `html`: the hash of
 /// exactly the text between the tags, as browsers compute it.
@@ -74,6 +84,29 @@ fn page(site: &SiteConfig) -> Reply {
         HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("frame-ancestors 'none'")),
     );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// `GET /admin`: the operator's page. It holds no data itself (every figure comes from the API
+/// with the key the operator types), so it is served to anyone while the API is on.
+fn admin(site: &SiteConfig) -> Reply {
+    if site.api_key.is_none() {
+        return text(StatusCode::NOT_FOUND, "the admin page is off (set `api_key` in the engine config)");
+    }
+    let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", ADMIN);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_str(&ADMIN_POLICY).unwrap_or(HeaderValue::from_static("default-src 'none'")),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn favicon() -> Reply {
+    let mut r = reply(StatusCode::OK, "image/svg+xml", FAVICON);
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=86400"));
     r
 }
 
@@ -173,12 +206,18 @@ async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Resu
     if header_has(&req, header::UPGRADE, "websocket") {
         return Ok(match req.uri().path() {
             "/ws" | "/" => upgrade::upgrade(req, ctx, peer),
-            _ => text(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws"),
+            _ => upgrade::refuse(
+                &ctx,
+                upgrade::refusal(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws"),
+            ),
         });
     }
     let site = &ctx.cfg.site;
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/") if site.page => page(site),
+        (&Method::GET, "/ws") => upgrade::verdict(&req, &ctx, peer),
+        (&Method::GET, "/admin") => admin(site),
+        (&Method::GET, "/favicon.svg") => favicon(),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/metrics") if site.metrics => metrics(&req, &ctx),
         (_, p) if p.starts_with("/api/") => rest::api(req, &ctx).await,
@@ -215,17 +254,21 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_covers_every_inline_block_and_nothing_else_inline() {
-        assert_eq!(inline_hashes(PAGE, "script").len(), PAGE.matches("<script").count());
-        assert_eq!(inline_hashes(PAGE, "style").len(), PAGE.matches("<style").count());
-        assert!(!PAGE_POLICY.contains("unsafe"), "{}", *PAGE_POLICY);
-        // Hashes do not cover style attributes or inline event handlers: the page has none.
-        let m = markup(PAGE);
-        assert!(!m.contains("style="), "a style attribute would be blocked by the CSP");
-        let handler = m.match_indices(" on").any(|(i, _)| {
-            let name: String = m[i + 3..].chars().take_while(char::is_ascii_lowercase).collect();
-            !name.is_empty() && m[i + 3 + name.len()..].starts_with('=')
-        });
-        assert!(!handler, "an inline event handler would be blocked by the CSP");
+    fn each_policy_covers_every_inline_block_and_nothing_else_inline() {
+        for (html, policy) in [(PAGE, &*PAGE_POLICY), (ADMIN, &*ADMIN_POLICY)] {
+            assert_eq!(inline_hashes(html, "script").len(), html.matches("<script").count());
+            assert_eq!(inline_hashes(html, "style").len(), html.matches("<style").count());
+            assert!(!policy.contains("unsafe"), "{policy}");
+            // Hashes do not cover style attributes or inline event handlers: the pages have none.
+            let m = markup(html);
+            assert!(!m.contains("style="), "a style attribute would be blocked by the CSP");
+            let handler = m.match_indices(" on").any(|(i, _)| {
+                let name: String = m[i + 3..].chars().take_while(char::is_ascii_lowercase).collect();
+                !name.is_empty() && m[i + 3 + name.len()..].starts_with('=')
+            });
+            assert!(!handler, "an inline event handler would be blocked by the CSP");
+        }
+        assert!(ADMIN_POLICY.ends_with("frame-ancestors 'none'"));
+        assert!(!FAVICON.contains("<script"), "the icon is a picture, nothing more");
     }
 }

@@ -3,7 +3,7 @@
 //! HTTP status with a reason and a count.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -14,7 +14,8 @@ use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
 use super::{header_has, text, Reply};
-use crate::context::Context;
+use crate::context::{Context, IpSlot};
+use crate::events::{Event, EventKind};
 use crate::identity::{Identity, Resume};
 use crate::protocol;
 use crate::session::{self, Hello};
@@ -66,14 +67,39 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
-fn reject(ctx: &Context, status: StatusCode, msg: &str) -> Reply {
-    Stats::inc(&ctx.stats.handshake_rejects);
-    text(status, msg)
+/// Why a request may not become a WebSocket connection: the status and the reason the client
+/// is told, and the counter that counts it besides `handshake_rejects`.
+pub(super) struct Refusal {
+    status: StatusCode,
+    reason: String,
+    counter: Option<fn(&Stats) -> &AtomicU64>,
+    /// The room it asked for, when that was a valid name (for the `refused` event).
+    room: Option<String>,
 }
 
-fn auth_failed(ctx: &Context, status: StatusCode, msg: &str) -> Reply {
-    Stats::inc(&ctx.stats.auth_failures);
-    reject(ctx, status, msg)
+pub(super) fn refusal(status: StatusCode, reason: impl Into<String>) -> Refusal {
+    Refusal { status, reason: reason.into(), counter: None, room: None }
+}
+
+fn auth_failed(status: StatusCode, reason: impl Into<String>) -> Refusal {
+    Refusal { counter: Some(|s| &s.auth_failures), ..refusal(status, reason) }
+}
+
+/// Answers a refused upgrade: counted, told to the host when it asked (`refused_events`), and
+/// sent to the client as plain text.
+pub(super) fn refuse(ctx: &Context, r: Refusal) -> Reply {
+    Stats::inc(&ctx.stats.handshake_rejects);
+    if let Some(counter) = r.counter {
+        Stats::inc(counter(&ctx.stats));
+    }
+    if ctx.cfg.events.refused_events {
+        let mut ev = Event::new(EventKind::Refused, 0);
+        ev.close_code = r.status.as_u16();
+        ev.text = Some(r.reason.clone());
+        ev.room = r.room.map(Arc::from);
+        ctx.events.push_spare(ev);
+    }
+    text(r.status, r.reason)
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the right-most
@@ -128,28 +154,45 @@ pub fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&st
     }
 }
 
-pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Reply {
-    if req.method() != Method::GET || !header_has(&req, header::CONNECTION, "upgrade") {
-        return reject(
-            &ctx,
+/// What an admitted request becomes: its connection's identity, first room and resume point.
+struct Admitted {
+    who: Identity,
+    room: String,
+    resume: Resume,
+    ip_slot: Option<IpSlot>,
+}
+
+/// The checks of the WebSocket handshake itself (not asked of a `verdict`): the accept key.
+fn handshake(req: &Request<Body>) -> Result<String, Refusal> {
+    if req.method() != Method::GET || !header_has(req, header::CONNECTION, "upgrade") {
+        return Err(refusal(
             StatusCode::BAD_REQUEST,
             "a WebSocket upgrade is a GET with Connection: Upgrade",
-        );
+        ));
     }
     if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        let mut r = reject(&ctx, StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported");
-        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return r;
+        return Err(refusal(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported"));
     }
-    let key = match req.headers().get(header::SEC_WEBSOCKET_KEY) {
+    match req.headers().get(header::SEC_WEBSOCKET_KEY) {
         Some(k)
             if base64::engine::general_purpose::STANDARD.decode(k.as_bytes()).map(|d| d.len()) == Ok(16) =>
         {
-            accept_key(k.as_bytes())
+            Ok(accept_key(k.as_bytes()))
         }
-        _ => return reject(&ctx, StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key"),
-    };
+        _ => Err(refusal(StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key")),
+    }
+}
 
+/// Whether this client may connect, and as whom: login token, room, origin, capacity and the
+/// per-address limit. `tokens` are the login tokens given outside the query. A `dry` run (a
+/// `verdict`) takes no per-address slot.
+fn admit(
+    req: &Request<Body>,
+    ctx: &Context,
+    peer: SocketAddr,
+    tokens: &[String],
+    dry: bool,
+) -> Result<Admitted, Refusal> {
     let mut name = None;
     let mut room = None;
     let mut resume = Resume::default();
@@ -168,33 +211,34 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
             _ => {}
         }
     }
-    let offered = offered_protocols(req.headers());
     // One token, from one place: two could disagree, and which one counts must not be a guess.
-    let token = match (token, &offered.tokens[..]) {
+    let token = match (token, tokens) {
         (t, []) => t,
         (None, [t]) => Some(t.clone()),
         _ => {
-            return auth_failed(
-                &ctx,
+            return Err(auth_failed(
                 StatusCode::UNAUTHORIZED,
                 "more than one login token (send one, in Sec-WebSocket-Protocol or ?token=)",
-            )
+            ))
         }
     };
     let mut who = match (&ctx.auth, token) {
-        (Some(v), Some(t)) => match v.verify(&t, ctx.cfg.chat.max_name_chars) {
-            Ok(who) => who,
-            Err(why) => return auth_failed(&ctx, StatusCode::UNAUTHORIZED, &why),
-        },
+        (Some(v), Some(t)) => v
+            .verify(&t, ctx.cfg.chat.max_name_chars)
+            .map_err(|why| auth_failed(StatusCode::UNAUTHORIZED, why))?,
         (Some(_), None) if ctx.cfg.site.auth.as_ref().is_some_and(|a| a.required) => {
-            return auth_failed(
-                &ctx,
+            return Err(auth_failed(
                 StatusCode::UNAUTHORIZED,
                 "a login token is required (Sec-WebSocket-Protocol `embedchat.token.<token>`, or ?token=)",
-            );
+            ));
         }
         (None, Some(_)) => {
-            return auth_failed(&ctx, StatusCode::UNAUTHORIZED, "this server does not accept login tokens");
+            // Said in full: a site that hands out tokens to a daemon started without `auth`
+            // (a missing secret) should learn that here, not suspect an expired login.
+            return Err(auth_failed(
+                StatusCode::UNAUTHORIZED,
+                "this server does not accept login tokens (its config has no `auth`)",
+            ));
         }
         _ => Identity { user: client_key, name, bound: false, rooms: None, ip: None },
     };
@@ -202,34 +246,83 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
     let fallback = who.rooms.as_ref().and_then(|r| r.first()).unwrap_or(&ctx.cfg.chat.default_room);
     let room = room.unwrap_or_else(|| fallback.clone());
     if let Err(m) = protocol::validate_room(&room, ctx.cfg.chat.max_room_chars) {
-        return reject(&ctx, StatusCode::BAD_REQUEST, &m);
+        return Err(refusal(StatusCode::BAD_REQUEST, m));
     }
+    let with_room = |r: Refusal| Refusal { room: Some(room.clone()), ..r };
     if who.rooms.as_ref().is_some_and(|allowed| !allowed.contains(&room)) {
         let msg = format!("your login does not allow room `{room}`");
-        return auth_failed(&ctx, StatusCode::FORBIDDEN, &msg);
+        return Err(with_room(auth_failed(StatusCode::FORBIDDEN, msg)));
     }
     let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     if !origin_allowed(&ctx.cfg.admission.allowed_origins, header(header::ORIGIN), header(header::HOST)) {
-        Stats::inc(&ctx.stats.origin_rejects);
-        return reject(&ctx, StatusCode::FORBIDDEN, "this Origin may not open a WebSocket here");
+        return Err(with_room(Refusal {
+            counter: Some(|s| &s.origin_rejects),
+            ..refusal(StatusCode::FORBIDDEN, "this Origin may not open a WebSocket here")
+        }));
     }
     if ctx.stopping.load(Ordering::SeqCst) {
-        return reject(&ctx, StatusCode::SERVICE_UNAVAILABLE, "server is stopping");
+        return Err(with_room(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is stopping")));
     }
     if ctx.sessions.get() >= ctx.cfg.admission.max_connections {
-        return reject(&ctx, StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+        return Err(with_room(refusal(StatusCode::SERVICE_UNAVAILABLE, "too many connections")));
     }
     // Every X-Forwarded-For line, as one list: a proxy that adds its own line must not leave
     // the client's first line to decide.
     let forwarded: Vec<&str> =
         req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
     let forwarded = forwarded.join(",");
-    let ip = client_ip(&ctx, peer.ip(), Some(forwarded.as_str()).filter(|f| !f.is_empty()));
+    let ip = client_ip(ctx, peer.ip(), Some(forwarded.as_str()).filter(|f| !f.is_empty()));
     let ip = limit_key(ip, ctx.cfg.admission.ipv6_prefix);
     who.ip = Some(ip);
     let Some(ip_slot) = ctx.ip_slot(ip) else {
-        Stats::inc(&ctx.stats.per_ip_rejects);
-        return reject(&ctx, StatusCode::TOO_MANY_REQUESTS, "too many connections from your address");
+        return Err(with_room(Refusal {
+            counter: Some(|s| &s.per_ip_rejects),
+            ..refusal(StatusCode::TOO_MANY_REQUESTS, "too many connections from your address")
+        }));
+    };
+    // A dry run gives the slot back at once (dropping it): it only asked.
+    let ip_slot = (!dry).then_some(ip_slot);
+    Ok(Admitted { who, room, resume, ip_slot })
+}
+
+/// `GET /ws` without an upgrade: what an upgrade with this query would be answered, without
+/// connecting, counting or telling the host. A browser never shows a page why its WebSocket
+/// was refused (a failed upgrade is only "closed, 1006"), so the bundled page asks here and can
+/// say what the server said. The login token comes as `Authorization: Bearer <token>` (the
+/// header a page can set; `Sec-` headers are the browser's own), or `?token=`.
+pub(super) fn verdict(req: &Request<Body>, ctx: &Context, peer: SocketAddr) -> Reply {
+    let bearer: Vec<String> = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| vec![t.trim().to_string()])
+        .unwrap_or_default();
+    let mut r = match admit(req, ctx, peer, &bearer, true) {
+        Ok(_) => text(StatusCode::OK, "ok: a WebSocket upgrade with this request would be accepted"),
+        Err(refused) => text(refused.status, refused.reason),
+    };
+    // The answer depends on the token and the moment: never from a cache.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Reply {
+    let key = match handshake(&req) {
+        Ok(key) => key,
+        Err(r) => {
+            let version = r.status == StatusCode::UPGRADE_REQUIRED;
+            let mut reply = refuse(&ctx, r);
+            if version {
+                reply.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+            return reply;
+        }
+    };
+    let offered = offered_protocols(req.headers());
+    let Admitted { who, room, resume, ip_slot } = match admit(&req, &ctx, peer, &offered.tokens, false) {
+        Ok(a) => a,
+        Err(r) => return refuse(&ctx, r),
     };
 
     // permessage-deflate, when the config allows it and the client offers it.
@@ -255,7 +348,7 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         let stream = parts.io.into_inner();
         // The session is a task of its own: this one (and the upgrade machinery it holds) ends.
         let hello = Hello { id, who, room, resume, deflate: window };
-        session::start(ctx, stream, parts.read_buf, hello, guard, Some(ip_slot));
+        session::start(ctx, stream, parts.read_buf, hello, guard, ip_slot);
     });
 
     let mut r = Response::new(Default::default());

@@ -21,4 +21,6 @@ enum EventKind: int
     case JoinRequest = 10;
     /** With published_events: a message entered a room with `msgId` that no Message event reported (approved, replaced, or from the host). */
     case Published = 11;
+    /** With refused_events: a WebSocket upgrade was refused (`code` = HTTP status, `text` = the reason sent). */
+    case Refused = 12;
 }
