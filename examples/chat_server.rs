@@ -3,8 +3,10 @@
 //!     cargo run --release --example chat_server                 # then open the printed URL
 //!     cargo run --release --example chat_server -- --listen 0.0.0.0:9000 --config chat.json
 //!
-//! `--config FILE` takes the same JSON keys as `chat_start`; `--listen` overrides its `listen`.
-//! Ctrl-C stops gracefully (clients get close 1001).
+//! `--config FILE` takes the same JSON keys as `chat_start` (docs/config.md); `--listen`
+//! overrides its `listen`. The bot answers `/time` and `/help` privately (messages starting
+//! with `command_prefix`, "/" unless the config sets another, wait for it). Ctrl-C stops
+//! gracefully (clients get close 1001).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,6 +64,11 @@ fn main() {
     if let Some(l) = listen {
         config.listen = l;
     }
+    // The bot's commands ("/time") wait for this loop, which answers them privately and keeps
+    // them out of the room; everything else is published at once (relay `auto`).
+    if config.moderation.command_prefix.is_empty() {
+        config.moderation.command_prefix = "/".into();
+    }
     let engine = Engine::start(config).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)
@@ -79,9 +86,24 @@ fn main() {
         if !quiet {
             println!("{}", ev.to_json());
         }
-        if ev.kind == EventKind::Message && ev.text.as_deref().map(str::trim) == Some("/time") {
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let _ = engine.send(ev.conn_id, &format!("server time: {secs} (Unix seconds)"));
+        if ev.kind == EventKind::Message && ev.token != 0 {
+            // Held for us: a bot command (or every message, with relay `host`).
+            let reply = match ev.text.as_deref().map(str::trim) {
+                Some("/time") => {
+                    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                    Some(format!("server time: {secs} (Unix seconds)"))
+                }
+                Some("/help") => Some("commands: /time, /w NAME TEXT (whisper), /nick NAME".to_string()),
+                _ => None,
+            };
+            let _ = match reply {
+                Some(text) => {
+                    // The answer goes to the asker alone; the command never reaches the room.
+                    let _ = engine.send(ev.conn_id, &text);
+                    engine.reject(ev.token, "answered privately")
+                }
+                None => engine.approve(ev.token),
+            };
         }
     }
     let result = match engine.stop() {

@@ -5,6 +5,8 @@
  *
  * Waits in poll() on chat_event_fd, takes events with chat_poll_event on this thread, answers
  * "/time" with chat_send, and on Ctrl-C (SIGINT) or SIGTERM stops and frees the engine.
+ * Messages starting with "/" wait for this host (config "command_prefix"): the bot answers
+ * "/time" privately and keeps it out of the room; any other is published as sent.
  */
 #include <errno.h>
 #include <poll.h>
@@ -24,13 +26,23 @@ static void on_signal(int sig) {
 
 static void handle(chat_engine *e, const chat_event *ev) {
     printf("%s\n", ev->json);
-    if (ev->kind == CHAT_EVENT_MESSAGE && ev->text_len == 5 && memcmp(ev->text, "/time", 5) == 0) {
+    if (ev->kind != CHAT_EVENT_MESSAGE || ev->reply_token == 0) {
+        return;
+    }
+    int rc;
+    if (ev->text_len == 5 && memcmp(ev->text, "/time", 5) == 0) {
         char reply[64];
         snprintf(reply, sizeof reply, "server time: %lld (Unix seconds)", (long long)time(NULL));
-        int rc = chat_send(e, ev->conn_id, reply);
+        rc = chat_send(e, ev->conn_id, reply);
         if (rc != CHAT_OK) {
             fprintf(stderr, "chat_send: %s: %s\n", chat_result_str(rc), chat_last_error());
         }
+        rc = chat_reject(e, ev->reply_token, "answered privately");
+    } else {
+        rc = chat_approve(e, ev->reply_token);
+    }
+    if (rc != CHAT_OK) {
+        fprintf(stderr, "decision: %s: %s\n", chat_result_str(rc), chat_last_error());
     }
 }
 
@@ -41,7 +53,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     char config[256];
-    snprintf(config, sizeof config, "{\"listen\": \"%s\"}", listen);
+    snprintf(config, sizeof config, "{\"listen\": \"%s\", \"command_prefix\": \"/\"}", listen);
     chat_engine *e = chat_start(config);
     if (e == NULL) {
         fprintf(stderr, "chat_start: %s\n", chat_last_error());

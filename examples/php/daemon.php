@@ -16,6 +16,12 @@
  *   (EMBEDCHAT_SOCKET), and its login is carried in with tokens (EMBEDCHAT_SECRET); see
  *   examples/php/site/.
  *
+ * - every refused WebSocket upgrade is logged on stderr with the reason the browser was sent
+ *   (a browser never shows it: a missing EMBEDCHAT_SECRET, a stale login, a foreign origin…).
+ *
+ * Needs php-cli with FFI and PDO SQLite (Debian: apt-get install php-cli php-sqlite3).
+ * examples/php/site/run starts this daemon and the site together, with matching secrets.
+ *
  * Options: --db=FILE (default: chat.sqlite in the system temp directory). Environment:
  * EMBEDCHAT_LIB, EMBEDCHAT_SECRET, EMBEDCHAT_API_KEY, EMBEDCHAT_SOCKET, EMBEDCHAT_SOCKET_UIDS (the
  * uids, comma-separated, of other users whose pages post through the socket: an FPM pool that
@@ -45,6 +51,13 @@ foreach (array_slice($argv, 1) as $arg) {
     }
 }
 $env = static fn (string $k): ?string => ($v = getenv($k)) === false || $v === '' ? null : $v;
+
+// PDO's own message for a missing driver is "could not find driver": say which package it is.
+if (!extension_loaded('pdo_sqlite')) {
+    fwrite(STDERR, "daemon.php stores messages in SQLite and this PHP has no pdo_sqlite: install it "
+        . "(Debian/Ubuntu: apt-get install php-sqlite3; elsewhere enable extension=pdo_sqlite in php.ini)\n");
+    exit(1);
+}
 
 // --- storage -----------------------------------------------------------------------------
 $db = new PDO("sqlite:$dbPath", null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
@@ -80,6 +93,7 @@ $config = [
     'id_floor' => $floor,
     'published_events' => true, // every message with its id, to store it
     'history_size' => 100,
+    'refused_events' => true,   // each refused upgrade, for the log below
 ];
 if ($secret = $env('EMBEDCHAT_SECRET')) {
     $config['auth'] = ['secret' => $secret, 'required' => false]; // logged-in or anonymous
@@ -173,6 +187,12 @@ $engine->on(EventKind::Dropped, function (Event $ev) use ($saveFloor): void {
     if ($ev->msgId > 0) {
         $saveFloor->execute([$ev->msgId]);
     }
+});
+// A refused upgrade: the browser got an HTTP status and a reason it never shows its page (the
+// bundled page asks the server again); the operator sees it here.
+$engine->on(EventKind::Refused, function (Event $ev): void {
+    fwrite(STDERR, sprintf("refused a WebSocket upgrade%s: HTTP %d: %s\n",
+        $ev->room !== null ? " to room {$ev->room}" : '', $ev->code, (string) $ev->text));
 });
 $engine->on(EventKind::Disconnect, function (Event $ev) use (&$recent): void {
     unset($recent[$ev->connId]);
