@@ -3,8 +3,8 @@
 //!     cargo run --release --example chat_server                 # then open the printed URL
 //!     cargo run --release --example chat_server -- --listen 0.0.0.0:9000 --config chat.json
 //!
-//! `--config FILE` takes the same JSON keys as `chat_start` (docs/config.md); `--listen`
-//! overrides its `listen`. The bot answers `/time` and `/help` privately (messages starting
+//! `--config FILE` takes the same JSON keys as `chat_start` (docs/config.md); `--listen` (or
+//! else the environment variable `EMBEDCHAT_LISTEN`) overrides its `listen`. The bot answers `/time` and `/help` privately (messages starting
 //! with `command_prefix`, "/" unless the config sets another, wait for it). Ctrl-C stops
 //! gracefully (clients get close 1001).
 
@@ -61,7 +61,9 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(2)
     });
-    if let Some(l) = listen {
+    // The environment overrides the file and the flag overrides both: a test (or a service
+    // manager) can move a README command to a free port without changing the command.
+    if let Some(l) = listen.or_else(|| std::env::var("EMBEDCHAT_LISTEN").ok().filter(|l| !l.is_empty())) {
         config.listen = l;
     }
     // The bot's commands ("/time") wait for this loop, which answers them privately and keeps
