@@ -174,7 +174,7 @@ typedef void (*chat_event_cb)(void *userdata, const struct chat_event *ev);
 extern "C" {
 #endif // __cplusplus
 
-// Starts an engine from a JSON config (NULL or "" = all defaults; see README for the keys).
+// Starts an engine from a JSON config (NULL or "" = all defaults; docs/config.md lists the keys).
 //
 // Binds synchronously and returns only once connections are accepted. Returns a handle the
 // caller owns and must release with `chat_free`, or NULL on failure with the reason in

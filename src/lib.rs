@@ -5,7 +5,7 @@
 //! on its own threads; the host takes events on its own thread and is never called from the
 //! engine's network threads.
 //!
-//! Layers, each depending only on those below it (the README's Layout section says what each
+//! Layers, each depending only on those below it (docs/contributing.md's Layout says what each
 //! module is):
 //! `ffi` → `api` → `runtime` / `remote` → `http` / `control` → `host` / `session` → `context`
 //! → `hub` / `auth` / `tls` → `outbox` / `events` / `stats` → `error` → `config` → `protocol` /

@@ -1,14 +1,14 @@
 //! Engine configuration: the JSON object given to `chat_start` (or built in Rust).
 //!
-//! The JSON is one flat object (every key is listed in the README); in Rust the keys are grouped
-//! by the part of the engine that reads them, and each part receives only its group: the hub
+//! The JSON is one flat object (docs/config.md lists every key); in Rust the keys are grouped by
+//! the part of the engine that reads them, and each part receives only its group: the hub
 //! gets `chat`, `history` and `moderation`, a connection gets `limits`, the upgrade check gets
 //! `admission`, the HTTP side gets `site` (secrets live only there), the event queue gets
 //! `events`. Every key has a default, unknown keys are refused, and every error names the key,
 //! because the host usually sees nothing but `chat_last_error()` and must know what to fix.
 //!
 //! To add a key: a field in its group below (with its doc comment, default and range check),
-//! and a row in the README's table. `parse.rs` finds it by itself.
+//! and a row in docs/config.md. `parse.rs` finds it by itself.
 
 mod parse;
 

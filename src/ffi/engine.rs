@@ -79,7 +79,7 @@ fn count(n: usize) -> c_int {
 
 const OK: c_int = CHAT_OK as c_int;
 
-/// Starts an engine from a JSON config (NULL or "" = all defaults; see README for the keys).
+/// Starts an engine from a JSON config (NULL or "" = all defaults; docs/config.md lists the keys).
 ///
 /// Binds synchronously and returns only once connections are accepted. Returns a handle the
 /// caller owns and must release with `chat_free`, or NULL on failure with the reason in

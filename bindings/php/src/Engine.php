@@ -34,7 +34,7 @@ final class Engine
     }
 
     /**
-     * Starts an engine with a config array (see the README's key table; [] = defaults) and
+     * Starts an engine with a config array (docs/config.md lists the keys; [] = defaults) and
      * returns once it accepts connections.
      *
      * @throws Exception\ConfigException naming the key, Exception\BindException, Exception\LibraryException
