@@ -71,6 +71,22 @@ final class EngineTest extends TestCase
         self::engine(['colour' => 'blue']);
     }
 
+    public function testEmptyPhpArraysAreEmptyObjectsAndTypeErrorsSpeakJson(): void
+    {
+        // json_encode writes [] for an empty map: the engine takes it where an object belongs.
+        $e = self::engine(['rooms' => ['ticker' => []], 'allowed_origins' => []]);
+        self::assertGreaterThan(0, $e->port());
+        $e->stop();
+        try {
+            self::engine(['max_rooms' => 'many']);
+            self::fail('started');
+        } catch (ConfigException $x) {
+            self::assertStringContainsString('max_rooms', $x->getMessage());
+            self::assertStringContainsString('expected a whole number', $x->getMessage());
+            self::assertStringNotContainsString('usize', $x->getMessage());
+        }
+    }
+
     public function testBusyPortIsABindException(): void
     {
         $a = self::engine();
