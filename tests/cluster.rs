@@ -343,3 +343,88 @@ fn a_node_that_cannot_reach_redis_fails_to_start_and_names_redis_url() {
     let text = err.to_string();
     assert!(text.contains("redis_url") && text.contains(&port.to_string()), "{text}");
 }
+
+fn names(list: &Value) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["tabs"].as_u64().unwrap_or(1)))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_every_node_are_listed_and_announced_once_per_user() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let ann_key = "ann-browser-key-0123456789";
+    let mut ann = ws(&a, &format!("name=ann&room=r&client={ann_key}")).await;
+    joined(&mut ann).await;
+
+    // bob on the other node: his welcome lists ann, and ann hears bob come, once.
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    let (w, _) = joined(&mut bob).await;
+    assert_eq!(names(&w["members"]), vec![("ann".into(), 1), ("bob".into(), 1)], "{w}");
+    let j = recv_type(&mut ann, "join").await;
+    assert_eq!(j["user"]["name"], "bob");
+
+    // A second tab of ann's, on node B: nobody hears a second `join`; lists count two tabs.
+    let mut ann2 = ws(&b, &format!("name=ann&room=r&client={ann_key}")).await;
+    let (w, _) = joined(&mut ann2).await;
+    assert_eq!(names(&w["members"]), vec![("ann".into(), 2), ("bob".into(), 1)], "{w}");
+    // The tab on node A leaves: ann is still in the room (her tab on B), so no `leave`.
+    drop(ann);
+    send(&mut bob, "marker").await;
+    let next = recv(&mut bob).await;
+    assert!(next["type"] == "message" && next["text"] == "marker", "no leave for ann yet: {next}");
+    // Her last tab leaves: bob hears it once.
+    drop(ann2);
+    let l = recv_type(&mut bob, "leave").await;
+    assert_eq!(l["user"]["name"], "ann");
+
+    // The host of each node sees the whole room.
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let mut cy = ws(&a, "name=cy&room=r").await;
+    joined(&mut cy).await;
+    recv_type(&mut bob, "join").await;
+    let (_, p) = http(a.port, "GET", "/api/presence?room=r", &auth, "");
+    let p: Value = serde_json::from_str(&p).unwrap();
+    assert_eq!(names(&p["rooms"]["r"]["members"]), vec![("bob".into(), 1), ("cy".into(), 1)], "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_of_a_node_that_dies_leave_within_seconds() {
+    let redis = Redis::start();
+    let a = node(&redis, json!({}));
+    let mut b = Some(node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(b.as_ref().unwrap(), "name=bob&room=r").await;
+    joined(&mut bob).await;
+    recv_type(&mut ann, "join").await;
+
+    // Node B is killed (SIGKILL: it says nothing): its alive key expires (5 s) and the next
+    // clean-up (every 5 s) announces bob gone.
+    let t0 = Instant::now();
+    b = None;
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left = loop {
+        assert!(Instant::now() < deadline, "bob did not leave");
+        match tokio::time::timeout(Duration::from_secs(1), futures_util::StreamExt::next(&mut ann)).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "leave" {
+                    break v;
+                }
+            }
+            Ok(Some(Ok(_))) | Err(_) => {}
+            other => panic!("ann's connection ended: {other:?}"),
+        }
+    };
+    assert_eq!(left["user"]["name"], "bob");
+    assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
+    drop(bob);
+}

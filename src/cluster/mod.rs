@@ -12,6 +12,13 @@
 //!   and unsubscribes after its last), so a message crosses Redis once and is framed once per
 //!   node;
 //! - a room that gets its first member on a node loads its history from the stream;
+//! - presence: each node keeps its users of each room in the room's presence hash (one field
+//!   per node and user, with its tabs there) and a per-room count of the nodes each user is on;
+//!   a script changes both and announces the user on the room's channel, with "came" when its
+//!   first tab anywhere arrived and "went" when its last one left, so members hear `join` and
+//!   `leave` once per user, whichever nodes its tabs are on. A node refreshes a short-lived
+//!   `alive` key every second; every 5 s each node removes the users of nodes whose key expired
+//!   (a node that died), announcing them gone;
 //! - `epoch` (what message ids are counted in) is one key for the whole cluster, and each node
 //!   takes a number (`INCR`) that makes its connection ids unique across the cluster.
 //!
@@ -34,7 +41,7 @@ use tokio::sync::mpsc;
 use crate::config::ClusterConfig;
 use crate::context::Context;
 use crate::error::Error;
-use crate::hub::{Broker, Post};
+use crate::hub::{Broker, Post, PresenceChange};
 use crate::protocol::Out;
 use crate::stats::Stats;
 
@@ -54,6 +61,13 @@ pub struct Joined {
     pub start: Starter,
 }
 
+/// What a node sends to Redis, in the order it happened (a user's arrival before its first
+/// message).
+enum Job {
+    Post(Post),
+    Presence(PresenceChange),
+}
+
 /// Room watches in the order the hub made them.
 enum Watch {
     Start(Arc<str>, u64),
@@ -62,13 +76,13 @@ enum Watch {
 
 /// The hub's broker in a cluster: queues work for the link task (`link.rs`) and returns.
 struct RedisBroker {
-    posts: mpsc::Sender<Post>,
+    jobs: mpsc::Sender<Job>,
     watches: mpsc::UnboundedSender<Watch>,
     stats: Arc<Stats>,
 }
 
 impl Broker for RedisBroker {
-    // Presence, whispers and kicks across nodes are not carried yet: join/leave are per node.
+    // Whispers and kicks across nodes are not carried yet.
     fn room(&self, _room: &str, _out: &Out<'_>) {}
     fn user(&self, _user: &str, _out: &Out<'_>) {}
 
@@ -77,7 +91,13 @@ impl Broker for RedisBroker {
     }
 
     fn post(&self, post: Post) {
-        if self.posts.try_send(post).is_err() {
+        if self.jobs.try_send(Job::Post(post)).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
+    }
+
+    fn presence(&self, change: PresenceChange) {
+        if self.jobs.try_send(Job::Presence(change)).is_err() {
             Stats::inc(&self.stats.cluster_posts_dropped);
         }
     }
@@ -124,7 +144,7 @@ pub async fn join(
     let redis = link::Redis::connect(url, cfg.redis_timeout_ms).await.map_err(|e| fail(e.to_string()))?;
     let (node, epoch) = redis.join(&keys, epoch).await.map_err(|e| fail(e.to_string()))?;
     stats.cluster_up.store(1, std::sync::atomic::Ordering::Relaxed);
-    let (posts, post_rx) = mpsc::channel(POST_QUEUE);
+    let (jobs, job_rx) = mpsc::channel(POST_QUEUE);
     let (watches, watch_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(OnceLock::new());
     let link = link::Link::new(
@@ -134,7 +154,7 @@ pub async fn join(
             history_size,
             ttl_s: cfg.redis_history_ttl_s,
             keys,
-            posts: post_rx,
+            jobs: job_rx,
             watches: watch_rx,
             ctx: ctx.clone(),
             stats: stats.clone(),
@@ -145,7 +165,7 @@ pub async fn join(
     Ok(Joined {
         epoch,
         node,
-        broker: Box::new(RedisBroker { posts, watches, stats }),
+        broker: Box::new(RedisBroker { jobs, watches, stats }),
         start: Starter { link, ctx },
     })
 }

@@ -91,6 +91,9 @@ pub trait Broker: Send + Sync {
     fn watch(&self, _room: &Arc<str>, _generation: u64) {}
     /// `room` has no member here any more: stop following it.
     fn unwatch(&self, _room: &Arc<str>) {}
+    /// A user's tabs in a room on this node changed (only when `orders`): the cluster keeps
+    /// and announces it.
+    fn presence(&self, _change: super::cluster::PresenceChange) {}
 }
 
 /// A message on its way to the cluster, before it has an id.
