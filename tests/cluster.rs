@@ -428,3 +428,37 @@ async fn the_members_of_a_node_that_dies_leave_within_seconds() {
     assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
     drop(bob);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whispers_kicks_and_host_messages_reach_connections_on_other_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    let (wb, _) = joined(&mut bob).await;
+    let bob_id = wb["id"].as_u64().unwrap();
+    recv_type(&mut ann, "join").await;
+
+    // By name and by id, from node A to bob on node B; ann sees her echo.
+    send(&mut ann, r#"{"type":"whisper","to":"BOB","text":"psst"}"#).await;
+    let w = recv_type(&mut bob, "whisper").await;
+    assert_eq!((w["from"]["name"].as_str(), w["text"].as_str()), (Some("ann"), Some("psst")));
+    assert_eq!(recv_type(&mut ann, "whisper").await["text"], "psst");
+    send(&mut ann, &format!(r#"{{"type":"whisper","to":{bob_id},"text":"by id"}}"#)).await;
+    assert_eq!(recv_type(&mut bob, "whisper").await["text"], "by id");
+    // Nobody by that name anywhere: refused as before.
+    send(&mut ann, r#"{"type":"whisper","to":"nobody","text":"x","ref":1}"#).await;
+    assert_eq!(recv_type(&mut ann, "error").await["code"], "unknown_user");
+
+    // The host of node A: a message to bob, then a kick, both carried out by node B.
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let (status, reply) =
+        http(a.port, "POST", "/api/send", &auth, &json!({"id": bob_id, "text": "from the host"}).to_string());
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(recv_type(&mut bob, "whisper").await["text"], "from the host");
+    let (status, reply) =
+        http(a.port, "POST", "/api/kick", &auth, &json!({"id": bob_id, "reason": "bye"}).to_string());
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(close_code(&mut bob).await.map(u16::from), Some(4000));
+}

@@ -64,6 +64,12 @@ impl Keys {
         &self.prefix
     }
 
+    /// The channel every node follows: whispers to users and what the host does to connections
+    /// of other nodes.
+    pub fn all(&self) -> String {
+        format!("{}:all", self.prefix)
+    }
+
     /// The channel a room's messages are published on.
     pub fn channel(&self, room: &str) -> String {
         format!("{}{room}", self.channel_prefix)

@@ -11,9 +11,9 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError, RedisResult};
 use tokio::sync::mpsc;
 
-use super::{Job, Keys, Watch};
+use super::{Job, Keys, Note, Watch};
 use crate::context::Context;
-use crate::hub::{Loaded, Post, Posted, Presence};
+use crate::hub::{Loaded, NodeOp, Post, Posted, Presence};
 use crate::stats::Stats;
 
 /// Numbers a message, keeps it in the room's stream and publishes it, as one step.
@@ -315,6 +315,8 @@ impl Link {
                 };
                 ctx.hub.presence_news(&c.room, news, true);
             }
+            // For other nodes only: lost while Redis is away (counted).
+            Job::Note(_) => Stats::inc(&self.s.stats.cluster_posts_dropped),
         }
     }
 
@@ -339,6 +341,9 @@ impl Link {
         // After a reconnect: this node's users again (Redis may have lost them, or another node
         // removed them while this one was silent), then every room with members here followed
         // again, delivering what their members missed.
+        if let Err(e) = within(t, redis.sink.subscribe(self.s.keys.all())).await {
+            return Lost(e);
+        }
         if let Some(ctx) = self.ctx() {
             let mut again: Vec<Job> = ctx.hub.local_presence().into_iter().map(Job::Presence).collect();
             while !again.is_empty() {
@@ -467,6 +472,9 @@ impl Link {
                         .arg(&*c.room)
                         .arg(self.s.node);
                 }
+                Job::Note(json) => {
+                    pipe.cmd("PUBLISH").arg(keys.all()).arg(&*json);
+                }
             }
         }
         let answers: Vec<u64> = within(redis.timeout, pipe.query_async(&mut redis.conn)).await?;
@@ -484,6 +492,9 @@ impl Link {
 
     /// A message or presence news on a room channel, for the room's members here.
     fn arrived(&mut self, channel: &str, payload: &[u8]) {
+        if channel == self.s.keys.all() {
+            return self.noted(payload);
+        }
         let (Some(room), Some(ctx)) = (self.s.keys.room_of(channel), self.ctx()) else { return };
         if payload.starts_with(br#"{"p":"#) {
             match serde_json::from_slice::<Presence>(payload) {
@@ -499,6 +510,35 @@ impl Link {
             Ok(p) if self.here.remove(&p.key) => ctx.hub.keep_late(room, p),
             Ok(p) => ctx.hub.deliver(room, p),
             Err(_) => Stats::inc(&self.s.stats.cluster_errors),
+        }
+    }
+
+    /// A note from another node: a whisper for a user with tabs here, or what the host asked
+    /// for a connection or user of this node.
+    fn noted(&self, payload: &[u8]) {
+        let Some(ctx) = self.ctx() else { return };
+        let Ok(note) = serde_json::from_slice::<Note>(payload) else {
+            Stats::inc(&self.s.stats.cluster_errors);
+            return;
+        };
+        if note.node == self.s.node {
+            return;
+        }
+        if let (Some(user), Some(w)) = (&note.user, &note.whisper) {
+            ctx.hub.whisper_in(user, w);
+        }
+        let mine = |conn: u64| conn >> 32 == crate::context::first_conn_id(self.s.node) >> 32;
+        match note.op {
+            Some(NodeOp::Kick { conn, reason }) if mine(conn) => {
+                let _ = ctx.hub.kick_here(conn, &reason);
+            }
+            Some(NodeOp::Send { conn, text }) if mine(conn) => {
+                let _ = ctx.hub.send_here(conn, &text);
+            }
+            Some(NodeOp::KickUser { sub, reason }) => {
+                ctx.hub.kick_user_here(&sub, &reason);
+            }
+            _ => {}
         }
     }
 

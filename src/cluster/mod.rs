@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use crate::config::ClusterConfig;
 use crate::context::Context;
 use crate::error::Error;
-use crate::hub::{Broker, Post, PresenceChange};
+use crate::hub::{Broker, NodeOp, Post, PresenceChange};
 use crate::protocol::Out;
 use crate::stats::Stats;
 
@@ -66,6 +66,21 @@ pub struct Joined {
 enum Job {
     Post(Post),
     Presence(PresenceChange),
+    /// A note for every node (`Note`, as JSON).
+    Note(String),
+}
+
+/// What goes to every node on the `all` channel; each ignores its own.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Note {
+    node: u64,
+    /// A whisper (the JSON wire's object) for the tabs of this user key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    whisper: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    op: Option<NodeOp>,
 }
 
 /// Room watches in the order the hub made them.
@@ -79,12 +94,31 @@ struct RedisBroker {
     jobs: mpsc::Sender<Job>,
     watches: mpsc::UnboundedSender<Watch>,
     stats: Arc<Stats>,
+    node: u64,
+}
+
+impl RedisBroker {
+    fn note(&self, note: Note) {
+        let json = serde_json::to_string(&note).unwrap_or_default();
+        if self.jobs.try_send(Job::Note(json)).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
+    }
 }
 
 impl Broker for RedisBroker {
-    // Whispers and kicks across nodes are not carried yet.
+    // Rooms: messages and presence go through `post` and `presence` (Redis orders them).
     fn room(&self, _room: &str, _out: &Out<'_>) {}
-    fn user(&self, _user: &str, _out: &Out<'_>) {}
+
+    /// A whisper went to `user`'s tabs here: its tabs on other nodes get it from there.
+    fn user(&self, user: &str, out: &Out<'_>) {
+        let Some(json) = crate::protocol::Wire::Json.encode(out) else { return };
+        self.note(Note { node: self.node, user: Some(user.to_string()), whisper: Some(json), op: None });
+    }
+
+    fn node_op(&self, op: NodeOp) {
+        self.note(Note { node: self.node, user: None, whisper: None, op: Some(op) });
+    }
 
     fn orders(&self) -> bool {
         true
@@ -165,7 +199,7 @@ pub async fn join(
     Ok(Joined {
         epoch,
         node,
-        broker: Box::new(RedisBroker { jobs, watches, stats }),
+        broker: Box::new(RedisBroker { jobs, watches, stats, node }),
         start: Starter { link, ctx },
     })
 }

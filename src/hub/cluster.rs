@@ -196,7 +196,43 @@ fn apply(r: &mut Room, p: &Presence) {
     }
 }
 
+/// A whisper as another node encoded it (the JSON wire's `whisper` object).
+#[derive(Debug, Deserialize)]
+struct WhisperIn {
+    ts: u64,
+    from: UserIn,
+    to: UserIn,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserIn {
+    id: ConnId,
+    name: String,
+    #[serde(default)]
+    bound: bool,
+}
+
 impl Hub {
+    /// A whisper another node sent to `user` (a user key): delivered to its tabs here, if any.
+    /// `json`: the whisper as the JSON wire encodes it.
+    pub fn whisper_in(&self, user: &str, json: &str) {
+        let Ok(w) = serde_json::from_str::<WhisperIn>(json) else { return };
+        let st = self.lock();
+        let Some(u) = st.users.get(user) else { return };
+        let from = User { id: w.from.id, name: &w.from.name, bound: w.from.bound };
+        let to = User { id: w.to.id, name: &w.to.name, bound: w.to.bound };
+        let mut frames = Frames::new(Out::Whisper { ts: w.ts, from, to, text: &w.text });
+        for id in &u.conns {
+            if let Some(c) = st.conns.get(id) {
+                if let Some(f) = frames.get(c.wire) {
+                    let push = c.outbox.push(f, self.delivery.max_backlog, self.delivery.policy);
+                    self.delivery.account(*id, push);
+                }
+            }
+        }
+    }
+
     /// A message the cluster numbered, that this node's members saw already (`deliver_here`):
     /// kept, so it has its place in the room's history, but not sent again.
     pub fn keep_late(&self, room: &str, p: Posted) {

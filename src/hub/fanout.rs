@@ -94,6 +94,20 @@ pub trait Broker: Send + Sync {
     /// A user's tabs in a room on this node changed (only when `orders`): the cluster keeps
     /// and announces it.
     fn presence(&self, _change: super::cluster::PresenceChange) {}
+    /// Something the host asked for a connection or user that is not (only) on this node.
+    fn node_op(&self, _op: NodeOp) {}
+}
+
+/// What the host does to connections on other nodes; the node that has them carries it out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NodeOp {
+    /// Close a connection with 4000 and `reason`.
+    Kick { conn: ConnId, reason: String },
+    /// Close every connection of a logged-in user (`sub`).
+    KickUser { sub: String, reason: String },
+    /// A host message to one connection.
+    Send { conn: ConnId, text: String },
 }
 
 /// A message on its way to the cluster, before it has an id.

@@ -31,7 +31,7 @@ use crate::protocol::{self, Codec, Member, Out, User, Wire};
 use crate::stats::Stats;
 
 pub use cluster::{Loaded, Posted, Presence, PresenceChange};
-pub use fanout::{deflated, Broker, LocalOnly, Post};
+pub use fanout::{deflated, Broker, LocalOnly, NodeOp, Post};
 pub use moderation::Decision;
 pub use presence::Snapshot;
 
