@@ -462,3 +462,26 @@ async fn whispers_kicks_and_host_messages_reach_connections_on_other_nodes() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(close_code(&mut bob).await.map(u16::from), Some(4000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_restored_by_a_host_is_the_clusters_and_new_ids_continue_above_it() {
+    let redis = Redis::start();
+    let b = node(&redis, json!({}));
+    // A host (in this process) restores from its database, as two nodes' hosts would at start:
+    // twice, and the second time changes nothing.
+    let cfg = json!({"listen": "127.0.0.1:0", "redis_url": redis.url()}).to_string();
+    let host = embedchat::Engine::start_json(&cfg).expect("a node in this process");
+    for _ in 0..2 {
+        for (id, text) in [(41, "old one"), (42, "old two")] {
+            host.restore("r", id, 1_700_000_000_000 + id, "archive", text).unwrap();
+        }
+    }
+    assert!(host.restore("bad room\n", 1, 0, "x", "y").is_err(), "room names are still checked");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ann = ws(&b, "name=ann&room=r").await;
+    let (_, h) = joined(&mut ann).await;
+    assert_eq!(ids(&h), vec![41, 42], "{h}");
+    send(&mut ann, "new").await;
+    assert_eq!(messages(&mut ann, 1).await, vec![(43, "new".to_string())]);
+    host.stop();
+}

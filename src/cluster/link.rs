@@ -31,6 +31,24 @@ redis.call('PUBLISH', ARGV[2], msg)
 return id
 "#;
 
+/// Puts a message the host restores into a room's history, if its id is above the last kept
+/// one (else nothing: restored oldest first, and by several nodes at once, it is kept once), and
+/// raises the room's sequence to it. Returns 1 if kept, 0 if not.
+/// KEYS: the room's sequence, its history stream. ARGV: the message (JSON, with its id), its id,
+/// how many messages the stream keeps, the keys' time to live (s).
+const RESTORE_LUA: &str = r#"
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last > 0 and cjson.decode(last[1][2][2])['id'] >= tonumber(ARGV[2]) then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'm', ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+end
+return 1
+"#;
+
 /// A room's last id, its user count, its newest messages (oldest first) and its users per node:
 /// `{seq, users, n, msg × n, user × …}`.
 /// KEYS: the room's sequence, history stream, presence hash, users hash. ARGV: how many messages.
@@ -142,6 +160,7 @@ pub struct Redis {
     load_sha: String,
     presence_sha: String,
     sweep_sha: String,
+    restore_sha: String,
     timeout: Duration,
 }
 
@@ -153,13 +172,13 @@ impl Redis {
         let mut conn = within(t, client.get_multiplexed_async_connection_with_config(&cfg)).await?;
         let (sink, stream) = within(t, client.get_async_pubsub()).await?.split();
         let mut sha = Vec::new();
-        for script in [POST_LUA, LOAD_LUA, PRESENCE_LUA, SWEEP_LUA] {
+        for script in [POST_LUA, LOAD_LUA, PRESENCE_LUA, SWEEP_LUA, RESTORE_LUA] {
             let load = redis::cmd("SCRIPT").arg("LOAD").arg(script).to_owned();
             sha.push(within(t, load.query_async::<String>(&mut conn)).await?);
         }
-        let [post_sha, load_sha, presence_sha, sweep_sha] =
-            <[String; 4]>::try_from(sha).expect("four scripts");
-        Ok(Redis { conn, sink, stream, post_sha, load_sha, presence_sha, sweep_sha, timeout: t })
+        let [post_sha, load_sha, presence_sha, sweep_sha, restore_sha] =
+            <[String; 5]>::try_from(sha).expect("five scripts");
+        Ok(Redis { conn, sink, stream, post_sha, load_sha, presence_sha, sweep_sha, restore_sha, timeout: t })
     }
 
     /// Takes a node number and the cluster's epoch (`epoch` from the config, or the one the
@@ -315,8 +334,8 @@ impl Link {
                 };
                 ctx.hub.presence_news(&c.room, news, true);
             }
-            // For other nodes only: lost while Redis is away (counted).
-            Job::Note(_) => Stats::inc(&self.s.stats.cluster_posts_dropped),
+            // For other nodes or for Redis only: lost while Redis is away (counted).
+            Job::Note(_) | Job::Restore(..) => Stats::inc(&self.s.stats.cluster_posts_dropped),
         }
     }
 
@@ -474,6 +493,17 @@ impl Link {
                 }
                 Job::Note(json) => {
                     pipe.cmd("PUBLISH").arg(keys.all()).arg(&*json);
+                }
+                Job::Restore(room, id, json) => {
+                    pipe.cmd("EVALSHA")
+                        .arg(&redis.restore_sha)
+                        .arg(2)
+                        .arg(keys.seq(room))
+                        .arg(keys.history(room))
+                        .arg(&*json)
+                        .arg(*id)
+                        .arg(self.s.history_size)
+                        .arg(self.s.ttl_s);
                 }
             }
         }

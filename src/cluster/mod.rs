@@ -68,6 +68,8 @@ enum Job {
     Presence(PresenceChange),
     /// A note for every node (`Note`, as JSON).
     Note(String),
+    /// A message restored into a room's history: room, id, the message's JSON.
+    Restore(String, u64, String),
 }
 
 /// What goes to every node on the `all` channel; each ignores its own.
@@ -118,6 +120,12 @@ impl Broker for RedisBroker {
 
     fn node_op(&self, op: NodeOp) {
         self.note(Note { node: self.node, user: None, whisper: None, op: Some(op) });
+    }
+
+    fn restore(&self, room: &str, id: u64, json: String) {
+        if self.jobs.try_send(Job::Restore(room.to_string(), id, json)).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
     }
 
     fn orders(&self) -> bool {

@@ -69,6 +69,11 @@ impl Post {
         serde_json::to_string(&u).unwrap_or_default()
     }
 
+    /// The message as the cluster keeps it once numbered `id` (what the post script makes).
+    pub fn numbered_json(&self, id: u64) -> String {
+        format!("{{\"id\":{id},{}", &self.payload()[1..])
+    }
+
     /// The message, numbered `id` (0: delivered here only).
     pub fn numbered(&self, id: u64) -> Posted {
         Posted {
@@ -355,6 +360,12 @@ impl Hub {
             }
             return;
         }
+        // A user of another node renamed: this node's members hear it (its own users' renames
+        // were announced here already).
+        let renamed = match r.elsewhere.get(p.user.as_str()) {
+            Some(rem) if !mine && p.tabs > 0 && *rem.name != *p.name => Some(rem.name.clone()),
+            _ => None,
+        };
         if !mine {
             apply(r, &p);
         }
@@ -363,6 +374,9 @@ impl Hub {
         }
         let name: Arc<str> = p.name.into();
         let user = User { id: p.id, name: &name, bound: p.bound };
+        if let Some(old) = renamed {
+            self.to_room(st, &key, Out::Nick { room: &key, user, old: &old }, None);
+        }
         match p.p.as_str() {
             "came" if self.crowd_came(st, &key, &name) => {
                 self.to_room(st, &key, Out::Join { room: &key, user }, Some(p.id));
@@ -446,5 +460,26 @@ impl Hub {
             r.loading = Some(Box::default());
         }
         self.broker.watch(key, generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_numbered_post_reads_back_as_the_same_message() {
+        let post = Post {
+            room: "r".into(),
+            from: 7,
+            name: "ann \"a\"".into(),
+            bound: true,
+            ts: 5,
+            text: "hi\n{}".into(),
+            key: 9,
+            event: None,
+        };
+        let back: Posted = serde_json::from_str(&post.numbered_json(42)).unwrap();
+        assert_eq!(back, post.numbered(42));
     }
 }

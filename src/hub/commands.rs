@@ -264,6 +264,10 @@ impl Hub {
         for room in &rooms {
             let who = User { id, name: &new, bound };
             self.to_room(st, room, Out::Nick { room, user: who, old: &old }, None);
+            if self.clustered {
+                // The other nodes announce the new name to their members (`presence_news`).
+                self.tell_cluster(st, room, user, id, &new, bound);
+            }
         }
         let mut ev = Event::new(EventKind::Nick, id);
         ev.name = Some(new);

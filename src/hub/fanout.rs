@@ -96,6 +96,9 @@ pub trait Broker: Send + Sync {
     fn presence(&self, _change: super::cluster::PresenceChange) {}
     /// Something the host asked for a connection or user that is not (only) on this node.
     fn node_op(&self, _op: NodeOp) {}
+    /// A message the host restores into a room's history (only when `orders`): `json` is the
+    /// message object with its id.
+    fn restore(&self, _room: &str, _id: u64, _json: String) {}
 }
 
 /// What the host does to connections on other nodes; the node that has them carries it out.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Conn, Hub, NodeOp};
+use super::{Conn, Hub, NodeOp, Post};
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
@@ -151,7 +151,21 @@ impl Hub {
     pub fn restore(&self, room: &str, id: u64, ts: u64, from: &str, text: &str) -> Result<(), Error> {
         protocol::validate_room(room, self.chat.max_room_chars).map_err(Error::BadRoom)?;
         if self.clustered {
-            return Err(Error::Unsupported("restoring history into a cluster's Redis is not supported yet"));
+            // Into the cluster's history in Redis, where ids are checked as they are here (a
+            // message at or below the last kept id is refused: several nodes restoring the same
+            // history keep it once). Rooms already loaded on a node see it on their next load.
+            let post = Post {
+                room: room.into(),
+                from: 0,
+                name: from.into(),
+                bound: false,
+                ts,
+                text: text.to_string(),
+                key: 0,
+                event: None,
+            };
+            self.broker.restore(room, id, post.numbered_json(id));
+            return Ok(());
         }
         let mut st = self.lock();
         let key: Arc<str> =
