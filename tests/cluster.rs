@@ -483,5 +483,5 @@ async fn history_restored_by_a_host_is_the_clusters_and_new_ids_continue_above_i
     assert_eq!(ids(&h), vec![41, 42], "{h}");
     send(&mut ann, "new").await;
     assert_eq!(messages(&mut ann, 1).await, vec![(43, "new".to_string())]);
-    host.stop();
+    host.stop().unwrap();
 }
