@@ -239,6 +239,7 @@ async fn a_publish_through_one_nodes_http_api_reaches_members_on_every_node() {
     let auth = format!("Authorization: Bearer {API_KEY}\r\n");
     let (status, reply) = http(a.port, "POST", "/api/publish", &auth, &body);
     assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains(r#""delivered_scope":"node""#), "{reply}");
     let m = recv_type(&mut bob, "message").await;
     assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("from the site"), Some(1)));
 
