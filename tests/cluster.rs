@@ -273,10 +273,17 @@ async fn while_redis_hangs_a_node_serves_its_own_members_and_catches_up_after() 
     let got = messages(&mut al, 1).await;
     assert_eq!(got, vec![(0, "during".to_string())], "delivered on this node, with id 0");
     assert!(t0.elapsed() < Duration::from_secs(3), "within a few seconds: {:?}", t0.elapsed());
-    let (_, health) = http(a.port, "GET", "/healthz", "", "");
-    assert!(health.contains("degraded"), "{health}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, health) = http(a.port, "GET", "/healthz", "", "");
+        if health.contains("degraded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (_, metrics) = http(a.port, "GET", "/metrics", "", "");
-    assert!(metrics.contains("embedchat_cluster_up 0"), "{metrics}");
+    assert!(metrics.contains("embedchat_cluster_up 0\n"), "{metrics}");
 
     redis.signal("-CONT");
     // The node reconnects (backoff from 100 ms) and messages cross nodes again, numbered.
@@ -313,7 +320,12 @@ async fn after_redis_restarts_the_nodes_reconnect_and_resubscribe() {
     joined(&mut ann).await;
     let mut bob = ws(&b, "name=bob&room=r").await;
     joined(&mut bob).await;
+    for text in ["one", "two"] {
+        send(&mut ann, text).await;
+    }
+    assert_eq!(messages(&mut bob, 2).await.last().unwrap().0, 2);
 
+    // Redis comes back empty (no persistence): the nodes put back what they know.
     redis.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.restart();
@@ -322,8 +334,8 @@ async fn after_redis_restarts_the_nodes_reconnect_and_resubscribe() {
     for n in [&a, &b] {
         loop {
             let (_, metrics) = http(n.port, "GET", "/metrics", "", "");
-            if metrics.contains("embedchat_cluster_up 1")
-                && metrics.contains("embedchat_cluster_reconnects_total 1")
+            if metrics.contains("embedchat_cluster_up 1\n")
+                && !metrics.contains("embedchat_cluster_reconnects_total 0\n")
             {
                 break;
             }
@@ -333,7 +345,43 @@ async fn after_redis_restarts_the_nodes_reconnect_and_resubscribe() {
     }
     send(&mut ann, "hello again").await;
     let m = recv_type(&mut bob, "message").await;
-    assert_eq!(m["text"], "hello again");
+    assert_eq!(
+        (m["text"].as_str(), m["id"].as_u64()),
+        (Some("hello again"), Some(3)),
+        "ids go on, not back to 1"
+    );
+    // Presence was told again: a newcomer on a third node sees both, and the epoch is the same.
+    let c = node(&redis, json!({}));
+    let mut cy = ws(&c, "name=cy&room=r").await;
+    let (w, h) = joined(&mut cy).await;
+    assert_eq!(names(&w["members"]), vec![("ann".into(), 1), ("bob".into(), 1), ("cy".into(), 1)], "{w}");
+    assert_eq!(ids(&h), vec![3], "only what Redis kept after it came back");
+    let mut back = ws(&a, "name=ann2&room=r&since=2").await;
+    let (wa, h) = joined(&mut back).await;
+    assert_eq!(w["epoch"], wa["epoch"], "one epoch still");
+    assert_eq!((ids(&h), h["gap"].as_bool()), (vec![3], Some(false)), "node A still has its history");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_leaves_while_redis_hangs_is_gone_on_every_node_after() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    joined(&mut bob).await;
+    recv_type(&mut ann, "join").await;
+
+    redis.signal("-STOP");
+    drop(ann);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // node A notices and serves alone
+    redis.signal("-CONT");
+    let l = recv_type(&mut bob, "leave").await;
+    assert_eq!(l["user"]["name"], "ann");
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let (_, p) = http(b.port, "GET", "/api/presence?room=r", &auth, "");
+    let p: Value = serde_json::from_str(&p).unwrap();
+    assert_eq!(names(&p["rooms"]["r"]["members"]), vec![("bob".into(), 1)], "{p}");
 }
 
 #[test]
@@ -375,8 +423,20 @@ async fn members_on_every_node_are_listed_and_announced_once_per_user() {
     let mut ann2 = ws(&b, &format!("name=ann&room=r&client={ann_key}")).await;
     let (w, _) = joined(&mut ann2).await;
     assert_eq!(names(&w["members"]), vec![("ann".into(), 2), ("bob".into(), 1)], "{w}");
-    // The tab on node A leaves: ann is still in the room (her tab on B), so no `leave`.
+    // The tab on node A leaves: ann is still in the room (her tab on B), so no `leave`. Once
+    // node B knows (its list shows her with one tab), a marker comes next, not a `leave`.
     drop(ann);
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, p) = http(b.port, "GET", "/api/presence?room=r", &auth, "");
+        let p: Value = serde_json::from_str(&p).unwrap();
+        if names(&p["rooms"]["r"]["members"]) == vec![("ann".into(), 1), ("bob".into(), 1)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node B did not see ann's tab go: {p}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     send(&mut bob, "marker").await;
     let next = recv(&mut bob).await;
     assert!(next["type"] == "message" && next["text"] == "marker", "no leave for ann yet: {next}");
@@ -386,7 +446,6 @@ async fn members_on_every_node_are_listed_and_announced_once_per_user() {
     assert_eq!(l["user"]["name"], "ann");
 
     // The host of each node sees the whole room.
-    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
     let mut cy = ws(&a, "name=cy&room=r").await;
     joined(&mut cy).await;
     recv_type(&mut bob, "join").await;

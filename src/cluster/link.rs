@@ -87,39 +87,76 @@ redis.call('PUBLISH', ARGV[5], '{"p":"' .. edge .. '","users":' .. users .. ',' 
 return users
 "#;
 
-/// Removes the users of every node whose `alive` key expired (it died, or lost Redis for
-/// longer than that), announcing each user that is then gone from a room. ARGV: the prefix,
-/// this node's number. Returns how many entries it removed.
-const SWEEP_LUA: &str = r#"
-local prefix, me, swept = ARGV[1], ARGV[2], 0
-for _, node in ipairs(redis.call('SMEMBERS', prefix .. ':presence-nodes')) do
-  if node ~= me and redis.call('EXISTS', prefix .. ':alive:' .. node) == 0 then
-    local rooms_key = prefix .. ':node-rooms:' .. node
-    for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
-      local pkey, ukey = prefix .. ':presence:' .. room, prefix .. ':users:' .. room
-      local fields = redis.call('HGETALL', pkey)
-      for i = 1, #fields, 2 do
-        if string.sub(fields[i], 1, #node + 1) == node .. ':' then
-          local user = string.sub(fields[i], #node + 2)
-          redis.call('HDEL', pkey, fields[i])
-          local edge = ''
-          if redis.call('HINCRBY', ukey, user, -1) <= 0 then
-            redis.call('HDEL', ukey, user)
-            edge = 'went'
-          end
-          local value = string.gsub(fields[i + 1], '"tabs":%d+}$', '"tabs":0}')
-          local users = redis.call('HLEN', ukey)
-          redis.call('PUBLISH', prefix .. ':room:' .. room,
-            '{"p":"' .. edge .. '","users":' .. users .. ',' .. string.sub(value, 2))
-          swept = swept + 1
+/// Forgets users of nodes, announcing each one that is then gone from a room:
+/// - mode `sweep`: every user of every node whose `alive` key expired (it died, or lost Redis
+///   for longer than that), and that node's lists;
+/// - mode `sync`: this node's users that are not in the rest of ARGV (`<room>\n<field>` each),
+///   after this node lost Redis for a while (users who left meanwhile).
+/// ARGV: the prefix, this node's number, the mode, then the fields to keep. Returns how many
+/// entries it removed.
+const FORGET_LUA: &str = r#"
+local prefix, me, mode, swept = ARGV[1], ARGV[2], ARGV[3], 0
+local keep = {}
+for i = 4, #ARGV do keep[ARGV[i]] = true end
+local nodes = {}
+if mode == 'sync' then
+  nodes = {me}
+else
+  for _, node in ipairs(redis.call('SMEMBERS', prefix .. ':presence-nodes')) do
+    if node ~= me and redis.call('EXISTS', prefix .. ':alive:' .. node) == 0 then nodes[#nodes + 1] = node end
+  end
+end
+for _, node in ipairs(nodes) do
+  local rooms_key = prefix .. ':node-rooms:' .. node
+  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local pkey, ukey = prefix .. ':presence:' .. room, prefix .. ':users:' .. room
+    local fields = redis.call('HGETALL', pkey)
+    for i = 1, #fields, 2 do
+      if string.sub(fields[i], 1, #node + 1) == node .. ':' and not keep[room .. '\n' .. fields[i]] then
+        local user = string.sub(fields[i], #node + 2)
+        redis.call('HDEL', pkey, fields[i])
+        local edge = ''
+        if redis.call('HINCRBY', ukey, user, -1) <= 0 then
+          redis.call('HDEL', ukey, user)
+          edge = 'went'
         end
+        local value = string.gsub(fields[i + 1], '"tabs":%d+}$', '"tabs":0}')
+        local users = redis.call('HLEN', ukey)
+        redis.call('PUBLISH', prefix .. ':room:' .. room,
+          '{"p":"' .. edge .. '","users":' .. users .. ',' .. string.sub(value, 2))
+        swept = swept + 1
       end
     end
+  end
+  if mode ~= 'sync' then
     redis.call('DEL', rooms_key)
     redis.call('SREM', prefix .. ':presence-nodes', node)
   end
 end
 return swept
+"#;
+
+/// What a node that followed a room knows survives Redis losing it (a restart without
+/// persistence) or expiring it (a quiet room): the room's sequence never goes below the node's
+/// last id, and its keys' time to live starts again. KEYS: the room's sequence, its history
+/// stream. ARGV: this node's last id of the room, the time to live (s).
+const HEAL_LUA: &str = r#"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"#;
+
+/// What the cluster as a whole knows, kept by every node: the epoch (set again if Redis lost it)
+/// and the node counter (never below a live node's number, so a node started after Redis lost
+/// it does not take a number in use). KEYS: epoch, nodes. ARGV: this node's epoch, its number.
+const RESEED_LUA: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
+return redis.call('GET', KEYS[1])
 "#;
 
 /// Messages and presence changes sent in one pipeline at most.
@@ -130,6 +167,10 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const ALIVE_MS: u64 = 5_000;
 /// Every how many checks the users of dead nodes are cleaned up.
 const SWEEP_EVERY: u32 = 5;
+/// Every how many checks the rooms this node follows have their keys' time to live renewed.
+const HEAL_EVERY: u32 = 60;
+/// Room loads in flight at once (after a reconnect every followed room loads again).
+const LOADS_AT_ONCE: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -159,8 +200,10 @@ pub struct Redis {
     post_sha: String,
     load_sha: String,
     presence_sha: String,
-    sweep_sha: String,
+    forget_sha: String,
     restore_sha: String,
+    heal_sha: String,
+    reseed_sha: String,
     timeout: Duration,
 }
 
@@ -172,13 +215,26 @@ impl Redis {
         let mut conn = within(t, client.get_multiplexed_async_connection_with_config(&cfg)).await?;
         let (sink, stream) = within(t, client.get_async_pubsub()).await?.split();
         let mut sha = Vec::new();
-        for script in [POST_LUA, LOAD_LUA, PRESENCE_LUA, SWEEP_LUA, RESTORE_LUA] {
+        let scripts = [POST_LUA, LOAD_LUA, PRESENCE_LUA, FORGET_LUA, RESTORE_LUA, HEAL_LUA, RESEED_LUA];
+        for script in scripts {
             let load = redis::cmd("SCRIPT").arg("LOAD").arg(script).to_owned();
             sha.push(within(t, load.query_async::<String>(&mut conn)).await?);
         }
-        let [post_sha, load_sha, presence_sha, sweep_sha, restore_sha] =
-            <[String; 5]>::try_from(sha).expect("five scripts");
-        Ok(Redis { conn, sink, stream, post_sha, load_sha, presence_sha, sweep_sha, restore_sha, timeout: t })
+        let [post_sha, load_sha, presence_sha, forget_sha, restore_sha, heal_sha, reseed_sha] =
+            <[String; 7]>::try_from(sha).expect("seven scripts");
+        Ok(Redis {
+            conn,
+            sink,
+            stream,
+            post_sha,
+            load_sha,
+            presence_sha,
+            forget_sha,
+            restore_sha,
+            heal_sha,
+            reseed_sha,
+            timeout: t,
+        })
     }
 
     /// Takes a node number and the cluster's epoch (`epoch` from the config, or the one the
@@ -199,11 +255,14 @@ impl Redis {
         Ok((node, epoch))
     }
 
-    /// Says this node is alive for the next `ALIVE_MS`.
-    async fn alive(&self, keys: &Keys, node: u64) -> RedisResult<()> {
+    /// Says this node is alive for the next `ALIVE_MS`; returns whether it still was (false: the
+    /// key had expired, and the other nodes may have removed this node's users).
+    async fn alive(&self, keys: &Keys, node: u64) -> RedisResult<bool> {
         let mut conn = self.conn.clone();
-        let set = redis::cmd("SET").arg(keys.alive(node)).arg(1).arg("PX").arg(ALIVE_MS).to_owned();
-        within(self.timeout, set.query_async(&mut conn)).await
+        let set =
+            redis::cmd("SET").arg(keys.alive(node)).arg(1).arg("PX").arg(ALIVE_MS).arg("GET").to_owned();
+        let before: Option<String> = within(self.timeout, set.query_async(&mut conn)).await?;
+        Ok(before.is_some())
     }
 }
 
@@ -220,6 +279,8 @@ pub struct Setup {
     pub stats: Arc<Stats>,
     /// This node's number (the high bits of its message keys).
     pub node: u64,
+    /// The cluster's epoch, as this node has it (set again if Redis lost it).
+    pub epoch: String,
 }
 
 pub struct Link {
@@ -229,7 +290,11 @@ pub struct Link {
     last_key: u64,
     /// Keys of messages delivered here alone (Redis did not answer in time); if Redis carries
     /// one out late, its members are not sent it twice. Bounded: cleared past `HERE_MAX`.
-    here: std::collections::HashSet<u64>,
+    here: Arc<std::collections::HashSet<u64>>,
+    /// News said one of this node's users left a room it is still in: tell Redis again.
+    resync: bool,
+    /// Room loads in flight at once.
+    loads: Arc<tokio::sync::Semaphore>,
 }
 
 const HERE_MAX: usize = 65_536;
@@ -241,7 +306,8 @@ impl Link {
     /// `redis`: the connection made at start.
     pub fn new(s: Setup, redis: Redis) -> Self {
         let last_key = s.node << 32;
-        Link { s, redis: Some(redis), last_key, here: Default::default() }
+        let loads = Arc::new(tokio::sync::Semaphore::new(LOADS_AT_ONCE));
+        Link { s, redis: Some(redis), last_key, here: Default::default(), resync: false, loads }
     }
 
     fn ctx(&self) -> Option<Arc<Context>> {
@@ -342,10 +408,11 @@ impl Link {
     fn deliver_here(&mut self, p: Post) {
         Stats::inc(&self.s.stats.cluster_local_only);
         if p.key != 0 {
-            if self.here.len() >= HERE_MAX {
-                self.here.clear();
+            let here = Arc::make_mut(&mut self.here);
+            if here.len() >= HERE_MAX {
+                here.clear();
             }
-            self.here.insert(p.key);
+            here.insert(p.key);
         }
         let Some(ctx) = self.ctx() else { return };
         ctx.hub.deliver_here(&p.room, p.numbered(0));
@@ -357,27 +424,35 @@ impl Link {
     /// Serves with Redis until a call fails or times out.
     async fn connected(&mut self, mut redis: Redis) -> Lost {
         let t = redis.timeout;
-        // After a reconnect: this node's users again (Redis may have lost them, or another node
-        // removed them while this one was silent), then every room with members here followed
-        // again, delivering what their members missed.
-        if let Err(e) = within(t, redis.sink.subscribe(self.s.keys.all())).await {
+        // Alive first, so no other node takes this one for dead while it catches up.
+        if let Err(e) = redis.alive(&self.s.keys, self.s.node).await {
             return Lost(e);
         }
-        if let Some(ctx) = self.ctx() {
-            let mut again: Vec<Job> = ctx.hub.local_presence().into_iter().map(Job::Presence).collect();
-            while !again.is_empty() {
-                let rest = again.split_off(again.len().min(BATCH));
-                if let Err(e) = self.send(&mut redis, &mut again).await {
-                    return Lost(e);
-                }
-                again = rest;
+        if let Err(e) = self.reseed(&mut redis).await {
+            return Lost(e);
+        }
+        // After a reconnect: this node's users as they are now (those who left meanwhile
+        // removed, the others told again: Redis may have lost them), then every room with
+        // members here followed again, delivering what their members missed (in order: live
+        // messages wait behind the room's load).
+        if let Err(e) = self.sync_presence(&mut redis).await {
+            return Lost(e);
+        }
+        let rooms = self.ctx().map(|ctx| ctx.hub.reload_all()).unwrap_or_default();
+        if let Err(e) =
+            self.heal(&mut redis, rooms.iter().map(|(r, _, seq)| (r.clone(), *seq)).collect()).await
+        {
+            return Lost(e);
+        }
+        let mut channels: Vec<String> = rooms.iter().map(|(r, ..)| self.s.keys.channel(r)).collect();
+        channels.push(self.s.keys.all());
+        for chunk in channels.chunks(1024) {
+            if let Err(e) = within(t, redis.sink.subscribe(chunk)).await {
+                return Lost(e);
             }
-            for (room, generation) in ctx.hub.watched() {
-                if let Err(e) = within(t, redis.sink.subscribe(self.s.keys.channel(&room))).await {
-                    return Lost(e);
-                }
-                self.load(&redis, room, generation);
-            }
+        }
+        for (room, generation, _) in rooms {
+            self.load(&redis, room, generation);
         }
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,6 +462,11 @@ impl Link {
                 msg = redis.stream.next() => {
                     let Some(msg) = msg else { return Lost(std::io::Error::other("the pub/sub connection closed").into()) };
                     self.arrived(msg.get_channel_name(), msg.get_payload_bytes());
+                    if std::mem::take(&mut self.resync) {
+                        if let Err(e) = self.sync_presence(&mut redis).await {
+                            return Lost(e);
+                        }
+                    }
                 }
                 Some(w) = self.s.watches.recv() => {
                     let r = match w {
@@ -434,24 +514,99 @@ impl Link {
                     if let Err(e) = within(t, redis.sink.ping::<redis::Value>()).await {
                         return Lost(e);
                     }
-                    if let Err(e) = redis.alive(&self.s.keys, self.s.node).await {
-                        return Lost(e);
+                    match redis.alive(&self.s.keys, self.s.node).await {
+                        Err(e) => return Lost(e),
+                        // Taken for dead (this node was silent too long): its users again.
+                        Ok(false) => {
+                            if let Err(e) = self.sync_presence(&mut redis).await {
+                                return Lost(e);
+                            }
+                        }
+                        Ok(true) => {}
                     }
                     checks += 1;
                     if checks % SWEEP_EVERY == 0 {
                         let sweep = redis::cmd("EVALSHA")
-                            .arg(&redis.sweep_sha)
+                            .arg(&redis.forget_sha)
                             .arg(0)
                             .arg(self.s.keys.prefix())
                             .arg(self.s.node)
+                            .arg("sweep")
                             .to_owned();
                         if let Err(e) = within(t, sweep.query_async::<u64>(&mut conn)).await {
+                            return Lost(e);
+                        }
+                    }
+                    if checks % HEAL_EVERY == 0 {
+                        let rooms = self.ctx().map(|ctx| ctx.hub.followed()).unwrap_or_default();
+                        if let Err(e) = self.heal(&mut redis, rooms).await {
                             return Lost(e);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Puts back what the cluster as a whole knows if Redis lost it: the epoch and the node
+    /// counter. An epoch that differs from this node's means another cluster's data under the
+    /// same prefix: reported, and this node keeps its own.
+    async fn reseed(&self, redis: &mut Redis) -> RedisResult<()> {
+        let keys = &self.s.keys;
+        let cmd = redis::cmd("EVALSHA")
+            .arg(&redis.reseed_sha)
+            .arg(2)
+            .arg(keys.epoch())
+            .arg(keys.nodes())
+            .arg(&self.s.epoch)
+            .arg(self.s.node)
+            .to_owned();
+        let epoch: String = within(redis.timeout, cmd.query_async(&mut redis.conn)).await?;
+        if epoch != self.s.epoch {
+            Stats::inc(&self.s.stats.cluster_errors);
+            self.note("Redis holds another epoch under this redis_prefix: are two clusters sharing it?");
+        }
+        Ok(())
+    }
+
+    /// Raises each room's sequence in Redis to this node's last id and renews its keys' time to
+    /// live, in pipelines.
+    async fn heal(&self, redis: &mut Redis, rooms: Vec<(Arc<str>, u64)>) -> RedisResult<()> {
+        for chunk in rooms.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for (room, seq) in chunk {
+                pipe.cmd("EVALSHA")
+                    .arg(&redis.heal_sha)
+                    .arg(2)
+                    .arg(self.s.keys.seq(room))
+                    .arg(self.s.keys.history(room))
+                    .arg(*seq)
+                    .arg(self.s.ttl_s)
+                    .ignore();
+            }
+            within(redis.timeout, pipe.query_async::<()>(&mut redis.conn)).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes Redis hold exactly this node's users: those no longer here removed (announced
+    /// gone), the others told again (idempotent: no news unless Redis had lost them).
+    async fn sync_presence(&mut self, redis: &mut Redis) -> RedisResult<()> {
+        let Some(ctx) = self.ctx() else { return Ok(()) };
+        let now = ctx.hub.local_presence();
+        let mut forget = redis::cmd("EVALSHA");
+        forget.arg(&redis.forget_sha).arg(0).arg(self.s.keys.prefix()).arg(self.s.node).arg("sync");
+        for c in &now {
+            forget.arg(format!("{}\n{}:{}", c.room, self.s.node, c.user));
+        }
+        within(redis.timeout, forget.query_async::<u64>(&mut redis.conn)).await?;
+        let mut again: Vec<Job> = now.into_iter().map(Job::Presence).collect();
+        while !again.is_empty() {
+            let rest = again.split_off(again.len().min(BATCH));
+            self.send(redis, &mut again).await?;
+            again = rest;
+        }
+        Ok(())
     }
 
     /// Sends `batch` in one pipeline: messages numbered, kept and published (their events wait
@@ -530,14 +685,19 @@ impl Link {
             match serde_json::from_slice::<Presence>(payload) {
                 Ok(p) => {
                     let mine = p.node == self.s.node;
-                    ctx.hub.presence_news(room, p, mine);
+                    if !ctx.hub.presence_news(room, p, mine) {
+                        self.resync = true;
+                    }
                 }
                 Err(_) => Stats::inc(&self.s.stats.cluster_errors),
             }
             return;
         }
         match serde_json::from_slice::<Posted>(payload) {
-            Ok(p) if self.here.remove(&p.key) => ctx.hub.keep_late(room, p),
+            Ok(p) if self.here.contains(&p.key) => {
+                Arc::make_mut(&mut self.here).remove(&p.key);
+                ctx.hub.keep_late(room, p);
+            }
             Ok(p) => ctx.hub.deliver(room, p),
             Err(_) => Stats::inc(&self.s.stats.cluster_errors),
         }
@@ -588,7 +748,9 @@ impl Link {
             .to_owned();
         let (t, ctx, stats, node) = (redis.timeout, self.s.ctx.clone(), self.s.stats.clone(), self.s.node);
         let here = self.here.clone();
+        let loads = self.loads.clone();
         tokio::spawn(async move {
+            let _permit = loads.acquire_owned().await;
             let answer: RedisResult<Vec<String>> = within(t, cmd.query_async(&mut conn)).await;
             let Some(ctx) = ctx.get().and_then(Weak::upgrade) else { return };
             let l = match answer.ok().and_then(|v| parse_load(&v, node)) {

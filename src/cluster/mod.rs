@@ -201,6 +201,7 @@ pub async fn join(
             ctx: ctx.clone(),
             stats: stats.clone(),
             node,
+            epoch: epoch.clone(),
         },
         redis,
     );

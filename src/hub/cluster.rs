@@ -195,6 +195,8 @@ fn apply(r: &mut Room, p: &Presence) {
         nodes: Vec::new(),
     });
     rem.name = p.name.as_str().into();
+    rem.id = p.id;
+    rem.bound = p.bound;
     match rem.nodes.iter_mut().find(|(n, _)| *n == p.node) {
         Some(e) => e.1 = p.tabs,
         None => rem.nodes.push((p.node, p.tabs)),
@@ -270,7 +272,12 @@ impl Hub {
     pub fn deliver_here(&self, room: &str, p: Posted) {
         let mut st = self.lock();
         let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
-        self.deliver_locked(&mut st, &key, &Posted { id: 0, ..p });
+        let p = Posted { id: 0, ..p };
+        if let Some(l) = st.rooms.get_mut(&key).and_then(|r| r.loading.as_mut()) {
+            l.early.push(p); // after the welcome and history its joiners wait for
+            return;
+        }
+        self.deliver_locked(&mut st, &key, &p);
     }
 
     /// Keeps (when numbered) and delivers one message; a number already seen is skipped.
@@ -312,25 +319,56 @@ impl Hub {
         if r.generation != generation {
             return; // an answer to an earlier life of the room
         }
-        let loading = r.loading.take();
+        let Some(loading) = r.loading.take() else { return };
+        // Messages are news only on a reload of a room that had its history before; a first
+        // load (or the first after being served alone) is history.
+        let news = loading.reload && r.synced;
+        let mut came_went = (Vec::new(), Vec::new());
         if let Some(presence) = l.presence {
-            r.elsewhere.clear();
+            let before = std::mem::take(&mut r.elsewhere);
             for p in &presence {
                 apply(r, p);
             }
+            if news {
+                // Who came and went elsewhere while this node could not hear it (users with tabs
+                // here were announced here).
+                let here = |u: &Arc<str>| r.tabs.contains_key(u);
+                for (u, m) in &r.elsewhere {
+                    if !before.contains_key(u) && !here(u) {
+                        came_went.0.push((m.id, m.name.clone(), m.bound));
+                    }
+                }
+                for (u, m) in &before {
+                    if !r.elsewhere.contains_key(u) && !here(u) {
+                        came_went.1.push((m.id, m.name.clone(), m.bound));
+                    }
+                }
+            }
             r.cluster_users = Some(l.users);
+            r.synced = true;
+        }
+        for (id, name, bound) in came_went.0 {
+            if self.crowd_came(st, &key, &name) {
+                let user = User { id, name: &name, bound };
+                self.to_room(st, &key, Out::Join { room: &key, user }, None);
+            }
+        }
+        for (id, name, bound) in came_went.1 {
+            if self.crowd_went(st, &key, &name) {
+                let user = User { id, name: &name, bound };
+                self.to_room(st, &key, Out::Leave { room: &key, user }, None);
+            }
         }
         for p in &l.messages {
-            if loading.is_some() || l.seen.contains(&p.key) {
-                self.keep_posted(st, &key, p);
-            } else {
+            if news && !l.seen.contains(&p.key) {
                 self.deliver_locked(st, &key, p);
+            } else {
+                self.keep_posted(st, &key, p);
             }
         }
         if let Some(r) = st.rooms.get_mut(&key) {
             r.seq = r.seq.max(l.seq);
         }
-        let Some(loading) = loading else { return };
         if let Some(r) = st.rooms.get_mut(&key) {
             for p in &loading.early_presence {
                 apply(r, p); // reflected in the list the joiners get: not announced
@@ -349,16 +387,21 @@ impl Hub {
     /// The cluster's news about a user of `room`: its tabs on one node, and whether it just came
     /// into the room or left it (on every node), which this node's members are told (as `join`
     /// and `leave`, or in a crowd's next update). `mine`: the news is about this node's user.
-    pub fn presence_news(&self, room: &str, p: Presence, mine: bool) {
+    /// Returns false when the news says one of this node's users left a room it is still in
+    /// (another node took this one for dead): then the cluster must be told again.
+    pub fn presence_news(&self, room: &str, p: Presence, mine: bool) -> bool {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
+        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return true };
         let r = st.rooms.get_mut(&key).expect("the key was just found");
+        if mine && p.tabs == 0 && r.tabs.contains_key(p.user.as_str()) {
+            return false;
+        }
         if let Some(l) = r.loading.as_mut() {
             if !mine {
                 l.early_presence.push(p);
             }
-            return;
+            return true;
         }
         // A user of another node renamed: this node's members hear it (its own users' renames
         // were announced here already).
@@ -386,6 +429,7 @@ impl Hub {
             }
             _ => {}
         }
+        true
     }
 
     /// This node's users of every room it follows, as the cluster should know them (told again
@@ -443,11 +487,27 @@ impl Hub {
         self.broker.presence(change);
     }
 
-    /// Rooms this node follows, with the generation of their watch (to load them again after
-    /// the cluster comes back).
-    pub fn watched(&self) -> Vec<(Arc<str>, u64)> {
+    /// Every room this node follows, with its last id here.
+    pub fn followed(&self) -> Vec<(Arc<str>, u64)> {
         let st = self.lock();
-        st.rooms.iter().filter(|(_, r)| !r.is_empty()).map(|(k, r)| (k.clone(), r.generation)).collect()
+        st.rooms.iter().filter(|(_, r)| !r.is_empty()).map(|(k, r)| (k.clone(), r.seq)).collect()
+    }
+
+    /// Every room this node follows, to load again after the cluster was unreachable: each is
+    /// loading again (live messages wait behind what it missed), under a new watch generation.
+    /// Returns (room, generation, its last id here).
+    pub fn reload_all(&self) -> Vec<(Arc<str>, u64, u64)> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut out = Vec::new();
+        for (k, r) in st.rooms.iter_mut().filter(|(_, r)| !r.is_empty()) {
+            st.generation += 1;
+            r.generation = st.generation;
+            let l = r.loading.get_or_insert_with(Box::default);
+            l.reload = true;
+            out.push((k.clone(), r.generation, r.seq));
+        }
+        out
     }
 
     /// Starts following a room that got its first member here: its history is owed until

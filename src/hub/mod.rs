@@ -412,6 +412,7 @@ impl Hub {
         let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
         if let Some(l) = st.rooms.get_mut(&key).and_then(|r| r.loading.as_mut()) {
             // A cluster room whose members and history are on their way (`loaded`).
+            l.waiting.retain(|(w, ..)| *w != id);
             l.waiting.push((id, resume, first));
             return;
         }
@@ -424,7 +425,8 @@ impl Hub {
             return;
         };
         // A crowd's newcomer gets the count, not the list (which would cost O(n) per join).
-        let listed = r.crowd.is_none().then(|| presence::members_of(st, r));
+        let listed =
+            (r.crowd.is_none() && r.users() <= r.presence_limit).then(|| presence::members_of(st, r));
         let members: Option<Vec<Member<'_>>> = listed.as_ref().map(|l| {
             l.iter().map(|m| Member { id: m.id, name: &m.name, tabs: m.tabs, bound: m.bound }).collect()
         });

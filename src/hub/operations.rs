@@ -151,6 +151,12 @@ impl Hub {
     pub fn restore(&self, room: &str, id: u64, ts: u64, from: &str, text: &str) -> Result<(), Error> {
         protocol::validate_room(room, self.chat.max_room_chars).map_err(Error::BadRoom)?;
         if self.clustered {
+            if self.delivery.stats.cluster_up.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                return Err(Error::Other(
+                    crate::error::ErrorKind::Internal,
+                    "Redis cannot be reached: nothing was restored; try again when it is back".into(),
+                ));
+            }
             // Into the cluster's history in Redis, where ids are checked as they are here (a
             // message at or below the last kept id is refused: several nodes restoring the same
             // history keep it once). Rooms already loaded on a node see it on their next load.

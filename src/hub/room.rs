@@ -45,6 +45,9 @@ pub struct Room {
     pub elsewhere: HashMap<Arc<str>, super::cluster::Remote>,
     /// In a cluster: how many users the room has on every node (from the last announcement).
     pub cluster_users: Option<usize>,
+    /// In a cluster: the room's history came from the cluster at least once (a room served
+    /// while Redis was away has not, and its first load is history, not news).
+    pub synced: bool,
 }
 
 /// What waits for a cluster room's history: joiners owed it, and messages that came before it.
@@ -54,6 +57,8 @@ pub struct Loading {
     pub waiting: Vec<(ConnId, Resume, bool)>,
     pub early: Vec<super::cluster::Posted>,
     pub early_presence: Vec<super::cluster::Presence>,
+    /// Loaded again after the cluster was unreachable: what the members missed is delivered.
+    pub reload: bool,
 }
 
 /// Who created a room: a connection and its address.
@@ -98,6 +103,7 @@ impl Room {
             generation: 0,
             elsewhere: HashMap::new(),
             cluster_users: None,
+            synced: false,
         }
     }
 
