@@ -92,6 +92,7 @@ return users
 ///   for longer than that), and that node's lists;
 /// - mode `sync`: this node's users that are not in the rest of ARGV (`<room>\n<field>` each),
 ///   after this node lost Redis for a while (users who left meanwhile).
+///
 /// ARGV: the prefix, this node's number, the mode, then the fields to keep. Returns how many
 /// entries it removed.
 const FORGET_LUA: &str = r#"
