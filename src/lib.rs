@@ -27,6 +27,7 @@ mod hub;
 mod identity;
 mod outbox;
 mod protocol;
+mod pusher;
 mod remote;
 mod runtime;
 mod session;

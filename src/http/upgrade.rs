@@ -319,6 +319,14 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
             return reply;
         }
     };
+    // Pusher's endpoint: a wrong key or protocol is told over the WebSocket (pusher:error and
+    // a 4xxx close), as Pusher does, so clients do not retry it as a network failure.
+    let pusher = match &ctx.cfg.site.pusher {
+        Some(cfg) if req.uri().path().starts_with("/app/") => {
+            Some(crate::pusher::check_endpoint(cfg, req.uri().path(), req.uri().query()))
+        }
+        _ => None,
+    };
     let offered = offered_protocols(req.headers());
     let Admitted { who, room, resume, ip_slot } = match admit(&req, &ctx, peer, &offered.tokens, false) {
         Ok(a) => a,
@@ -347,7 +355,7 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         Stats::inc(&ctx.stats.connections_open);
         let stream = parts.io.into_inner();
         // The session is a task of its own: this one (and the upgrade machinery it holds) ends.
-        let hello = Hello { id, who, room, resume, deflate: window };
+        let hello = Hello { id, who, room, resume, deflate: window, pusher };
         session::start(ctx, stream, parts.read_buf, hello, guard, ip_slot);
     });
 

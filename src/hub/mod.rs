@@ -15,6 +15,7 @@ mod lifecycle;
 mod moderation;
 mod operations;
 mod presence;
+mod pusher;
 mod room;
 mod users;
 
@@ -32,6 +33,7 @@ use crate::stats::Stats;
 pub use fanout::{deflated, Broker, LocalOnly};
 pub use moderation::Decision;
 pub use presence::Snapshot;
+pub use pusher::ChannelInfo;
 
 use fanout::{Delivery, Frames};
 use moderation::Held;
@@ -79,6 +81,8 @@ struct ConnMore {
     login: Option<Arc<str>>,
     /// History it is still owed, sent page by page as it drains.
     owed: Vec<history::Owed>,
+    /// Pusher presence channels it subscribed to, and as whom (`pusher.rs`).
+    presence: Vec<(Arc<str>, Arc<pusher::Presence>)>,
 }
 
 impl Conn {
@@ -423,10 +427,17 @@ impl Hub {
             return false;
         };
         let key = conn.rooms.remove(pos);
-        let (name, user, bound) = (conn.name.clone(), conn.user.clone(), conn.bound);
+        // A Pusher presence subscriber counts as its user_id there, not as its connection.
+        let presence = conn.take_presence(&key);
+        let (name, bound) = (conn.name.clone(), conn.bound);
+        let user = presence.as_ref().map_or_else(|| conn.user.clone(), |p| p.tab.clone());
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
             let last_tab = r.remove_tab(&user);
+            if let Some(p) = presence.as_ref().filter(|_| last_tab && !r.is_empty()) {
+                self.pusher_left(st, &key, p);
+            }
+            let Some(r) = st.rooms.get_mut(&key) else { return true };
             if r.is_empty() {
                 r.crowd = None; // an empty room is small again
                 self.room_emptied(st, key.clone());
