@@ -69,9 +69,12 @@ test("pusher-js connects and gets a socket id of Pusher's form", { timeout: 1500
 
 test("a wrong app key is refused with pusher:error 4001", { timeout: 15000 }, async () => {
   const c = client("anon", { key: "not-this-app" });
-  const err = await new Promise((resolve) => c.connection.bind("error", resolve));
+  // In the handshake pusher-js wraps the pusher:error in a WebSocketError, and stays away.
+  const err = await new Promise((resolve) => c.connection.bind("error", (e) => resolve(e.error || e)));
+  assert.strictEqual(err.type, "PusherError");
   assert.strictEqual(err.data.code, 4001);
   assert.match(err.data.message, /does not exist/);
+  await until(() => c.connection.state === "disconnected", 5000, "disconnected");
   c.disconnect();
 });
 
