@@ -253,6 +253,9 @@ fn admit(
         let msg = format!("your login does not allow room `{room}`");
         return Err(with_room(auth_failed(StatusCode::FORBIDDEN, msg)));
     }
+    if ctx.hub.pusher_guarded(&room) && !who.rooms.as_ref().is_some_and(|allowed| allowed.contains(&room)) {
+        return Err(with_room(auth_failed(StatusCode::FORBIDDEN, crate::hub::PUSHER_GUARDED)));
+    }
     let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     if !origin_allowed(&ctx.cfg.admission.allowed_origins, header(header::ORIGIN), header(header::HOST)) {
         return Err(with_room(Refusal {

@@ -33,7 +33,7 @@ use crate::stats::Stats;
 pub use fanout::{deflated, Broker, LocalOnly};
 pub use moderation::Decision;
 pub use presence::Snapshot;
-pub use pusher::ChannelInfo;
+pub use pusher::{ChannelInfo, GUARDED as PUSHER_GUARDED};
 
 use fanout::{Delivery, Frames};
 use moderation::Held;
@@ -151,6 +151,8 @@ pub struct HubConfig {
     pub max_backlog_bytes: usize,
     pub slow_consumer: SlowConsumer,
     pub published_events: bool,
+    /// The Pusher protocol is on: `private-` and `presence-` rooms are its authorised channels.
+    pub pusher: bool,
 }
 
 impl From<&Config> for HubConfig {
@@ -162,6 +164,7 @@ impl From<&Config> for HubConfig {
             max_backlog_bytes: cfg.limits.max_backlog_bytes,
             slow_consumer: cfg.limits.slow_consumer,
             published_events: cfg.events.published_events,
+            pusher: cfg.site.pusher.is_some(),
         }
     }
 }
@@ -172,6 +175,8 @@ pub struct Hub {
     history: HistoryConfig,
     moderation: ModerationConfig,
     published_events: bool,
+    /// `HubConfig::pusher`.
+    pusher: bool,
     /// The wire new connections speak.
     wire: Wire,
     /// The most bytes of history one frame carries (half the backlog: live messages need room).
@@ -214,6 +219,7 @@ impl Hub {
             history: cfg.history,
             moderation: cfg.moderation,
             published_events: cfg.published_events,
+            pusher: cfg.pusher,
             wire,
             epoch,
             delivery: Delivery {

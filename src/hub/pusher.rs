@@ -38,7 +38,16 @@ pub struct ChannelInfo {
     pub user_count: Option<usize>,
 }
 
+/// Why a JSON-protocol client may not join a `private-` or `presence-` room.
+pub const GUARDED: &str =
+    "`private-` and `presence-` rooms are Pusher channels: they need the channel's auth (or a login token that lists the room)";
+
 impl Conn {
+    /// Whether its login token names `room` among the rooms it allows.
+    pub(super) fn listed(&self, room: &str) -> bool {
+        self.more.as_ref().and_then(|m| m.allowed.as_ref()).is_some_and(|a| a.iter().any(|r| r == room))
+    }
+
     /// This connection's presence in `room`, if it subscribed to it as a presence user.
     pub(super) fn presence_in(&self, room: &str) -> Option<&Arc<Presence>> {
         self.more.as_ref()?.presence.iter().find(|(r, _)| **r == *room).map(|(_, p)| p)
@@ -59,6 +68,12 @@ pub fn event_text(event: &str, data: &str) -> String {
 }
 
 impl Hub {
+    /// Whether `room` is a Pusher channel that needs authorisation: with the Pusher protocol
+    /// on, a JSON-protocol client cannot read a private channel by joining its room.
+    pub fn pusher_guarded(&self, room: &str) -> bool {
+        self.pusher && Kind::of(room).authorised()
+    }
+
     /// Registers a Pusher connection (its name is its `socket_id`); it joins rooms by
     /// subscribing. The host gets `connect`.
     pub fn pusher_connect(
