@@ -343,3 +343,100 @@ impl Hub {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::events::EventQueue;
+    use crate::hub::LocalOnly;
+    use crate::identity::{Identity, Resume};
+    use serde_json::Value;
+    use std::collections::VecDeque;
+
+    fn hub() -> Hub {
+        let mut c = Config::default();
+        c.site.pusher =
+            serde_json::from_str(r#"{"app_id":"1","key":"k","secret":"0123456789abcdef"}"#).unwrap();
+        let events = Arc::new(EventQueue::new(1024).unwrap());
+        Hub::new((&c).into(), Arc::new(Stats::default()), events, Box::new(LocalOnly))
+    }
+
+    /// What an outbox holds, as JSON, Pusher `data` strings parsed.
+    fn drain(o: &Outbox) -> Vec<Value> {
+        let mut q = VecDeque::new();
+        o.take(&mut q);
+        q.iter()
+            .map(|f| {
+                let start = if f[1] == 126 { 4 } else { 2 };
+                let mut v: Value = serde_json::from_slice(&f[start..]).unwrap();
+                if let Some(d) = v["data"].as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+                    v["data"] = d;
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn user(id: &str) -> Option<PresenceUser> {
+        Some(PresenceUser { user_id: id.into(), user_info: format!(r#"{{"name":"{id}"}}"#) })
+    }
+
+    #[test]
+    fn a_presence_user_is_announced_once_however_many_tabs() {
+        let h = hub();
+        let outs: Vec<Arc<Outbox>> = (0..3).map(|_| Arc::new(Outbox::new())).collect();
+        for (i, o) in outs.iter().enumerate() {
+            h.pusher_connect(i as u64 + 1, &format!("9.{}", i + 1), None, o.clone());
+        }
+        h.pusher_subscribe(1, "presence-r", user("ann")).unwrap();
+        drain(&outs[0]);
+        h.pusher_subscribe(2, "presence-r", user("bob")).unwrap();
+        let ann = drain(&outs[0]);
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(
+            (ann[0]["event"].as_str(), ann[0]["data"]["user_id"].as_str()),
+            (Some("pusher_internal:member_added"), Some("bob"))
+        );
+        h.pusher_subscribe(3, "presence-r", user("bob")).unwrap();
+        assert!(drain(&outs[0]).is_empty(), "bob's second tab is not news");
+        let hello = drain(&outs[2]);
+        assert_eq!(hello[0]["data"]["presence"]["count"], 2);
+        h.disconnect(2, 1000);
+        assert!(drain(&outs[0]).is_empty(), "bob still has a tab");
+        h.disconnect(3, 1000);
+        let gone = drain(&outs[0]);
+        assert_eq!(
+            (gone[0]["event"].as_str(), gone[0]["data"]["user_id"].as_str()),
+            (Some("pusher_internal:member_removed"), Some("bob"))
+        );
+        assert_eq!(h.pusher_users("presence-r"), ["ann"]);
+    }
+
+    #[test]
+    fn json_and_pusher_clients_in_one_room_hear_each_other() {
+        let h = hub();
+        let (j, p) = (Arc::new(Outbox::new()), Arc::new(Outbox::new()));
+        let who = Identity { name: Some("jay".into()), ..Default::default() };
+        h.connect(1, who, "news", Resume::default(), j.clone());
+        h.pusher_connect(2, "9.2", None, p.clone());
+        h.pusher_subscribe(2, "news", None).unwrap();
+        drain(&j);
+        assert_eq!(drain(&p)[0]["event"], "pusher_internal:subscription_succeeded");
+        h.broadcast(Some("news"), "hello", "system").unwrap();
+        let got = drain(&p);
+        assert_eq!(
+            (got[0]["event"].as_str(), got[0]["data"]["text"].as_str()),
+            (Some("message"), Some("hello"))
+        );
+        drain(&j);
+        h.pusher_publish(&["news".to_string()], "alert", "{\"x\":1}", Some(2));
+        assert!(drain(&p).is_empty(), "the excluded socket");
+        let m = drain(&j);
+        assert_eq!(
+            (m[0]["type"].as_str(), m[0]["event"].as_str(), m[0]["text"].as_str()),
+            (Some("message"), Some("alert"), Some("{\"x\":1}"))
+        );
+        assert!(h.pusher_guarded("private-x") && h.pusher_guarded("presence-x") && !h.pusher_guarded("news"));
+    }
+}
