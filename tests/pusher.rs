@@ -235,3 +235,11 @@ async fn client_events_are_refused_unless_configured() {
     assert!(err["data"]["message"].as_str().unwrap().contains("client_events"), "{err}");
     e.stop().unwrap();
 }
+
+#[tokio::test]
+async fn a_chat_that_requires_a_login_refuses_pusher_clients_too() {
+    let e = pusher_engine(json!({"auth": {"secret": "login-secret-0123456789"}}));
+    let (status, _) = raw_upgrade(e.port(), &format!("/app/{KEY}?protocol=7"), "");
+    assert_eq!(status, 401, "Pusher clients carry no login token");
+    e.stop().unwrap();
+}
