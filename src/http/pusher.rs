@@ -50,6 +50,14 @@ struct EventBody {
     info: Option<String>,
 }
 
+/// An event to a signed-in user's connections.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEvent {
+    name: String,
+    data: Value,
+}
+
 #[derive(Deserialize)]
 struct BatchBody {
     batch: Vec<EventBody>,
@@ -91,11 +99,14 @@ pub(super) async fn api(req: Request<Body>, ctx: &Context) -> Reply {
         (&Method::GET, ["channels"]) => channels(ctx, param("filter_by_prefix"), param("info")),
         (&Method::GET, ["channels", name]) => Ok(channel(ctx, name, param("info"))),
         (&Method::GET, ["channels", name, "users"]) => users(ctx, name),
+        (&Method::POST, ["users", user, "events"]) => {
+            parse::<UserEvent>(&body).and_then(|e| to_user(ctx, cfg, user, e))
+        }
         (&Method::POST, ["users", user, "terminate_connections"]) => {
             ctx.hub.pusher_terminate(user);
             Ok(json!({}))
         }
-        (_, ["events" | "batch_events"] | ["users", _, "terminate_connections"]) => {
+        (_, ["events" | "batch_events"] | ["users", _, "terminate_connections" | "events"]) => {
             Err((StatusCode::METHOD_NOT_ALLOWED, "this path takes POST".into()))
         }
         (_, ["channels", ..]) => Err((StatusCode::METHOD_NOT_ALLOWED, "this path takes GET".into())),
@@ -152,6 +163,22 @@ fn trigger(ctx: &Context, cfg: &PusherConfig, e: EventBody) -> Result<Value, Ref
         out.insert(c.clone(), attributes(&ctx.hub.pusher_channel(c), &info));
     }
     Ok(json!({ "channels": out }))
+}
+
+/// `POST /users/{id}/events`: to the connections signed in as `user` (their
+/// `#server-to-user-{id}` channel).
+fn to_user(ctx: &Context, cfg: &PusherConfig, user: &str, e: UserEvent) -> Result<Value, Refusal> {
+    if user.is_empty() || user.len() > 128 {
+        return Err(bad("a user id has 1 to 128 characters"));
+    }
+    let data = match e.data {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    pusher::check_event(cfg, &e.name, &data).map_err(|m| (StatusCode::PAYLOAD_TOO_LARGE, m))?;
+    let channel = format!("{}{user}", crate::protocol::pusher::USER_CHANNEL);
+    ctx.hub.pusher_publish(&[channel], &e.name, &data, None);
+    Ok(json!({}))
 }
 
 fn batch(ctx: &Context, cfg: &PusherConfig, b: BatchBody) -> Result<Value, Refusal> {

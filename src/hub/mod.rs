@@ -83,6 +83,8 @@ struct ConnMore {
     owed: Vec<history::Owed>,
     /// Pusher presence channels it subscribed to, and as whom (`pusher.rs`).
     presence: Vec<(Arc<str>, Arc<pusher::Presence>)>,
+    /// The Pusher user it signed in as (`pusher:signin`).
+    signed_in: Option<Arc<str>>,
 }
 
 impl Conn {

@@ -71,7 +71,19 @@ impl Hub {
     /// Whether `room` is a Pusher channel that needs authorisation: with the Pusher protocol
     /// on, a JSON-protocol client cannot read a private channel by joining its room.
     pub fn pusher_guarded(&self, room: &str) -> bool {
-        self.pusher && Kind::of(room).authorised()
+        self.pusher && (Kind::of(room).authorised() || room.starts_with(wire::USER_CHANNEL))
+    }
+
+    /// Records the user a Pusher connection signed in as.
+    pub fn pusher_signin(&self, id: ConnId, user: &str) {
+        if let Some(c) = self.lock().conns.get_mut(&id) {
+            c.more().signed_in = Some(user.into());
+        }
+    }
+
+    /// The user a Pusher connection signed in as, if it did.
+    pub fn pusher_signed_in(&self, id: ConnId) -> Option<Arc<str>> {
+        self.lock().conns.get(&id)?.more.as_ref()?.signed_in.clone()
     }
 
     /// Registers a Pusher connection (its name is its `socket_id`); it joins rooms by
@@ -325,14 +337,17 @@ impl Hub {
         ids
     }
 
-    /// Closes every connection subscribed as presence user `user_id` (Pusher's
-    /// `terminate_connections`), with a `pusher:error` 4009 first; returns how many.
+    /// Closes every connection signed in as `user_id`, or subscribed to a presence channel as
+    /// that user (Pusher's `terminate_connections`), with a `pusher:error` 4009 first; returns
+    /// how many.
     pub fn pusher_terminate(&self, user_id: &str) -> usize {
         let st = self.lock();
         let mut n = 0;
         for c in st.conns.values() {
-            let theirs =
-                c.more.as_ref().is_some_and(|m| m.presence.iter().any(|(_, p)| *p.user_id == *user_id));
+            let theirs = c.more.as_ref().is_some_and(|m| {
+                m.signed_in.as_deref() == Some(user_id)
+                    || m.presence.iter().any(|(_, p)| *p.user_id == *user_id)
+            });
             if theirs && c.wire.wire == Wire::Pusher {
                 let frame = crate::wsframe::text(&wire::error(Some(4009), "terminated by the app"));
                 c.outbox.push(frame, self.delivery.max_backlog, self.delivery.policy);

@@ -38,8 +38,12 @@ pub enum In {
         channel: String,
         data: String,
     },
-    /// Something this server does not do (`pusher:signin`, unknown `pusher:` events): refused
-    /// with this name.
+    /// User authentication: `auth` signs `user_data` (JSON with an `id`) for this socket.
+    Signin {
+        auth: String,
+        user_data: String,
+    },
+    /// Something this server does not do (unknown `pusher:` events): refused with this name.
     Unsupported(String),
 }
 
@@ -83,6 +87,12 @@ struct Frame {
 }
 
 #[derive(Deserialize)]
+struct SigninData {
+    auth: String,
+    user_data: String,
+}
+
+#[derive(Deserialize)]
 struct SubscribeData {
     channel: String,
     #[serde(default)]
@@ -108,6 +118,11 @@ pub fn parse(text: &str) -> Result<In, String> {
             let d: SubscribeData = serde_json::from_value(object(f.data)?)
                 .map_err(|e| format!("pusher:subscribe needs data.channel: {e}"))?;
             Ok(In::Subscribe { channel: d.channel, auth: d.auth, channel_data: d.channel_data })
+        }
+        "pusher:signin" => {
+            let d: SigninData = serde_json::from_value(object(f.data)?)
+                .map_err(|e| format!("pusher:signin needs data.auth and data.user_data: {e}"))?;
+            Ok(In::Signin { auth: d.auth, user_data: d.user_data })
         }
         "pusher:unsubscribe" => {
             let d: SubscribeData = serde_json::from_value(object(f.data)?)
@@ -160,6 +175,24 @@ pub fn presence_user(channel_data: &str) -> Result<PresenceUser, String> {
     }
     let user_info = v.get("user_info").map_or_else(|| "null".to_string(), Value::to_string);
     Ok(PresenceUser { user_id, user_info })
+}
+
+/// The prefix of the channel a signed-in user's connections hear events sent to the user on
+/// (`POST /apps/{app_id}/users/{id}/events`); pusher-js subscribes to it after `signin_success`.
+pub const USER_CHANNEL: &str = "#server-to-user-";
+
+/// The `id` of a signin's `user_data`.
+pub fn signin_user(user_data: &str) -> Result<String, String> {
+    let v: Value = serde_json::from_str(user_data).map_err(|e| format!("user_data is not JSON: {e}"))?;
+    match v.get("id") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Ok(s.clone()),
+        _ => Err("user_data needs an `id`: a string of 1 to 128 characters".into()),
+    }
+}
+
+/// `pusher:signin_success`, its data carrying `user_data` as signed.
+pub fn signin_success(user_data: &str) -> String {
+    frame("pusher:signin_success", None, &serde_json::json!({ "user_data": user_data }).to_string())
 }
 
 /// The `data` of a presence channel's `subscription_succeeded`: every user once, in order.
@@ -262,9 +295,15 @@ mod tests {
         assert!(parse(r#"{"event":"pusher:subscribe","data":{}}"#).is_err());
         assert!(parse("nonsense").is_err());
         assert_eq!(parse(r#"{"event":"pusher:ping","data":{}}"#).unwrap(), In::Ping);
+        assert!(parse(r#"{"event":"pusher:signin","data":{}}"#).is_err());
+        let s =
+            parse(r#"{"event":"pusher:signin","data":{"auth":"k:s","user_data":"{\"id\":\"7\"}"}}"#).unwrap();
+        assert_eq!(s, In::Signin { auth: "k:s".into(), user_data: r#"{"id":"7"}"#.into() });
+        assert_eq!(signin_user(r#"{"id":"7","user_info":{}}"#).unwrap(), "7");
+        assert!(signin_user(r#"{"id":7}"#).is_err(), "pusher-js wants a string id");
         assert_eq!(
-            parse(r#"{"event":"pusher:signin","data":{}}"#).unwrap(),
-            In::Unsupported("pusher:signin".into())
+            parse(r#"{"event":"pusher:cache","data":{}}"#).unwrap(),
+            In::Unsupported("pusher:cache".into())
         );
     }
 

@@ -29,6 +29,8 @@ pub mod code {
     pub const APP_NOT_FOUND: u16 = 4001;
     /// The `protocol` query is missing or not one spoken here.
     pub const UNSUPPORTED_PROTOCOL: u16 = 4007;
+    /// A signin's signature is wrong; also what `terminate_connections` closes with.
+    pub const UNAUTHORIZED: u16 = 4009;
 }
 
 /// Why a Pusher upgrade is refused once it is a WebSocket (Pusher answers with
@@ -147,9 +149,29 @@ pub fn text(ctx: &Context, id: ConnId, outbox: &Outbox, text: &str) {
                 refuse(ctx, outbox, &wire::error(None, &m));
             }
         }
+        Ok(In::Signin { auth, user_data }) => signin(ctx, cfg, id, outbox, &auth, &user_data),
         Ok(In::Unsupported(event)) => {
             refuse(ctx, outbox, &wire::error(None, &format!("`{event}` is not supported by this server")))
         }
+    }
+}
+
+/// User authentication: a good signature makes the connection that user's (events sent to the
+/// user, `terminate_connections`); a bad one closes it with 4009, as Pusher does.
+fn signin(ctx: &Context, cfg: &PusherConfig, id: ConnId, outbox: &Outbox, auth: &str, user_data: &str) {
+    let expected = sign::user_auth(&cfg.key, &cfg.secret, &socket_id(id), user_data);
+    if !sign::same(auth, &expected) {
+        let why = "Invalid signature for pusher:signin: check the user auth endpoint's key and secret";
+        refuse(ctx, outbox, &wire::error(Some(code::UNAUTHORIZED), why));
+        outbox.close(code::UNAUTHORIZED, "invalid signin");
+        return;
+    }
+    match wire::signin_user(user_data) {
+        Ok(user) => {
+            ctx.hub.pusher_signin(id, &user);
+            send(ctx, outbox, &wire::signin_success(user_data));
+        }
+        Err(m) => refuse(ctx, outbox, &wire::error(None, &m)),
     }
 }
 
@@ -163,6 +185,13 @@ fn subscribe(
     auth: Option<String>,
     channel_data: Option<String>,
 ) -> Result<(), (u16, String)> {
+    if let Some(user) = channel.strip_prefix(wire::USER_CHANNEL) {
+        // What pusher-js subscribes to after a signin: the signed-in user's own, no auth.
+        if ctx.hub.pusher_signed_in(id).as_deref() != Some(user) {
+            return Err((403, format!("sign in as `{user}` first (pusher:signin)")));
+        }
+        return ctx.hub.pusher_subscribe(id, channel, None).map_err(|m| (403, m));
+    }
     wire::validate_channel(channel, ctx.cfg.chat.max_room_chars).map_err(|m| (400, m))?;
     let kind = Kind::of(channel);
     let presence = match (kind, &channel_data) {

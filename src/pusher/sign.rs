@@ -42,6 +42,11 @@ pub fn channel_auth(
     format!("{key}:{}", hmac_hex(secret, &msg))
 }
 
+/// The `auth` of a user signin: over `"socket_id::user::user_data"`.
+pub fn user_auth(key: &str, secret: &str, socket_id: &str, user_data: &str) -> String {
+    format!("{key}:{}", hmac_hex(secret, &format!("{socket_id}::user::{user_data}")))
+}
+
 /// Whether a subscription's `auth` is the one the app's secret gives.
 pub fn channel_auth_ok(
     key: &str,

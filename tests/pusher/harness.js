@@ -36,7 +36,8 @@ function startServer(extra = {}) {
 const hmac = (secret, text) => crypto.createHmac("sha256", secret).update(text).digest("hex");
 
 // A site's auth endpoint (POST socket_id, channel_name): signs private channels, and presence
-// channels for the user named in `?user=` (as a logged-in site would know it). CORS is open for
+// channels for the user named in `?user=` (as a logged-in site would know it); at /user-auth,
+// that user's signin. CORS is open for
 // the browser tests' page, which is served from another port.
 function startAuthEndpoint() {
   const server = http.createServer((req, res) => {
@@ -54,7 +55,11 @@ function startAuthEndpoint() {
       const user = new URL(req.url, "http://x").searchParams.get("user") || "anon";
       if (user === "refused") { res.writeHead(403, cors); return res.end("no"); }
       let reply;
-      if (channel.startsWith("presence-")) {
+      if (req.url.startsWith("/user-auth")) {
+        // pusher-js's signin: the user's data, signed for this socket.
+        const userData = JSON.stringify({ id: user, user_info: { name: user } });
+        reply = { auth: `${APP.key}:${hmac(APP.secret, `${socketId}::user::${userData}`)}`, user_data: userData };
+      } else if (channel.startsWith("presence-")) {
         const channelData = JSON.stringify({ user_id: user, user_info: { name: user.toUpperCase() } });
         reply = { auth: `${APP.key}:${hmac(APP.secret, `${socketId}:${channel}:${channelData}`)}`, channel_data: channelData };
       } else {

@@ -36,6 +36,7 @@ function client(user = "anon", options = {}) {
     enabledTransports: ["ws"],
     disableStats: true,
     channelAuthorization: options.channelAuthorization || { endpoint: `${authUrl}/auth?user=${user}`, transport: "ajax" },
+    userAuthentication: { endpoint: `${authUrl}/user-auth?user=${user}`, transport: "ajax" },
   });
   clients.push(c);
   return c;
@@ -193,4 +194,39 @@ test("terminate_connections closes a user's connections", { timeout: 15000 }, as
   assert.strictEqual(r.status, 200, r.text);
   await until(() => errors.length > 0, 5000, "the error");
   assert.strictEqual(errors[0].data.code, 4009);
+});
+
+test("signin: events sent to the user reach every connection signed in as it; terminate closes them", { timeout: 20000 }, async () => {
+  const tabs = [client("eve"), client("eve")];
+  const got = [[], []];
+  tabs.forEach((c, i) => {
+    c.signin();
+    c.user.bind("wake", (d) => got[i].push(d));
+  });
+  await Promise.all(tabs.map((c) => c.user.signinDonePromise));
+  await until(() => tabs.every((c) => c.user.serverToUserChannel && c.user.serverToUserChannel.subscribed), 5000, "the user channels");
+  assert.strictEqual(tabs[0].user.user_data.id, "eve");
+  const r = await api(base, "POST", "/users/eve/events", { name: "wake", data: JSON.stringify({ up: true }) });
+  assert.strictEqual(r.status, 200, r.text);
+  await until(() => got[0].length === 1 && got[1].length === 1, 5000, "both tabs get it");
+  assert.deepStrictEqual(got[0][0], { up: true });
+
+  const errors = [];
+  tabs[0].connection.bind("error", (e) => errors.push(e));
+  const t = await api(base, "POST", "/users/eve/terminate_connections", {});
+  assert.strictEqual(t.status, 200, t.text);
+  await until(() => errors.some((e) => e.data && e.data.code === 4009), 5000, "the 4009");
+});
+
+test("a signin with a wrong signature is closed with 4009", { timeout: 15000 }, async () => {
+  const { hostname, port } = new URL(base);
+  const c = new Pusher(APP.key, {
+    cluster: "mt1", wsHost: hostname, wsPort: Number(port), forceTLS: false, enabledTransports: ["ws"], disableStats: true,
+    userAuthentication: { customHandler: (_p, cb) => cb(null, { auth: `${APP.key}:${"0".repeat(64)}`, user_data: "{\"id\":\"x\"}" }) },
+  });
+  clients.push(c);
+  const errors = [];
+  c.connection.bind("error", (e) => errors.push(e));
+  c.signin();
+  await until(() => errors.some((e) => e.data && e.data.code === 4009), 5000, "the 4009");
 });
