@@ -180,7 +180,20 @@ impl Hub {
             _ => "{}".to_string(),
         };
         self.to_conn(st, id, &Out::Subscribed { room: channel, data: &data });
+        if wire::is_cache(channel) {
+            self.cache_replay(st, id, channel);
+        }
         Ok(())
+    }
+
+    /// A cache channel's newcomer gets its last event (from the room's history), or
+    /// `pusher:cache_miss`.
+    fn cache_replay(&self, st: &State, id: ConnId, channel: &str) {
+        let last = st.rooms.get(channel).and_then(|r| r.history.back());
+        let cached = last.and_then(|(_, json)| wire::cached_event(json, now_ms()));
+        let (event, data) = cached.unwrap_or_else(|| ("pusher:cache_miss".into(), "{}".into()));
+        let from = User::named(0, &self.chat.host_name);
+        self.to_conn(st, id, &Out::Event { room: channel, id: 0, ts: 0, from, event: &event, data: &data });
     }
 
     /// Unsubscribes `id` from `channel`; false if it was not subscribed.

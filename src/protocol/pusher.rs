@@ -141,6 +141,30 @@ pub fn parse(text: &str) -> Result<In, String> {
     }
 }
 
+/// How long a cache channel's last event is given to new subscribers (Pusher's 30 minutes).
+pub const CACHE_TTL_MS: u64 = 30 * 60 * 1000;
+
+/// Whether `channel` is a cache channel: a new subscriber gets its last event at once, or
+/// `pusher:cache_miss`.
+pub fn is_cache(channel: &str) -> bool {
+    ["cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-"]
+        .iter()
+        .any(|p| channel.starts_with(p))
+}
+
+/// A kept message (its JSON, as rooms keep it) as the event it was: a named event's name and
+/// data, or `message` with the message object as data; None once older than `CACHE_TTL_MS`.
+pub fn cached_event(json: &str, now_ms: u64) -> Option<(String, String)> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    if now_ms.saturating_sub(v["ts"].as_u64()?) > CACHE_TTL_MS {
+        return None;
+    }
+    Some(match (v["event"].as_str(), v["text"].as_str()) {
+        (Some(event), Some(data)) => (event.to_string(), data.to_string()),
+        _ => (MESSAGE_EVENT.to_string(), json.to_string()),
+    })
+}
+
 /// Checks a channel name as Pusher does (letters, digits and `_-=@,.;`), within `max_chars`.
 pub fn validate_channel(name: &str, max_chars: usize) -> Result<(), String> {
     if name.is_empty() || name.len() > max_chars {
@@ -333,6 +357,18 @@ mod tests {
         assert!(validate_channel("a b", 64).is_err());
         assert!(validate_channel("", 64).is_err());
         assert!(validate_channel(&"x".repeat(65), 64).is_err());
+    }
+
+    #[test]
+    fn cache_channels_replay_their_last_event_within_the_ttl() {
+        assert!(is_cache("cache-a") && is_cache("presence-cache-a") && is_cache("private-encrypted-cache-a"));
+        assert!(!is_cache("news") && !is_cache("private-a"));
+        let ev =
+            crate::protocol::event_message("cache-a", 1, 1_000, User::named(0, "h"), "temp", "{\"c\":20}");
+        assert_eq!(cached_event(&ev, 2_000), Some(("temp".into(), "{\"c\":20}".into())));
+        assert_eq!(cached_event(&ev, 1_000 + CACHE_TTL_MS + 1), None);
+        let m = crate::protocol::message("cache-a", 2, 1_000, User::named(0, "h"), "hi");
+        assert_eq!(cached_event(&m, 2_000), Some(("message".into(), m.clone())));
     }
 
     #[test]

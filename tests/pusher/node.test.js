@@ -230,3 +230,15 @@ test("a signin with a wrong signature is closed with 4009", { timeout: 15000 }, 
   c.signin();
   await until(() => errors.some((e) => e.data && e.data.code === 4009), 5000, "the 4009");
 });
+
+test("cache channels give a newcomer the last event, or pusher:cache_miss", { timeout: 15000 }, async () => {
+  const r = await api(base, "POST", "/events", { name: "temperature", channel: "cache-weather", data: JSON.stringify({ c: 21 }) });
+  assert.strictEqual(r.status, 200, r.text);
+  const c = client("fay");
+  const weather = c.subscribe("cache-weather");
+  const got = collect(weather, "temperature");
+  const empty = c.subscribe("cache-nothing-yet");
+  const misses = collect(empty, "pusher:cache_miss");
+  await until(() => got.length === 1 && misses.length === 1, 5000, "the cached event and the miss");
+  assert.deepStrictEqual(got[0], { c: 21 });
+});
