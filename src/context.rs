@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::events::EventQueue;
-use crate::hub::{Hub, LocalOnly};
+use crate::hub::{Broker, Hub, LocalOnly};
 use crate::stats::Stats;
 use crate::tls::Tls;
 use crate::wsframe::Limits;
@@ -24,7 +24,7 @@ pub struct Context {
     pub stats: Arc<Stats>,
     pub events: Arc<EventQueue>,
     pub limits: Limits,
-    /// Connection ids start at 1; 0 means the host.
+    /// Connection ids start at 1 (in a cluster, above the node's number); 0 means the host.
     pub next_id: AtomicU64,
     pub stopping: AtomicBool,
     pub sessions: Arc<SessionCount>,
@@ -41,9 +41,22 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of an engine alone.
     pub fn new(cfg: Config, events: Arc<EventQueue>) -> Self {
-        let stats = Arc::new(Stats::default());
-        let hub = Hub::new((&cfg).into(), stats.clone(), events.clone(), Box::new(LocalOnly));
+        Self::with_broker(cfg, events, Arc::default(), Box::new(LocalOnly), None, 0)
+    }
+
+    /// The context of a node of a cluster: its broker, the cluster's epoch, and its number,
+    /// which sets the high bits of its connection ids so they are unique across the cluster.
+    pub fn with_broker(
+        cfg: Config,
+        events: Arc<EventQueue>,
+        stats: Arc<Stats>,
+        broker: Box<dyn Broker>,
+        epoch: Option<String>,
+        node: u64,
+    ) -> Self {
+        let hub = Hub::new((&cfg).into(), stats.clone(), events.clone(), broker, epoch);
         let proxies = cfg.admission.proxy_nets().unwrap_or_default();
         let cfg_auth = cfg.site.auth.as_ref().map(Verifier::new);
         let limits = Limits {
@@ -58,7 +71,7 @@ impl Context {
             stats,
             events,
             limits,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_conn_id(node)),
             stopping: AtomicBool::new(false),
             sessions: Arc::default(),
             proxies,
@@ -68,6 +81,13 @@ impl Context {
             tls: None,
         }
     }
+}
+
+/// The first connection id of node `node` (0: an engine alone). A node's ids start at
+/// `node << 32`: unique across a cluster, and below 2^53, so JavaScript reads them exactly, for
+/// the first million nodes to start (the number wraps past that).
+pub fn first_conn_id(node: u64) -> u64 {
+    ((node % (1 << 20)) << 32) | 1
 }
 
 impl Context {

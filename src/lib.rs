@@ -14,6 +14,7 @@
 mod api;
 mod auth;
 mod clock;
+mod cluster;
 mod config;
 mod context;
 mod control;

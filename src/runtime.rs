@@ -90,7 +90,31 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
         .enable_all()
         .build()
         .map_err(Error::Io)?;
-    let mut ctx = Context::new(cfg, events);
+    // A node of a cluster joins it before it serves (and fails to start, saying why, when Redis
+    // cannot be reached).
+    let (mut ctx, starter) = match cfg.cluster.url() {
+        Some(_) => {
+            let stats = Arc::new(crate::stats::Stats::default());
+            let epoch = Some(cfg.history.history_epoch.clone()).filter(|e| !e.is_empty());
+            let join = crate::cluster::join(&cfg.cluster, cfg.history.history_size, epoch, stats.clone());
+            // On a plain thread: blocking on (or dropping) a runtime inside another runtime's
+            // thread panics, and a Rust host may start the engine from async code.
+            let joined = std::thread::scope(|s| s.spawn(|| runtime.block_on(join)).join()).map_err(|_| {
+                Error::Other(crate::error::ErrorKind::Internal, "joining the cluster panicked".into())
+            })?;
+            let j = match joined {
+                Ok(j) => j,
+                Err(e) => {
+                    std::thread::scope(|s| {
+                        s.spawn(move || drop(runtime));
+                    });
+                    return Err(e);
+                }
+            };
+            (Context::with_broker(cfg, events, stats, j.broker, Some(j.epoch), j.node), Some(j.start))
+        }
+        None => (Context::new(cfg, events), None),
+    };
     ctx.local_port = local_addr.port();
     ctx.tls = tls;
     let ctx = Arc::new(ctx);
@@ -104,6 +128,10 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
         };
         (tcp, unix)
     };
+    if let Some(starter) = starter {
+        let _enter = runtime.enter();
+        starter.start(&ctx);
+    }
     runtime.spawn(crate::http::accept_loop(listener, ctx.clone(), stop_accept.clone()));
     let stop_control = Arc::new(Notify::new());
     let control_path = control.as_ref().map(|(_, p)| p.clone());

@@ -41,6 +41,13 @@ pub struct Stats {
     pub room_refusals: AtomicU64,
     pub history_trimmed: AtomicU64,
     pub moderation_refusals: AtomicU64,
+    pub cluster_errors: AtomicU64,
+    pub cluster_reconnects: AtomicU64,
+    pub cluster_local_only: AtomicU64,
+    pub cluster_early_dropped: AtomicU64,
+    pub cluster_posts_dropped: AtomicU64,
+    /// 1 while the engine is in a cluster and Redis answers (see `cluster_degraded`).
+    pub cluster_up: AtomicU64,
 }
 
 /// A point-in-time copy, as returned by `chat_stats_json`.
@@ -94,6 +101,18 @@ pub struct Snapshot {
     pub history_trimmed: u64,
     /// Messages and joins refused because the event queue had no room for the host's decision.
     pub moderation_refusals: u64,
+    /// Redis calls that failed or took longer than `redis_timeout_ms`.
+    pub cluster_errors: u64,
+    /// Times the engine connected to Redis again after losing it.
+    pub cluster_reconnects: u64,
+    /// Messages delivered on this node only (id 0, not kept), because Redis could not be reached.
+    pub cluster_local_only: u64,
+    /// Messages that came while a room's history was loading and did not fit the wait list (they are in the loaded history).
+    pub cluster_early_dropped: u64,
+    /// Messages refused because too many were waiting for Redis (counted, and the sender told).
+    pub cluster_posts_dropped: u64,
+    /// In a cluster: 1 while Redis answers, 0 while this node serves alone. Alone: 0.
+    pub cluster_up: u64,
     pub events_queued: u64,
     pub events_dropped: u64,
     pub running: bool,
@@ -146,6 +165,12 @@ impl Stats {
             room_refusals: self.room_refusals.load(Relaxed),
             history_trimmed: self.history_trimmed.load(Relaxed),
             moderation_refusals: self.moderation_refusals.load(Relaxed),
+            cluster_errors: self.cluster_errors.load(Relaxed),
+            cluster_reconnects: self.cluster_reconnects.load(Relaxed),
+            cluster_local_only: self.cluster_local_only.load(Relaxed),
+            cluster_early_dropped: self.cluster_early_dropped.load(Relaxed),
+            cluster_posts_dropped: self.cluster_posts_dropped.load(Relaxed),
+            cluster_up: self.cluster_up.load(Relaxed),
             events_queued,
             events_dropped,
             running,
@@ -154,8 +179,8 @@ impl Stats {
 }
 
 /// Gauges (values that go up and down); every other field is a counter.
-const GAUGES: [&str; 5] =
-    ["connections_open", "control_connections_open", "rooms", "events_queued", "running"];
+const GAUGES: [&str; 6] =
+    ["connections_open", "control_connections_open", "rooms", "events_queued", "running", "cluster_up"];
 
 impl Snapshot {
     /// The Prometheus text exposition format (`GET /metrics`).

@@ -206,6 +206,31 @@ pub struct Config {
     pub events: EventsConfig,
     #[serde(skip)]
     pub site: SiteConfig,
+    #[serde(skip)]
+    pub cluster: ClusterConfig,
+}
+
+/// Scale-out on Redis (see `src/cluster/` and `docs/scaling.md`): read by the runtime, which
+/// joins the cluster before it serves. Without `redis_url` the engine is alone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`; absent or empty = one engine, no Redis.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel the engine uses, so clusters can share a Redis.
+    pub redis_prefix: String,
+    /// The longest one Redis call may take; past it the engine serves its own connections
+    /// alone (messages reach local members only) until Redis answers again.
+    pub redis_timeout_ms: u64,
+    /// How long a room's history and sequence stay in Redis after its last message.
+    pub redis_history_ttl_s: u64,
+}
+
+impl ClusterConfig {
+    /// The Redis address, when there is one.
+    pub fn url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
 }
 
 /// Rooms, names and what clients see: read by the hub.
@@ -417,6 +442,18 @@ impl Default for Config {
             admission: AdmissionConfig::default(),
             events: EventsConfig::default(),
             site: SiteConfig::default(),
+            cluster: ClusterConfig::default(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            redis_prefix: "embedchat".into(),
+            redis_timeout_ms: 1_000,
+            redis_history_ttl_s: 7 * 24 * 3600,
         }
     }
 }
@@ -583,6 +620,7 @@ impl Config {
         self.admission.validate()?;
         self.events.validate()?;
         self.site.validate()?;
+        self.cluster.validate()?;
         if self.largest_frame() > self.limits.max_backlog_bytes {
             return Err(err(
                 "max_backlog_bytes",
@@ -770,6 +808,25 @@ impl PusherConfig {
         range("pusher.max_event_data_bytes", self.max_event_data_bytes, 1, 16 << 20)?;
         range("pusher.max_channels_per_event", self.max_channels_per_event, 1, 1000)?;
         range("pusher.activity_timeout", self.activity_timeout as usize, 1, 3600)
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = self.url() {
+            if !(url.starts_with("redis://")
+                || url.starts_with("valkey://")
+                || url.starts_with("redis+unix://"))
+            {
+                return Err(err("redis_url", "must start with redis:// (or redis+unix://)"));
+            }
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(err("redis_prefix", "must be a non-empty name without blanks or control characters"));
+        }
+        range("redis_timeout_ms", self.redis_timeout_ms as usize, 50, 60_000)?;
+        range("redis_history_ttl_s", self.redis_history_ttl_s as usize, 1, 10 * 365 * 24 * 3600)?;
+        Ok(())
     }
 }
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    err, AdmissionConfig, ChatConfig, Config, ConfigError, EventsConfig, HistoryConfig, LimitsConfig,
-    ModerationConfig, SiteConfig,
+    err, AdmissionConfig, ChatConfig, ClusterConfig, Config, ConfigError, EventsConfig, HistoryConfig,
+    LimitsConfig, ModerationConfig, SiteConfig,
 };
 
 pub(super) fn from_json(text: &str) -> Result<Config, ConfigError> {
@@ -42,6 +42,7 @@ pub(super) fn from_json(text: &str) -> Result<Config, ConfigError> {
     cfg.admission = group(&mut map)?;
     cfg.events = group(&mut map)?;
     cfg.site = group(&mut map)?;
+    cfg.cluster = group(&mut map)?;
     Ok(cfg)
 }
 
@@ -56,6 +57,7 @@ fn known_keys() -> Vec<&'static str> {
         field_names::<AdmissionConfig>(),
         field_names::<EventsConfig>(),
         field_names::<SiteConfig>(),
+        field_names::<ClusterConfig>(),
     ]
     .concat()
 }

@@ -220,12 +220,24 @@ async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Resu
         (&Method::GET, "/ws") => upgrade::verdict(&req, &ctx, peer),
         (&Method::GET, "/admin") => admin(site),
         (&Method::GET, "/favicon.svg") => favicon(),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, health(&ctx)),
         (&Method::GET, "/metrics") if site.metrics => metrics(&req, &ctx),
         (_, p) if p.starts_with("/api/") => rest::api(req, &ctx).await,
         (_, p) if p.starts_with("/apps/") => pusher::api(req, &ctx).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+/// `ok`, or, for a node of a cluster that cannot reach Redis, why it serves alone (still 200:
+/// it does serve its own clients, and a load balancer that took it out would only move them).
+fn health(ctx: &Context) -> &'static str {
+    let alone = ctx.cfg.cluster.url().is_some()
+        && ctx.stats.cluster_up.load(std::sync::atomic::Ordering::Relaxed) == 0;
+    if alone {
+        "degraded: Redis cannot be reached; this node serves its own clients alone"
+    } else {
+        "ok"
+    }
 }
 
 #[cfg(test)]

@@ -83,9 +83,8 @@ impl Hub {
         let command = !prefix.is_empty() && text.starts_with(prefix.as_str());
         match self.moderation.relay {
             Relay::Auto if !command => {
-                ev.msg_id = self.publish(st, id, &name, &room, &text, ev.ts).0;
                 ev.text = Some(text);
-                self.push_event(st, ev);
+                self.publish(st, ev, true);
             }
             // A bot command waits for the host like every message under relay `host`.
             Relay::Auto | Relay::Host => {

@@ -7,6 +7,10 @@
 //! single engine has nothing to add (`LocalOnly`); a cluster's broker forwards the message to
 //! the other nodes, which deliver it to their members the same way. That is the whole seam:
 //! scale-out adds a `Broker`, not edits at every place a message is sent.
+//!
+//! A cluster also orders messages (`Broker::orders`): one sequence of ids per room across every
+//! node. Then a message is not delivered here first; it is `post`ed, the cluster gives it its
+//! id, and every node, this one included, delivers it when it comes back (`hub/cluster.rs`).
 
 use std::sync::Arc;
 
@@ -68,14 +72,39 @@ pub fn deflated(plain: &Bytes, window_bits: u8) -> Option<Bytes> {
         .map(|z| wsframe::encode_deflated(plain[0] & 0x0f, &z))
 }
 
-/// What a cluster needs to hear from this node. Called after local delivery, under the hub's
-/// lock, so calls for one room arrive in the order the room's members saw them; an
-/// implementation must not block (queue the message and return).
+/// What a cluster needs to hear from this node. Called under the hub's lock, so calls for one
+/// room arrive in the order they happened here; an implementation must not block (queue the
+/// work and return).
 pub trait Broker: Send + Sync {
     /// `out` went to this node's members of `room`; the other nodes' members need it too.
     fn room(&self, room: &str, out: &Out<'_>);
     /// `out` (a whisper) went to this node's tabs of `user`; its tabs elsewhere need it too.
     fn user(&self, user: &str, out: &Out<'_>);
+    /// Whether the broker gives messages their ids (a cluster): asked once, at start.
+    fn orders(&self) -> bool {
+        false
+    }
+    /// A message for the broker to number and bring back to every node (only when `orders`).
+    fn post(&self, _post: Post) {}
+    /// `room` has its first member here: follow its messages and load its history, then call
+    /// `Hub::loaded` with `generation`.
+    fn watch(&self, _room: &Arc<str>, _generation: u64) {}
+    /// `room` has no member here any more: stop following it.
+    fn unwatch(&self, _room: &Arc<str>) {}
+}
+
+/// A message on its way to the cluster, before it has an id.
+pub struct Post {
+    pub room: Arc<str>,
+    pub from: ConnId,
+    pub name: Arc<str>,
+    pub bound: bool,
+    pub ts: u64,
+    pub text: String,
+    /// Set by the cluster: tells this message apart when it comes back (see `Posted::key`).
+    pub key: u64,
+    /// What to tell this node's host once the message has its id (`message` or `published`).
+    pub event: Option<Event>,
 }
 
 /// The broker of an engine that is alone: everything is delivered locally already.

@@ -17,8 +17,15 @@ impl Hub {
     pub(super) fn room_entry<'s>(&self, st: &'s mut State, key: &Arc<str>) -> &'s mut Room {
         let policy = self.chat.policy_for(key, self.delivery.policy);
         let limit = self.chat.presence_limit_for(key);
-        let retired = st.retired_seq;
-        st.rooms.entry(key.clone()).or_insert_with(|| Room::new(policy, retired, limit))
+        if !st.rooms.contains_key(key) {
+            // A cluster's room counts from its sequence in Redis (`loaded`), not from this node's.
+            let floor = if self.clustered { 0 } else { st.retired_seq };
+            st.rooms.insert(key.clone(), Room::new(policy, floor, limit));
+            if self.clustered {
+                self.watch(st, key);
+            }
+        }
+        st.rooms.get_mut(key).expect("the room was just made")
     }
 
     /// Creates `key` for connection `id` if the room caps allow; otherwise why not.
@@ -56,6 +63,12 @@ impl Hub {
     /// A room nobody is in: forgotten at once if it has no history, else kept, up to
     /// `max_idle_rooms` of them.
     pub(super) fn room_emptied(&self, st: &mut State, key: Arc<str>) {
+        if self.clustered {
+            // The cluster keeps the history; this node stops following the room.
+            self.broker.unwatch(&key);
+            Self::retire(st, &key);
+            return;
+        }
         let keep = st.rooms.get(&key).is_some_and(|r| !r.history.is_empty());
         if keep {
             st.idle.push_back(key);

@@ -8,6 +8,7 @@
 //! send, kick, restore); `presence.rs` member lists and snapshots; `fanout.rs` where messages
 //! leave the hub; `tests.rs` the rules, without sockets.
 
+mod cluster;
 mod commands;
 mod fanout;
 mod history;
@@ -30,7 +31,8 @@ use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, Codec, Member, Out, User, Wire};
 use crate::stats::Stats;
 
-pub use fanout::{deflated, Broker, LocalOnly};
+pub use cluster::Posted;
+pub use fanout::{deflated, Broker, LocalOnly, Post};
 pub use moderation::Decision;
 pub use presence::Snapshot;
 pub use pusher::{ChannelInfo, GUARDED as PUSHER_GUARDED};
@@ -42,7 +44,7 @@ use users::Users;
 
 /// A fresh history epoch. Made from the start time, the process and a process-wide counter so two
 /// engines never share one, and hashed so clients do not learn the server's pid or start time.
-fn new_epoch() -> String {
+pub fn new_epoch() -> String {
     use sha1::{Digest, Sha1};
     static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -142,6 +144,8 @@ struct State {
     by_ip: HashMap<IpAddr, u32>,
     /// Crowds with comings and goings not yet announced (see `presence.rs`).
     crowded: Vec<Arc<str>>,
+    /// Watches of cluster rooms so far (see `cluster.rs`).
+    generation: u64,
 }
 
 /// The parts of the engine's config the hub reads; it never sees the rest (no secrets).
@@ -187,16 +191,25 @@ pub struct Hub {
     epoch: String,
     delivery: Delivery,
     broker: Box<dyn Broker>,
+    /// The broker numbers messages (a cluster): they are posted to it, not delivered here first.
+    clustered: bool,
 }
 
 impl Hub {
     /// A hub for one engine. `broker` is where messages go besides this engine's own
-    /// connections (`LocalOnly` for an engine that is alone).
-    pub fn new(cfg: HubConfig, stats: Arc<Stats>, events: Arc<EventQueue>, broker: Box<dyn Broker>) -> Self {
-        let epoch = if cfg.history.history_epoch.is_empty() {
-            new_epoch()
-        } else {
-            cfg.history.history_epoch.clone()
+    /// connections (`LocalOnly` for an engine that is alone). `epoch` names the message ids
+    /// (a cluster's, shared by its nodes); None: `history_epoch`, or one made now.
+    pub fn new(
+        cfg: HubConfig,
+        stats: Arc<Stats>,
+        events: Arc<EventQueue>,
+        broker: Box<dyn Broker>,
+        epoch: Option<String>,
+    ) -> Self {
+        let epoch = match epoch {
+            Some(e) => e,
+            None if cfg.history.history_epoch.is_empty() => new_epoch(),
+            None => cfg.history.history_epoch.clone(),
         };
         let wire = match cfg.chat.protocol {
             Protocol::Json => Wire::Json,
@@ -213,6 +226,7 @@ impl Hub {
             history_bytes: 0,
             by_ip: HashMap::new(),
             crowded: Vec::new(),
+            generation: 0,
         };
         Hub {
             state: Mutex::new(state),
@@ -230,6 +244,7 @@ impl Hub {
                 max_backlog: cfg.max_backlog_bytes,
                 policy: cfg.slow_consumer,
             },
+            clustered: broker.orders(),
             broker,
         }
     }
@@ -458,26 +473,46 @@ impl Hub {
         true
     }
 
-    /// Gives a message the room's next id, keeps it and delivers it; returns its id (0 if the
-    /// room is gone) and how many connections here got it.
-    fn publish(
-        &self,
-        st: &mut State,
-        from: ConnId,
-        name: &str,
-        room: &Arc<str>,
-        text: &str,
-        ts: u64,
-    ) -> (u64, usize) {
-        let Some(r) = st.rooms.get_mut(room) else { return (0, 0) };
+    /// Gives a message the room's next id, keeps it and delivers it, then reports `ev` (the
+    /// message: its sender, room, name, text and time) with that id when `report` is set.
+    /// Returns how many connections here got it. In a cluster the message is posted to the
+    /// broker instead, which numbers it and brings it back to every node (`cluster.rs`); the
+    /// event is reported then, and the count is of this node's members.
+    fn publish(&self, st: &mut State, mut ev: Event, report: bool) -> usize {
+        let (Some(room), Some(name)) = (ev.room.clone(), ev.name.clone()) else { return 0 };
+        let bound = st.conns.get(&ev.conn_id).is_some_and(|c| c.bound);
+        if self.clustered {
+            if ev.user.is_none() {
+                ev.user = st.conns.get(&ev.conn_id).and_then(|c| c.login());
+            }
+            let here = st.rooms.get(&room).map_or(0, |r| r.members.len());
+            let post = Post {
+                room,
+                from: ev.conn_id,
+                name,
+                bound,
+                ts: ev.ts,
+                text: ev.text.clone().unwrap_or_default(),
+                key: 0,
+                event: report.then_some(ev),
+            };
+            self.broker.post(post);
+            return here;
+        }
+        let Some(r) = st.rooms.get_mut(&room) else { return 0 };
         r.seq += 1;
         let id = r.seq;
-        let bound = st.conns.get(&from).is_some_and(|c| c.bound);
-        let from = User { id: from, name, bound };
-        let json = protocol::message(room, id, ts, from, text);
-        self.keep(st, room, id, &json);
-        let mut frames = Frames::with_json(Out::Message { room, id, ts, from, text }, &json);
-        (id, self.room_frames(st, room, &mut frames, None))
+        let (ts, text) = (ev.ts, ev.text.as_deref().unwrap_or_default());
+        let from = User { id: ev.conn_id, name: &name, bound };
+        let json = protocol::message(&room, id, ts, from, text);
+        self.keep(st, &room, id, &json);
+        let mut frames = Frames::with_json(Out::Message { room: &room, id, ts, from, text }, &json);
+        let sent = self.room_frames(st, &room, &mut frames, None);
+        if report {
+            ev.msg_id = id;
+            self.push_event(st, ev);
+        }
+        sent
     }
 
     /// Removes a connection: leaves every room (telling the others) and reports `disconnect`.

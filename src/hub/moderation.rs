@@ -112,13 +112,10 @@ impl Hub {
             (HeldKind::Message(text), Decision::Approve)
             | (HeldKind::Message(_), Decision::Replace(text)) => {
                 let mut ev = Event::new(EventKind::Published, held.from);
-                ev.msg_id = self.publish(st, held.from, &held.name, &held.room, &text, ev.ts).0;
-                if ev.msg_id > 0 && self.published_events {
-                    ev.room = Some(held.room);
-                    ev.name = Some(held.name);
-                    ev.text = Some(text);
-                    self.push_event(st, ev);
-                }
+                ev.room = Some(held.room);
+                ev.name = Some(held.name);
+                ev.text = Some(text);
+                self.publish(st, ev, self.published_events);
             }
             (HeldKind::Message(_), Decision::Reject(reason)) => {
                 let reason =

@@ -31,31 +31,25 @@ impl Hub {
         };
         let mut sent = 0;
         for key in keys {
+            let mut ev = Event::new(EventKind::Published, 0);
+            ev.ts = ts;
+            ev.room = Some(key.clone());
+            ev.name = Some(from.into());
+            ev.text = Some(text.to_string());
+            if self.clustered {
+                // The cluster keeps the history: no room is made here for it.
+                sent += self.publish(&mut st, ev, self.published_events);
+                continue;
+            }
             // Nobody there yet: the room is kept for its history, so later arrivals see it.
             let new = !st.rooms.contains_key(&key);
             self.room_entry(&mut st, &key);
-            let (id, n) = self.publish(&mut st, 0, from, &key, text, ts);
-            sent += n;
+            sent += self.publish(&mut st, ev, self.published_events);
             if new {
                 self.room_emptied(&mut st, key.clone());
             }
-            self.published(&key, id, ts, from, text);
         }
         Ok(sent)
-    }
-
-    /// A `published` event for a host message, when the config asks for them.
-    fn published(&self, room: &Arc<str>, msg_id: u64, ts: u64, from: &str, text: &str) {
-        if !self.published_events {
-            return;
-        }
-        let mut ev = Event::new(EventKind::Published, 0);
-        ev.ts = ts;
-        ev.msg_id = msg_id;
-        ev.room = Some(room.clone());
-        ev.name = Some(from.into());
-        ev.text = Some(text.to_string());
-        self.delivery.events.push(ev);
     }
 
     /// A host message to one connection (shown as a whisper from the host).
@@ -114,6 +108,9 @@ impl Hub {
     /// client resuming with `since` (and the same `history_epoch`) gets exactly what it missed.
     pub fn restore(&self, room: &str, id: u64, ts: u64, from: &str, text: &str) -> Result<(), Error> {
         protocol::validate_room(room, self.chat.max_room_chars).map_err(Error::BadRoom)?;
+        if self.clustered {
+            return Err(Error::Unsupported("restoring history into a cluster's Redis is not supported yet"));
+        }
         let mut st = self.lock();
         let key: Arc<str> =
             st.rooms.get_key_value(room).map(|(k, _)| k.clone()).unwrap_or_else(|| room.into());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::presence::Crowd;
 use crate::config::SlowConsumer;
-use crate::identity::ConnId;
+use crate::identity::{ConnId, Resume};
 use crate::outbox::Outbox;
 use crate::protocol::Codec;
 
@@ -37,6 +37,17 @@ pub struct Room {
     pub crowd: Option<Box<Crowd>>,
     /// Tabs per user key: the room hears `join` for a user's first tab and `leave` for its last.
     pub tabs: HashMap<Arc<str>, u32>,
+    /// In a cluster: the room's history is on its way (see `hub/cluster.rs`).
+    pub loading: Option<Box<Loading>>,
+    /// In a cluster: which `watch` of this room a `loaded` answers.
+    pub generation: u64,
+}
+
+/// What waits for a cluster room's history: joiners owed it, and messages that came before it.
+#[derive(Default)]
+pub struct Loading {
+    pub waiting: Vec<(ConnId, Resume)>,
+    pub early: Vec<super::cluster::Posted>,
 }
 
 /// Who created a room: a connection and its address.
@@ -77,6 +88,8 @@ impl Room {
             presence_limit,
             crowd: None,
             tabs: HashMap::new(),
+            loading: None,
+            generation: 0,
         }
     }
 

@@ -20,7 +20,7 @@ mod behaviour {
         let mut c = Config::default();
         cfg(&mut c);
         let events = Arc::new(EventQueue::new(1024).unwrap());
-        (Hub::new((&c).into(), Arc::new(Stats::default()), events.clone(), Box::new(LocalOnly)), events)
+        (Hub::new((&c).into(), Arc::new(Stats::default()), events.clone(), Box::new(LocalOnly), None), events)
     }
 
     fn drain(o: &Outbox) -> Vec<Value> {
@@ -385,7 +385,7 @@ mod properties {
             let mut cfg = Config::default();
             cfg.chat.max_rooms_per_connection = 3;
             let events = Arc::new(EventQueue::new(1 << 16).unwrap());
-            let h = Hub::new((&cfg).into(), Arc::new(Stats::default()), events, Box::new(LocalOnly));
+            let h = Hub::new((&cfg).into(), Arc::new(Stats::default()), events, Box::new(LocalOnly), None);
             let mut outboxes: HashMap<u64, Arc<Outbox>> = HashMap::new();
             let mut last_id: HashMap<String, u64> = HashMap::new();
             let room = |r: u8| format!("room{r}");

@@ -1,0 +1,60 @@
+//! Every Redis key and channel the cluster uses, in one place (`docs/scaling.md` lists them).
+//! The room's name comes last in each, so no room name can make one collide with another.
+
+/// Names under one `redis_prefix`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    /// `<prefix>:room:`, the start of every room channel.
+    channel_prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.to_string(), channel_prefix: format!("{prefix}:room:") }
+    }
+
+    /// The cluster's history epoch (a string, set once by the first node).
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    /// The counter that numbers nodes as they start.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// A room's last message id.
+    pub fn seq(&self, room: &str) -> String {
+        format!("{}:seq:{room}", self.prefix)
+    }
+
+    /// A room's history: a stream of messages, oldest first.
+    pub fn history(&self, room: &str) -> String {
+        format!("{}:history:{room}", self.prefix)
+    }
+
+    /// The channel a room's messages are published on.
+    pub fn channel(&self, room: &str) -> String {
+        format!("{}{room}", self.channel_prefix)
+    }
+
+    /// The room a channel is for, if it is a room channel of this prefix.
+    pub fn room_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(&self.channel_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_channel_gives_its_room_back_even_with_colons_in_the_name() {
+        let k = Keys::new("ec");
+        assert_eq!(k.channel("a:seq"), "ec:room:a:seq");
+        assert_eq!(k.room_of(&k.channel("a:seq")), Some("a:seq"));
+        assert_eq!(k.room_of("other:room:x"), None);
+        assert_ne!(k.seq("a"), k.history("a"));
+    }
+}

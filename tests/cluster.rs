@@ -1,0 +1,345 @@
+//! Scale-out on Redis, with real parts only: each test starts its own `redis-server` on a free
+//! port in a temporary directory, and runs the `chat_server` example as separate processes (the
+//! nodes), which clients reach over real sockets. Faults are real too: Redis stopped with
+//! SIGSTOP (hung: connections open, no answers), killed and started again on the same port.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGCONT first: a stopped Redis would not die of SIGKILL until continued on some kernels.
+        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Redis of the test's own: no persistence, in a temporary directory.
+struct Redis {
+    proc: Option<Proc>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir =
+            std::env::temp_dir().join(format!("embedchat-redis-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis { proc: None, port: free_port(), dir };
+        r.restart();
+        r
+    }
+
+    /// Starts (again) on the same port.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test installs it)");
+        self.proc = Some(Proc(child));
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.proc.as_ref().unwrap().0.id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    fn kill(&mut self) {
+        self.proc = None;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.proc = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node: the chat_server example as a process of its own.
+struct Node {
+    _proc: Proc,
+    port: u16,
+}
+
+const API_KEY: &str = "cluster-test-api-key";
+
+fn node_config(redis: &Redis, extra: Value) -> PathBuf {
+    let mut cfg = json!({
+        "redis_url": redis.url(),
+        "redis_timeout_ms": 500,
+        "max_messages_per_second": 10000,
+        "message_burst": 10000,
+        "api_key": API_KEY,
+    });
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            cfg[k] = v;
+        }
+    }
+    let path = redis.dir.join(format!("node-{}.json", free_port()));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    path
+}
+
+fn node(redis: &Redis, extra: Value) -> Node {
+    let cfg = node_config(redis, extra);
+    let mut child = Command::new(lib_dir().join("examples/chat_server"))
+        .args(["--listen", "127.0.0.1:0", "--quiet", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("target/debug/examples/chat_server (cargo test builds it)");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let port = first.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+        panic!("the node did not start: {first:?}");
+    });
+    Node { _proc: Proc(child), port }
+}
+
+async fn ws(n: &Node, query: &str) -> Client {
+    let url = format!("ws://127.0.0.1:{}/ws?{query}", n.port);
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    ws
+}
+
+/// The welcome, then the history (which may come a little later: loaded from Redis).
+async fn joined(c: &mut Client) -> (Value, Value) {
+    let w = recv_type(c, "welcome").await;
+    let h = recv_type(c, "history").await;
+    (w, h)
+}
+
+fn ids(history: &Value) -> Vec<u64> {
+    history["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect()
+}
+
+async fn messages(c: &mut Client, n: usize) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = recv_type(c, "message").await;
+        got.push((m["id"].as_u64().unwrap(), m["text"].as_str().unwrap().to_string()));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_either_node_reach_every_member_once_in_one_order() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    let (wa, _) = joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    let (wb, _) = joined(&mut bob).await;
+    assert_eq!(wa["epoch"], wb["epoch"], "one epoch for the cluster");
+    assert_ne!(wa["id"], wb["id"], "connection ids are unique across nodes");
+
+    for i in 0..20 {
+        send(&mut ann, &format!("a{i}")).await;
+        send(&mut bob, &format!("b{i}")).await;
+    }
+    let seen_by_ann = messages(&mut ann, 40).await;
+    let seen_by_bob = messages(&mut bob, 40).await;
+    assert_eq!(seen_by_ann, seen_by_bob, "the same messages in the same order on both nodes");
+    let ids: Vec<u64> = seen_by_ann.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=40).collect::<Vec<u64>>(), "one sequence of ids for the room");
+    let a_texts: Vec<&str> =
+        seen_by_ann.iter().map(|(_, t)| t.as_str()).filter(|t| t.starts_with('a')).collect();
+    assert_eq!(a_texts, (0..20).map(|i| format!("a{i}")).collect::<Vec<_>>(), "each sender's order kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_resume_work_whichever_node_a_client_comes_back_to() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({"history_size": 10})), node(&redis, json!({"history_size": 10})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    let (w, _) = joined(&mut ann).await;
+    let epoch = w["epoch"].as_str().unwrap().to_string();
+    for i in 1..=4 {
+        send(&mut ann, &format!("m{i}")).await;
+    }
+    assert_eq!(messages(&mut ann, 4).await.last().unwrap().0, 4);
+
+    // A newcomer on the other node, where the room had nobody: its history comes from Redis.
+    let mut cy = ws(&b, "name=cy&room=r").await;
+    let (_, h) = joined(&mut cy).await;
+    assert_eq!(ids(&h), vec![1, 2, 3, 4]);
+    assert_eq!(h["messages"][0]["text"], "m1");
+
+    // Back on node B after seeing up to id 2: exactly 3 and 4, no gap.
+    let mut back = ws(&b, &format!("name=ann2&room=r&since=2&epoch={epoch}")).await;
+    let (_, h) = joined(&mut back).await;
+    assert_eq!((ids(&h), h["gap"].as_bool()), (vec![3, 4], Some(false)));
+
+    // Messages said on B while ann was away, then ann resumes on A: exactly those.
+    for i in 5..=6 {
+        send(&mut cy, &format!("m{i}")).await;
+    }
+    assert_eq!(messages(&mut cy, 2).await.last().unwrap().0, 6);
+    drop(ann);
+    let mut ann = ws(&a, &format!("name=ann&room=r&since=4&epoch={epoch}")).await;
+    let (_, h) = joined(&mut ann).await;
+    assert_eq!((ids(&h), h["gap"].as_bool()), (vec![5, 6], Some(false)));
+
+    // An epoch from elsewhere is a gap, with what is kept.
+    let mut stranger = ws(&b, "name=s&room=r&since=3&epoch=another-cluster").await;
+    let (_, h) = joined(&mut stranger).await;
+    assert_eq!((ids(&h), h["gap"].as_bool()), (vec![1, 2, 3, 4, 5, 6], Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_through_one_nodes_http_api_reaches_members_on_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut bob = ws(&b, "name=bob&room=news").await;
+    joined(&mut bob).await;
+    let body = json!({"room": "news", "text": "from the site"}).to_string();
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let (status, reply) = http(a.port, "POST", "/api/publish", &auth, &body);
+    assert_eq!(status, 200, "{reply}");
+    let m = recv_type(&mut bob, "message").await;
+    assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("from the site"), Some(1)));
+
+    // A room nobody is in yet keeps it for later arrivals, on any node.
+    let (status, reply) =
+        http(a.port, "POST", "/api/publish", &auth, &json!({"room": "later", "text": "kept"}).to_string());
+    assert_eq!(status, 200, "{reply}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut cy = ws(&b, "name=cy&room=later").await;
+    let (_, h) = joined(&mut cy).await;
+    assert_eq!(h["messages"][0]["text"], "kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_hangs_a_node_serves_its_own_members_and_catches_up_after() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut al = ws(&a, "name=al&room=r").await;
+    joined(&mut al).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    joined(&mut bob).await;
+    send(&mut ann, "before").await;
+    assert_eq!(messages(&mut bob, 1).await, vec![(1, "before".to_string())]);
+    messages(&mut al, 1).await;
+
+    redis.signal("-STOP");
+    let t0 = Instant::now();
+    send(&mut ann, "during").await;
+    let got = messages(&mut al, 1).await;
+    assert_eq!(got, vec![(0, "during".to_string())], "delivered on this node, with id 0");
+    assert!(t0.elapsed() < Duration::from_secs(3), "within a few seconds: {:?}", t0.elapsed());
+    let (_, health) = http(a.port, "GET", "/healthz", "", "");
+    assert!(health.contains("degraded"), "{health}");
+    let (_, metrics) = http(a.port, "GET", "/metrics", "", "");
+    assert!(metrics.contains("embedchat_cluster_up 0"), "{metrics}");
+
+    redis.signal("-CONT");
+    // The node reconnects (backoff from 100 ms) and messages cross nodes again, numbered.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in [&a, &b] {
+        loop {
+            let (_, health) = http(n.port, "GET", "/healthz", "", "");
+            if health.trim() == "ok" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a node did not get Redis back: {health}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    send(&mut ann, "after").await;
+    // Redis may carry out the message it held while stopped (it read it before it hung): then
+    // node B gets it numbered, and node A keeps it without sending it to its members again.
+    let mut on_b = messages(&mut bob, 1).await;
+    if on_b[0].1 == "during" {
+        on_b.extend(messages(&mut bob, 1).await);
+    }
+    let after = on_b.last().unwrap();
+    assert_eq!((after.1.as_str(), after.0), ("after", on_b.len() as u64 + 1), "{on_b:?}");
+    assert_eq!(messages(&mut al, 1).await, vec![after.clone()], "no second copy of `during` on node A");
+    let (_, metrics) = http(a.port, "GET", "/metrics", "", "");
+    assert!(metrics.contains("embedchat_cluster_local_only_total 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_the_nodes_reconnect_and_resubscribe() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    joined(&mut bob).await;
+
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    // Both nodes notice (a closed connection, or the next check) and come back.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in [&a, &b] {
+        loop {
+            let (_, metrics) = http(n.port, "GET", "/metrics", "", "");
+            if metrics.contains("embedchat_cluster_up 1")
+                && metrics.contains("embedchat_cluster_reconnects_total 1")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a node did not reconnect: {metrics}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    send(&mut ann, "hello again").await;
+    let m = recv_type(&mut bob, "message").await;
+    assert_eq!(m["text"], "hello again");
+}
+
+#[test]
+fn a_node_that_cannot_reach_redis_fails_to_start_and_names_redis_url() {
+    let port = free_port(); // nothing listens there
+    let cfg = json!({"listen": "127.0.0.1:0", "redis_url": format!("redis://127.0.0.1:{port}"), "redis_timeout_ms": 300});
+    let err = embedchat::Engine::start_json(&cfg.to_string()).err().expect("start fails");
+    let text = err.to_string();
+    assert!(text.contains("redis_url") && text.contains(&port.to_string()), "{text}");
+}
