@@ -107,7 +107,7 @@ async fn handshake_ping_and_socket_ids() {
     assert_ne!(id_a, id_b);
     send(&mut a, r#"{"event":"pusher:ping","data":{}}"#).await;
     assert_eq!(event(&mut a).await["event"], "pusher:pong");
-    send(&mut a, r#"{"event":"pusher:signin","data":{}}"#).await;
+    send(&mut a, r#"{"event":"pusher:teleport","data":{}}"#).await;
     let err = event(&mut a).await;
     assert_eq!(err["event"], "pusher:error");
     assert!(err["data"]["message"].as_str().unwrap().contains("not supported"), "{err}");
@@ -242,4 +242,86 @@ async fn a_chat_that_requires_a_login_refuses_pusher_clients_too() {
     let (status, _) = raw_upgrade(e.port(), &format!("/app/{KEY}?protocol=7"), "");
     assert_eq!(status, 401, "Pusher clients carry no login token");
     e.stop().unwrap();
+}
+
+/// A `redis-server` of the test's own on a free port (no persistence), killed at the end.
+struct TestRedis(std::process::Child, u16, std::path::PathBuf);
+
+impl TestRedis {
+    fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("embedchat-pusher-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test installs it)");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        TestRedis(child, port, dir)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.2);
+    }
+}
+
+#[tokio::test]
+async fn in_a_cluster_pusher_events_cross_nodes() {
+    let redis = TestRedis::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.1);
+    let a = pusher_engine(json!({"redis_url": url}));
+    let b = pusher_engine(json!({"redis_url": url}));
+    let (mut pa, id_a) = established(&a).await;
+    let (mut pb, id_b) = established(&b).await;
+    subscribe(&mut pa, &id_a, "private-team").await;
+    subscribe(&mut pb, &id_b, "private-team").await;
+    subscribe(&mut pa, &id_a, "news").await;
+    let mut jb = connect(&b, "room=news&name=jo").await;
+    welcomed(&mut jb).await;
+
+    // An API event to node B reaches the Pusher client on node A, and B's JSON client.
+    let body = json!({"name": "alert", "channel": "news", "data": "{\"n\":1}"}).to_string();
+    let path = signed_path("POST", "/apps/7/events", &body, SECRET);
+    // The rooms' watches may still be starting: the event is sent until A's client has it.
+    let deadline = std::time::Instant::now() + WAIT;
+    let got = loop {
+        assert_eq!(http(b.port(), "POST", &path, "", &body).0, 200);
+        let next = tokio::time::timeout(std::time::Duration::from_millis(500), event(&mut pa)).await;
+        if let Ok(v) = next {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no event on node A");
+    };
+    assert_eq!((got["event"].as_str(), got["data"]["n"].as_u64()), (Some("alert"), Some(1)), "{got}");
+    let m = recv_type(&mut jb, "message").await;
+    assert_eq!((m["event"].as_str(), m["text"].as_str()), (Some("alert"), Some("{\"n\":1}")));
+
+    // A client event from A's client reaches B's, and not its sender.
+    send(&mut pa, r#"{"event":"client-ping","channel":"private-team","data":{"k":2}}"#).await;
+    let mut seen = event(&mut pb).await;
+    while seen["event"] != "client-ping" {
+        seen = event(&mut pb).await;
+    }
+    assert_eq!(seen["data"]["k"], 2);
+    send(&mut pa, r#"{"event":"pusher:ping","data":{}}"#).await;
+    loop {
+        let v = event(&mut pa).await;
+        assert_ne!(v["event"], "client-ping", "the sender does not get its own");
+        if v["event"] == "pusher:pong" {
+            break;
+        }
+    }
+    a.stop().unwrap();
+    b.stop().unwrap();
 }

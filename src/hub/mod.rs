@@ -495,6 +495,8 @@ impl Hub {
                 text: ev.text.clone().unwrap_or_default(),
                 key: 0,
                 event: report.then_some(ev),
+                event_name: None,
+                except: None,
             };
             self.broker.post(post);
             return here;

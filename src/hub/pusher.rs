@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::fanout::Frames;
+use super::fanout::{Frames, Post};
 use super::{Conn, Hub, State};
 use crate::clock::now_ms;
 use crate::events::{Event, EventKind};
@@ -226,21 +226,17 @@ impl Hub {
         // On a presence channel the receivers learn the sender's user_id (see `wire::encode`).
         let sender: Arc<str> =
             conn.presence_in(&room).map_or_else(|| conn.name.clone(), |p| p.user_id.clone());
-        let name = conn.name.clone();
-        let ts = now_ms();
-        let (msg_id, _) = self.publish_event(st, id, &sender, &room, event, data, ts, Some(id));
         let mut ev = Event::new(EventKind::Message, id);
-        ev.ts = ts;
-        ev.room = Some(room);
-        ev.name = Some(name);
+        ev.room = Some(room.clone());
+        ev.name = Some(conn.name.clone());
         ev.text = Some(event_text(event, data));
-        ev.msg_id = msg_id;
-        self.push_event(st, ev);
+        ev.user = conn.login();
+        self.publish_event(st, id, &sender, &room, event, data, Some(id), Some(ev));
         Ok(())
     }
 
     /// An event from the Pusher HTTP API to `channels` (skipping connection `except`, the
-    /// sender's socket). Returns how many connections here got it. Like a host broadcast, it
+    /// sender's socket). Returns how many connections here get it. Like a host broadcast, it
     /// is kept in the rooms' history and, with `published_events`, reported.
     pub fn pusher_publish(
         &self,
@@ -253,6 +249,7 @@ impl Hub {
         let st = &mut *st;
         Stats::inc(&self.delivery.stats.host_broadcasts);
         let ts = now_ms();
+        let host = self.chat.host_name.clone();
         let mut sent = 0;
         for channel in channels {
             let key: Arc<str> = st
@@ -260,28 +257,29 @@ impl Hub {
                 .get_key_value(channel.as_str())
                 .map(|(k, _)| k.clone())
                 .unwrap_or_else(|| channel.as_str().into());
-            let new = !st.rooms.contains_key(&key);
-            self.room_entry(st, &key);
-            let host = self.chat.host_name.clone();
-            let (msg_id, n) = self.publish_event(st, 0, &host, &key, event, data, ts, except);
-            sent += n;
+            let mut ev = Event::new(EventKind::Published, 0);
+            ev.ts = ts;
+            ev.room = Some(key.clone());
+            ev.name = Some(host.as_str().into());
+            ev.text = Some(event_text(event, data));
+            let report = self.published_events.then_some(ev);
+            // Clustered, the cluster keeps the history: no room is made here for it.
+            let new = !self.clustered && !st.rooms.contains_key(&key);
+            if new {
+                self.room_entry(st, &key);
+            }
+            sent += self.publish_event(st, 0, &host, &key, event, data, except, report);
             if new {
                 self.room_emptied(st, key.clone());
-            }
-            if self.published_events {
-                let mut ev = Event::new(EventKind::Published, 0);
-                ev.ts = ts;
-                ev.msg_id = msg_id;
-                ev.room = Some(key);
-                ev.name = Some(host.as_str().into());
-                ev.text = Some(event_text(event, data));
-                self.delivery.events.push(ev);
             }
         }
         sent
     }
 
-    /// Gives a named event the room's next message id, keeps it and delivers it.
+    /// Gives a named event the room's next message id, keeps it and delivers it (all but
+    /// `except`), then tells the host (`report`, with the id). In a cluster the cluster numbers
+    /// it and every node delivers it when it comes back (`hub/cluster.rs`), as a chat message.
+    /// Returns how many connections here get it.
     #[allow(clippy::too_many_arguments)]
     fn publish_event(
         &self,
@@ -291,18 +289,40 @@ impl Hub {
         room: &Arc<str>,
         event: &str,
         data: &str,
-        ts: u64,
         except: Option<ConnId>,
-    ) -> (u64, usize) {
-        let Some(r) = st.rooms.get_mut(room) else { return (0, 0) };
+        report: Option<Event>,
+    ) -> usize {
+        let ts = report.as_ref().map_or_else(now_ms, |e| e.ts);
+        let bound = st.conns.get(&from).is_some_and(|c| c.bound);
+        if self.clustered {
+            let here = st.rooms.get(room).map_or(0, |r| r.members.len());
+            self.broker.post(Post {
+                room: room.clone(),
+                from,
+                name: name.into(),
+                bound,
+                ts,
+                text: data.to_string(),
+                key: 0,
+                event: report,
+                event_name: Some(event.into()),
+                except,
+            });
+            return here;
+        }
+        let Some(r) = st.rooms.get_mut(room) else { return 0 };
         r.seq += 1;
         let id = r.seq;
-        let bound = st.conns.get(&from).is_some_and(|c| c.bound);
         let from = User { id: from, name, bound };
         let json = protocol::event_message(room, id, ts, from, event, data);
         self.keep(st, room, id, &json);
         let mut frames = Frames::with_json(Out::Event { room, id, ts, from, event, data }, &json);
-        (id, self.room_frames(st, room, &mut frames, except))
+        let sent = self.room_frames(st, room, &mut frames, except);
+        if let Some(mut ev) = report {
+            ev.msg_id = id;
+            self.push_event(st, ev);
+        }
+        sent
     }
 
     /// Occupied channels (with members), those starting with `prefix` if given.
@@ -387,7 +407,7 @@ mod tests {
         c.site.pusher =
             serde_json::from_str(r#"{"app_id":"1","key":"k","secret":"0123456789abcdef"}"#).unwrap();
         let events = Arc::new(EventQueue::new(1024).unwrap());
-        Hub::new((&c).into(), Arc::new(Stats::default()), events, Box::new(LocalOnly))
+        Hub::new((&c).into(), Arc::new(Stats::default()), events, Box::new(LocalOnly), None)
     }
 
     /// What an outbox holds, as JSON, Pusher `data` strings parsed.
