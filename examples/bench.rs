@@ -34,7 +34,9 @@
 //! - `hook`: the latency a PHP host adds by approving every message (`php-auto`/`php-approve`).
 //!
 //! Options: `--targets embedchat,uws,ws` (which servers, `embedchat,ws` if not given; the ratio
-//! lines at the end compare every other target with embedchat), `--tls` (embedchat serves
+//! lines at the end compare every other target with embedchat; `clusterN` is N embedchat nodes
+//! sharing a `redis-server` of the run's own, all on the server's CPU, with the clients spread
+//! evenly over the nodes: `cluster1` is one node that sends everything through Redis), `--tls` (embedchat serves
 //! https/wss with a certificate this tool makes, ECDSA P-256, and every client speaks TLS through
 //! tokio-rustls with full handshakes, no session resumption; the uws and ws peers stay plain), `--server-cpu 0 --client-cpu 1` (the server is pinned with taskset, the
 //! clients pin themselves), `--deadline SECS` (bigroom, storm, churn: the most each phase may
@@ -188,14 +190,60 @@ fn cpu_ns(pid: &str) -> u64 {
     f.iter().sum::<u64>() * 1_000_000_000 / hz
 }
 
-/// A server under test, pinned to one CPU.
+/// A server under test, pinned to one CPU: one process, or (`clusterN`) a `redis-server` and N
+/// embedchat nodes, all on that CPU.
 struct Server {
     child: Child,
     port: u16,
+    /// Every port clients may use (the nodes of a cluster; clients are spread over them).
+    ports: Vec<u16>,
+    /// The other processes of a cluster (Redis first).
+    others: Vec<Child>,
+}
+
+/// `clusterN`: how many nodes.
+fn cluster_nodes(target: &str) -> Option<usize> {
+    target.strip_prefix("cluster").map(|n| n.parse().unwrap_or(2).max(1))
+}
+
+/// A `redis-server` of the run's own, pinned to `cpu`, no persistence; returns it and its port.
+fn start_redis(cpu: usize) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("taskset")
+        .args(["-c", &cpu.to_string(), "redis-server", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian package redis-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
 }
 
 impl Server {
     fn start(target: &str, cpu: usize) -> Server {
+        let Some(nodes) = cluster_nodes(target) else { return Self::start_one(target, cpu, None) };
+        let (redis, redis_port) = start_redis(cpu);
+        let mut others = vec![redis];
+        let mut ports = Vec::new();
+        let mut first: Option<Server> = None;
+        for _ in 0..nodes {
+            let node = Self::start_one("embedchat", cpu, Some(redis_port));
+            ports.push(node.port);
+            match &first {
+                None => first = Some(node),
+                Some(_) => others.push(node.child),
+            }
+        }
+        let first = first.unwrap();
+        Server { child: first.child, port: first.port, ports, others }
+    }
+
+    fn start_one(target: &str, cpu: usize, redis_port: Option<u16>) -> Server {
         let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut cmd = Command::new("taskset");
@@ -215,6 +263,9 @@ impl Server {
                 if let Some(t) = tls_now() {
                     json["tls"] = serde_json::json!({"cert": t.cert, "key": t.key});
                 }
+                if let Some(p) = redis_port {
+                    json["redis_url"] = format!("redis://127.0.0.1:{p}/0").into();
+                }
                 std::fs::write(&cfg, json.to_string()).unwrap();
                 cmd.arg(exe_dir.join("chat_server"))
                     .args(["--listen", "127.0.0.1:0", "--quiet", "--config"])
@@ -227,7 +278,7 @@ impl Server {
             }
             "uws" => node_peer("uwebsockets", "uws_server.js", &mut cmd),
             "ws" => node_peer("ws", "ws_server.js", &mut cmd),
-            other => panic!("unknown target {other} (embedchat, uws, ws)"),
+            other => panic!("unknown target {other} (embedchat, clusterN, uws, ws)"),
         }
         // The node peers compress only when asked (embedchat's `compression` is on by default).
         cmd.env("BENCH_DEFLATE", if DEFLATE.load(Ordering::Relaxed) { "1" } else { "0" });
@@ -248,34 +299,47 @@ impl Server {
             let mut sink = Vec::new();
             let _ = out.read_to_end(&mut sink);
         });
-        Server { child, port }
+        Server { child, port, ports: vec![port], others: Vec::new() }
     }
 
+    fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.child.id()).chain(self.others.iter().map(Child::id))
+    }
+
+    /// The RSS of every process of the server (a cluster's nodes and its Redis).
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        self.pids()
+            .map(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 
     fn cpu_ns(&self) -> u64 {
-        cpu_ns(&self.child.id().to_string())
+        self.pids().map(|pid| cpu_ns(&pid.to_string())).sum()
     }
 
-    fn stop(mut self) {
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+    fn stop(self) {
+        let Server { child, others, .. } = self;
+        // Nodes before their Redis: a node that loses Redis first only reconnects in vain.
+        for mut c in std::iter::once(child).chain(others.into_iter().rev()) {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = c.kill();
+            let _ = c.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -793,7 +857,8 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
     let ip_for = source_ips(o.subs);
     for i in 0..o.subs {
         let q = format!("name=s{i}&room=bench");
-        let c = open(server.port, ip_for(i), q, sh.clone(), o.msgs, None).await;
+        let port = server.ports[i % server.ports.len()];
+        let c = open(port, ip_for(i), q, sh.clone(), o.msgs, None).await;
         clients.push(c.unwrap_or_else(|| panic!("connect: {:?}", sh.first_error.lock().unwrap())));
     }
     let publisher = clients[0].wr.clone();
@@ -944,7 +1009,14 @@ struct Opened {
 
 /// Opens `n` connections into one room with at most `concurrency` of them between connect start
 /// and welcome, all within `deadline`; each reader waits for `expect` messages.
-async fn connect_many(o: &Opts, port: u16, n: usize, room: &str, sh: &Arc<Shared>, expect: usize) -> Opened {
+async fn connect_many(
+    o: &Opts,
+    ports: &[u16],
+    n: usize,
+    room: &str,
+    sh: &Arc<Shared>,
+    expect: usize,
+) -> Opened {
     let ip_for = source_ips(n);
     let sem = Arc::new(Semaphore::new(o.concurrency));
     let until = Instant::now() + o.deadline;
@@ -955,6 +1027,7 @@ async fn connect_many(o: &Opts, port: u16, n: usize, room: &str, sh: &Arc<Shared
             break;
         };
         let q = format!("room={room}");
+        let port = ports[i % ports.len()];
         tasks.push(tokio::spawn(open(port, ip_for(i), q, sh.clone(), expect, Some(permit.unwrap()))));
     }
     let started = tasks.len();
@@ -993,7 +1066,7 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
     let sh = Shared::new();
     let msgs = (o.rate * o.seconds) as usize;
     let (server0, own0, t0) = (server.cpu_ns(), cpu_ns("self"), Instant::now());
-    let opened = connect_many(o, server.port, o.conns, "big", &sh, msgs).await;
+    let opened = connect_many(o, &server.ports, o.conns, "big", &sh, msgs).await;
     // The connect phase's CPU on both sides: the server's per connection (TLS handshake,
     // upgrade, join) does not depend on whether this process kept up.
     let connect_cpu_us = server.cpu_ns().saturating_sub(server0) as f64 / 1e3 / opened.held.max(1) as f64;
@@ -1092,7 +1165,7 @@ async fn churn_once(o: &Opts, server: &Server, target: &str) -> ChurnResult {
     let mut rounds = Vec::new();
     for _ in 0..o.rounds {
         let sh = Shared::new();
-        let opened = connect_many(o, server.port, o.conns, "churn", &sh, usize::MAX).await;
+        let opened = connect_many(o, &server.ports, o.conns, "churn", &sh, usize::MAX).await;
         sh.report_failures(target);
         // Close as a client does (a close frame); the server answers and ends the connection,
         // which ends its reader.

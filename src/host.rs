@@ -192,7 +192,9 @@ pub fn execute(ctx: &Context, op: Op) -> Result<Value, Error> {
     Ok(match op {
         Op::Broadcast { room, text, from } => {
             let delivered = broadcast(ctx, room.as_deref(), &text, from.as_deref())?;
-            json!({"ok": true, "delivered": delivered})
+            // In a cluster the count is of this node's members (the others deliver their own).
+            let scope = if ctx.cfg.cluster.url().is_some() { "node" } else { "engine" };
+            json!({"ok": true, "delivered": delivered, "delivered_scope": scope})
         }
         Op::Send { id, text } => {
             send(ctx, id, &text)?;

@@ -239,6 +239,7 @@ async fn a_publish_through_one_nodes_http_api_reaches_members_on_every_node() {
     let auth = format!("Authorization: Bearer {API_KEY}\r\n");
     let (status, reply) = http(a.port, "POST", "/api/publish", &auth, &body);
     assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains(r#""delivered_scope":"node""#), "{reply}");
     let m = recv_type(&mut bob, "message").await;
     assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("from the site"), Some(1)));
 
@@ -342,4 +343,146 @@ fn a_node_that_cannot_reach_redis_fails_to_start_and_names_redis_url() {
     let err = embedchat::Engine::start_json(&cfg.to_string()).err().expect("start fails");
     let text = err.to_string();
     assert!(text.contains("redis_url") && text.contains(&port.to_string()), "{text}");
+}
+
+fn names(list: &Value) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["tabs"].as_u64().unwrap_or(1)))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_every_node_are_listed_and_announced_once_per_user() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let ann_key = "ann-browser-key-0123456789";
+    let mut ann = ws(&a, &format!("name=ann&room=r&client={ann_key}")).await;
+    joined(&mut ann).await;
+
+    // bob on the other node: his welcome lists ann, and ann hears bob come, once.
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    let (w, _) = joined(&mut bob).await;
+    assert_eq!(names(&w["members"]), vec![("ann".into(), 1), ("bob".into(), 1)], "{w}");
+    let j = recv_type(&mut ann, "join").await;
+    assert_eq!(j["user"]["name"], "bob");
+
+    // A second tab of ann's, on node B: nobody hears a second `join`; lists count two tabs.
+    let mut ann2 = ws(&b, &format!("name=ann&room=r&client={ann_key}")).await;
+    let (w, _) = joined(&mut ann2).await;
+    assert_eq!(names(&w["members"]), vec![("ann".into(), 2), ("bob".into(), 1)], "{w}");
+    // The tab on node A leaves: ann is still in the room (her tab on B), so no `leave`.
+    drop(ann);
+    send(&mut bob, "marker").await;
+    let next = recv(&mut bob).await;
+    assert!(next["type"] == "message" && next["text"] == "marker", "no leave for ann yet: {next}");
+    // Her last tab leaves: bob hears it once.
+    drop(ann2);
+    let l = recv_type(&mut bob, "leave").await;
+    assert_eq!(l["user"]["name"], "ann");
+
+    // The host of each node sees the whole room.
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let mut cy = ws(&a, "name=cy&room=r").await;
+    joined(&mut cy).await;
+    recv_type(&mut bob, "join").await;
+    let (_, p) = http(a.port, "GET", "/api/presence?room=r", &auth, "");
+    let p: Value = serde_json::from_str(&p).unwrap();
+    assert_eq!(names(&p["rooms"]["r"]["members"]), vec![("bob".into(), 1), ("cy".into(), 1)], "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_of_a_node_that_dies_leave_within_seconds() {
+    let redis = Redis::start();
+    let a = node(&redis, json!({}));
+    let mut b = Some(node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(b.as_ref().unwrap(), "name=bob&room=r").await;
+    joined(&mut bob).await;
+    recv_type(&mut ann, "join").await;
+
+    // Node B is killed (SIGKILL: it says nothing): its alive key expires (5 s) and the next
+    // clean-up (every 5 s) announces bob gone.
+    let t0 = Instant::now();
+    b = None;
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left = loop {
+        assert!(Instant::now() < deadline, "bob did not leave");
+        match tokio::time::timeout(Duration::from_secs(1), futures_util::StreamExt::next(&mut ann)).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "leave" {
+                    break v;
+                }
+            }
+            Ok(Some(Ok(_))) | Err(_) => {}
+            other => panic!("ann's connection ended: {other:?}"),
+        }
+    };
+    assert_eq!(left["user"]["name"], "bob");
+    assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
+    drop(bob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whispers_kicks_and_host_messages_reach_connections_on_other_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    let (wb, _) = joined(&mut bob).await;
+    let bob_id = wb["id"].as_u64().unwrap();
+    recv_type(&mut ann, "join").await;
+
+    // By name and by id, from node A to bob on node B; ann sees her echo.
+    send(&mut ann, r#"{"type":"whisper","to":"BOB","text":"psst"}"#).await;
+    let w = recv_type(&mut bob, "whisper").await;
+    assert_eq!((w["from"]["name"].as_str(), w["text"].as_str()), (Some("ann"), Some("psst")));
+    assert_eq!(recv_type(&mut ann, "whisper").await["text"], "psst");
+    send(&mut ann, &format!(r#"{{"type":"whisper","to":{bob_id},"text":"by id"}}"#)).await;
+    assert_eq!(recv_type(&mut bob, "whisper").await["text"], "by id");
+    // Nobody by that name anywhere: refused as before.
+    send(&mut ann, r#"{"type":"whisper","to":"nobody","text":"x","ref":1}"#).await;
+    assert_eq!(recv_type(&mut ann, "error").await["code"], "unknown_user");
+
+    // The host of node A: a message to bob, then a kick, both carried out by node B.
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let (status, reply) =
+        http(a.port, "POST", "/api/send", &auth, &json!({"id": bob_id, "text": "from the host"}).to_string());
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(recv_type(&mut bob, "whisper").await["text"], "from the host");
+    let (status, reply) =
+        http(a.port, "POST", "/api/kick", &auth, &json!({"id": bob_id, "reason": "bye"}).to_string());
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(close_code(&mut bob).await.map(u16::from), Some(4000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_restored_by_a_host_is_the_clusters_and_new_ids_continue_above_it() {
+    let redis = Redis::start();
+    let b = node(&redis, json!({}));
+    // A host (in this process) restores from its database, as two nodes' hosts would at start:
+    // twice, and the second time changes nothing.
+    let cfg = json!({"listen": "127.0.0.1:0", "redis_url": redis.url()}).to_string();
+    let host = embedchat::Engine::start_json(&cfg).expect("a node in this process");
+    for _ in 0..2 {
+        for (id, text) in [(41, "old one"), (42, "old two")] {
+            host.restore("r", id, 1_700_000_000_000 + id, "archive", text).unwrap();
+        }
+    }
+    assert!(host.restore("bad room\n", 1, 0, "x", "y").is_err(), "room names are still checked");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ann = ws(&b, "name=ann&room=r").await;
+    let (_, h) = joined(&mut ann).await;
+    assert_eq!(ids(&h), vec![41, 42], "{h}");
+    send(&mut ann, "new").await;
+    assert_eq!(messages(&mut ann, 1).await, vec![(43, "new".to_string())]);
+    host.stop().unwrap();
 }

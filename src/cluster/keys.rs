@@ -34,6 +34,42 @@ impl Keys {
         format!("{}:history:{room}", self.prefix)
     }
 
+    /// A room's users per node: field `<node>:<user>`, value the user's JSON with its tabs there.
+    pub fn presence(&self, room: &str) -> String {
+        format!("{}:presence:{room}", self.prefix)
+    }
+
+    /// A room's users: field `<user>`, value on how many nodes it has tabs there.
+    pub fn users(&self, room: &str) -> String {
+        format!("{}:users:{room}", self.prefix)
+    }
+
+    /// The rooms where a node has (or had) users, for cleaning up after it if it dies.
+    pub fn node_rooms(&self, node: u64) -> String {
+        format!("{}:node-rooms:{node}", self.prefix)
+    }
+
+    /// The nodes that have users in some room.
+    pub fn presence_nodes(&self) -> String {
+        format!("{}:presence-nodes", self.prefix)
+    }
+
+    /// Exists while a node is alive (it sets it again every second, with a short expiry).
+    pub fn alive(&self, node: u64) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
+
+    /// The prefix itself (the clean-up script builds the keys of a dead node from it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The channel every node follows: whispers to users and what the host does to connections
+    /// of other nodes.
+    pub fn all(&self) -> String {
+        format!("{}:all", self.prefix)
+    }
+
     /// The channel a room's messages are published on.
     pub fn channel(&self, room: &str) -> String {
         format!("{}{room}", self.channel_prefix)

@@ -12,6 +12,13 @@
 //!   and unsubscribes after its last), so a message crosses Redis once and is framed once per
 //!   node;
 //! - a room that gets its first member on a node loads its history from the stream;
+//! - presence: each node keeps its users of each room in the room's presence hash (one field
+//!   per node and user, with its tabs there) and a per-room count of the nodes each user is on;
+//!   a script changes both and announces the user on the room's channel, with "came" when its
+//!   first tab anywhere arrived and "went" when its last one left, so members hear `join` and
+//!   `leave` once per user, whichever nodes its tabs are on. A node refreshes a short-lived
+//!   `alive` key every second; every 5 s each node removes the users of nodes whose key expired
+//!   (a node that died), announcing them gone;
 //! - `epoch` (what message ids are counted in) is one key for the whole cluster, and each node
 //!   takes a number (`INCR`) that makes its connection ids unique across the cluster.
 //!
@@ -34,7 +41,7 @@ use tokio::sync::mpsc;
 use crate::config::ClusterConfig;
 use crate::context::Context;
 use crate::error::Error;
-use crate::hub::{Broker, Post};
+use crate::hub::{Broker, NodeOp, Post, PresenceChange};
 use crate::protocol::Out;
 use crate::stats::Stats;
 
@@ -54,6 +61,30 @@ pub struct Joined {
     pub start: Starter,
 }
 
+/// What a node sends to Redis, in the order it happened (a user's arrival before its first
+/// message).
+enum Job {
+    Post(Post),
+    Presence(PresenceChange),
+    /// A note for every node (`Note`, as JSON).
+    Note(String),
+    /// A message restored into a room's history: room, id, the message's JSON.
+    Restore(String, u64, String),
+}
+
+/// What goes to every node on the `all` channel; each ignores its own.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Note {
+    node: u64,
+    /// A whisper (the JSON wire's object) for the tabs of this user key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    whisper: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    op: Option<NodeOp>,
+}
+
 /// Room watches in the order the hub made them.
 enum Watch {
     Start(Arc<str>, u64),
@@ -62,22 +93,53 @@ enum Watch {
 
 /// The hub's broker in a cluster: queues work for the link task (`link.rs`) and returns.
 struct RedisBroker {
-    posts: mpsc::Sender<Post>,
+    jobs: mpsc::Sender<Job>,
     watches: mpsc::UnboundedSender<Watch>,
     stats: Arc<Stats>,
+    node: u64,
+}
+
+impl RedisBroker {
+    fn note(&self, note: Note) {
+        let json = serde_json::to_string(&note).unwrap_or_default();
+        if self.jobs.try_send(Job::Note(json)).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
+    }
 }
 
 impl Broker for RedisBroker {
-    // Presence, whispers and kicks across nodes are not carried yet: join/leave are per node.
+    // Rooms: messages and presence go through `post` and `presence` (Redis orders them).
     fn room(&self, _room: &str, _out: &Out<'_>) {}
-    fn user(&self, _user: &str, _out: &Out<'_>) {}
+
+    /// A whisper went to `user`'s tabs here: its tabs on other nodes get it from there.
+    fn user(&self, user: &str, out: &Out<'_>) {
+        let Some(json) = crate::protocol::Wire::Json.encode(out) else { return };
+        self.note(Note { node: self.node, user: Some(user.to_string()), whisper: Some(json), op: None });
+    }
+
+    fn node_op(&self, op: NodeOp) {
+        self.note(Note { node: self.node, user: None, whisper: None, op: Some(op) });
+    }
+
+    fn restore(&self, room: &str, id: u64, json: String) {
+        if self.jobs.try_send(Job::Restore(room.to_string(), id, json)).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
+    }
 
     fn orders(&self) -> bool {
         true
     }
 
     fn post(&self, post: Post) {
-        if self.posts.try_send(post).is_err() {
+        if self.jobs.try_send(Job::Post(post)).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
+    }
+
+    fn presence(&self, change: PresenceChange) {
+        if self.jobs.try_send(Job::Presence(change)).is_err() {
             Stats::inc(&self.stats.cluster_posts_dropped);
         }
     }
@@ -124,7 +186,7 @@ pub async fn join(
     let redis = link::Redis::connect(url, cfg.redis_timeout_ms).await.map_err(|e| fail(e.to_string()))?;
     let (node, epoch) = redis.join(&keys, epoch).await.map_err(|e| fail(e.to_string()))?;
     stats.cluster_up.store(1, std::sync::atomic::Ordering::Relaxed);
-    let (posts, post_rx) = mpsc::channel(POST_QUEUE);
+    let (jobs, job_rx) = mpsc::channel(POST_QUEUE);
     let (watches, watch_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(OnceLock::new());
     let link = link::Link::new(
@@ -134,7 +196,7 @@ pub async fn join(
             history_size,
             ttl_s: cfg.redis_history_ttl_s,
             keys,
-            posts: post_rx,
+            jobs: job_rx,
             watches: watch_rx,
             ctx: ctx.clone(),
             stats: stats.clone(),
@@ -145,7 +207,7 @@ pub async fn join(
     Ok(Joined {
         epoch,
         node,
-        broker: Box::new(RedisBroker { posts, watches, stats }),
+        broker: Box::new(RedisBroker { jobs, watches, stats, node }),
         start: Starter { link, ctx },
     })
 }

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::fanout::{Frames, Post};
+use super::presence;
+use super::room::Room;
 use super::{Hub, State};
 use crate::identity::ConnId;
 use crate::protocol::{self, Out, User};
@@ -79,6 +81,11 @@ impl Post {
         serde_json::to_string(&u).unwrap_or_default()
     }
 
+    /// The message as the cluster keeps it once numbered `id` (what the post script makes).
+    pub fn numbered_json(&self, id: u64) -> String {
+        format!("{{\"id\":{id},{}", &self.payload()[1..])
+    }
+
     /// The message, numbered `id` (0: delivered here only).
     pub fn numbered(&self, id: u64) -> Posted {
         Posted {
@@ -95,7 +102,156 @@ impl Post {
     }
 }
 
+/// What the cluster has of a room, as `Hub::loaded` takes it.
+pub struct Loaded<'a> {
+    /// The room's last message id.
+    pub seq: u64,
+    /// Its newest messages, oldest first.
+    pub messages: Vec<Posted>,
+    /// Its users on other nodes (None: not known, the cluster did not answer).
+    pub presence: Option<Vec<Presence>>,
+    /// How many users it has on every node.
+    pub users: usize,
+    /// Keys of messages this node's members had already (delivered here alone while the
+    /// cluster hung): kept, not sent again.
+    pub seen: &'a HashSet<u64>,
+}
+
+/// A change of one user's tabs in a room on this node, as the cluster is told it.
+#[derive(Debug, Clone)]
+pub struct PresenceChange {
+    pub room: Arc<str>,
+    pub user: Arc<str>,
+    pub id: ConnId,
+    pub name: Arc<str>,
+    pub bound: bool,
+    /// Its tabs in the room on this node now (0: gone from this node).
+    pub tabs: u32,
+    /// A tab came (rather than left).
+    pub came: bool,
+}
+
+#[derive(Serialize)]
+struct PresenceValue<'a> {
+    node: u64,
+    user: &'a str,
+    id: ConnId,
+    name: &'a str,
+    bound: bool,
+    tabs: u32,
+}
+
+impl PresenceChange {
+    /// What the cluster keeps for the user on node `node` (a JSON object), and announces.
+    pub fn value(&self, node: u64) -> String {
+        let v = PresenceValue {
+            node,
+            user: &self.user,
+            id: self.id,
+            name: &self.name,
+            bound: self.bound,
+            tabs: self.tabs,
+        };
+        serde_json::to_string(&v).unwrap_or_default()
+    }
+}
+
+/// What the cluster says of a user in a room on one node: kept per node (`value`), and
+/// announced with `p` ("came": its first tab on any node, "went": its last, "": its tabs
+/// changed) and the room's user count.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Presence {
+    #[serde(default)]
+    pub p: String,
+    pub node: u64,
+    pub user: String,
+    pub id: ConnId,
+    pub name: String,
+    #[serde(default)]
+    pub bound: bool,
+    pub tabs: u32,
+    #[serde(default)]
+    pub users: Option<usize>,
+}
+
+/// A user of a room on other nodes.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub id: ConnId,
+    pub name: Arc<str>,
+    pub bound: bool,
+    /// Tabs per node.
+    nodes: Vec<(u64, u32)>,
+}
+
+impl Remote {
+    pub fn tabs(&self) -> u32 {
+        self.nodes.iter().map(|(_, t)| t).sum()
+    }
+}
+
+/// Takes one node's news about a user into the room's list of users elsewhere.
+fn apply(r: &mut Room, p: &Presence) {
+    let user: Arc<str> = p.user.as_str().into();
+    if p.tabs == 0 {
+        if let Some(rem) = r.elsewhere.get_mut(&user) {
+            rem.nodes.retain(|(n, _)| *n != p.node);
+            if rem.nodes.is_empty() {
+                r.elsewhere.remove(&user);
+            }
+        }
+        return;
+    }
+    let rem = r.elsewhere.entry(user).or_insert_with(|| Remote {
+        id: p.id,
+        name: p.name.as_str().into(),
+        bound: p.bound,
+        nodes: Vec::new(),
+    });
+    rem.name = p.name.as_str().into();
+    match rem.nodes.iter_mut().find(|(n, _)| *n == p.node) {
+        Some(e) => e.1 = p.tabs,
+        None => rem.nodes.push((p.node, p.tabs)),
+    }
+}
+
+/// A whisper as another node encoded it (the JSON wire's `whisper` object).
+#[derive(Debug, Deserialize)]
+struct WhisperIn {
+    ts: u64,
+    from: UserIn,
+    to: UserIn,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserIn {
+    id: ConnId,
+    name: String,
+    #[serde(default)]
+    bound: bool,
+}
+
 impl Hub {
+    /// A whisper another node sent to `user` (a user key): delivered to its tabs here, if any.
+    /// `json`: the whisper as the JSON wire encodes it.
+    pub fn whisper_in(&self, user: &str, json: &str) {
+        let Ok(w) = serde_json::from_str::<WhisperIn>(json) else { return };
+        let st = self.lock();
+        let Some(u) = st.users.get(user) else { return };
+        let from = User { id: w.from.id, name: &w.from.name, bound: w.from.bound };
+        let to = User { id: w.to.id, name: &w.to.name, bound: w.to.bound };
+        let mut frames = Frames::new(Out::Whisper { ts: w.ts, from, to, text: &w.text });
+        for id in &u.conns {
+            if let Some(c) = st.conns.get(id) {
+                if let Some(f) = frames.get(c.wire) {
+                    let push = c.outbox.push(f, self.delivery.max_backlog, self.delivery.policy);
+                    self.delivery.account(*id, push);
+                }
+            }
+        }
+    }
+
     /// A message the cluster numbered, that this node's members saw already (`deliver_here`):
     /// kept, so it has its place in the room's history, but not sent again.
     pub fn keep_late(&self, room: &str, p: Posted) {
@@ -165,12 +321,11 @@ impl Hub {
         Some(json)
     }
 
-    /// The cluster's history of `room` (oldest first) and its last id, for the `watch` numbered
-    /// `generation`. The first load answers the joiners that wait for it; a later one (after the
-    /// cluster was unreachable) delivers to the members what they missed meanwhile.
-    /// `seen`: keys of messages this node's members had already (delivered here alone), which
-    /// are kept but not sent again.
-    pub fn loaded(&self, room: &str, generation: u64, seq: u64, messages: Vec<Posted>, seen: &HashSet<u64>) {
+    /// What the cluster has of `room` (see `Loaded`), for the `watch` numbered `generation`.
+    /// The first load answers the joiners that wait for it (welcome, members, history); a later
+    /// one (after the cluster was unreachable) delivers to the members the messages they missed
+    /// meanwhile, and takes the other nodes' members as they are now.
+    pub fn loaded(&self, room: &str, generation: u64, l: Loaded<'_>) {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
@@ -179,25 +334,134 @@ impl Hub {
             return; // an answer to an earlier life of the room
         }
         let loading = r.loading.take();
-        for p in &messages {
-            if loading.is_some() || seen.contains(&p.key) {
+        if let Some(presence) = l.presence {
+            r.elsewhere.clear();
+            for p in &presence {
+                apply(r, p);
+            }
+            r.cluster_users = Some(l.users);
+        }
+        for p in &l.messages {
+            if loading.is_some() || l.seen.contains(&p.key) {
                 self.keep_posted(st, &key, p);
             } else {
                 self.deliver_locked(st, &key, p);
             }
         }
         if let Some(r) = st.rooms.get_mut(&key) {
-            r.seq = r.seq.max(seq);
+            r.seq = r.seq.max(l.seq);
         }
         let Some(loading) = loading else { return };
-        for (id, resume) in loading.waiting {
+        if let Some(r) = st.rooms.get_mut(&key) {
+            for p in &loading.early_presence {
+                apply(r, p); // reflected in the list the joiners get: not announced
+            }
+        }
+        for (id, resume, first) in loading.waiting {
             if st.rooms.get(&key).is_some_and(|r| r.contains(id)) {
-                self.send_history(st, id, &key, &resume);
+                self.greet(st, id, &key, first, &resume);
             }
         }
         for p in &loading.early {
             self.deliver_locked(st, &key, p);
         }
+    }
+
+    /// The cluster's news about a user of `room`: its tabs on one node, and whether it just came
+    /// into the room or left it (on every node), which this node's members are told (as `join`
+    /// and `leave`, or in a crowd's next update). `mine`: the news is about this node's user.
+    pub fn presence_news(&self, room: &str, p: Presence, mine: bool) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
+        let r = st.rooms.get_mut(&key).expect("the key was just found");
+        if let Some(l) = r.loading.as_mut() {
+            if !mine {
+                l.early_presence.push(p);
+            }
+            return;
+        }
+        // A user of another node renamed: this node's members hear it (its own users' renames
+        // were announced here already).
+        let renamed = match r.elsewhere.get(p.user.as_str()) {
+            Some(rem) if !mine && p.tabs > 0 && *rem.name != *p.name => Some(rem.name.clone()),
+            _ => None,
+        };
+        if !mine {
+            apply(r, &p);
+        }
+        if let Some(n) = p.users {
+            r.cluster_users = Some(n);
+        }
+        let name: Arc<str> = p.name.into();
+        let user = User { id: p.id, name: &name, bound: p.bound };
+        if let Some(old) = renamed {
+            self.to_room(st, &key, Out::Nick { room: &key, user, old: &old }, None);
+        }
+        match p.p.as_str() {
+            "came" if self.crowd_came(st, &key, &name) => {
+                self.to_room(st, &key, Out::Join { room: &key, user }, Some(p.id));
+            }
+            "went" if self.crowd_went(st, &key, &name) => {
+                self.to_room(st, &key, Out::Leave { room: &key, user }, None);
+            }
+            _ => {}
+        }
+    }
+
+    /// This node's users of every room it follows, as the cluster should know them (told again
+    /// after the cluster was unreachable: the telling is idempotent).
+    pub fn local_presence(&self) -> Vec<PresenceChange> {
+        let st = self.lock();
+        let mut out = Vec::new();
+        for (key, r) in st.rooms.iter().filter(|(_, r)| !r.is_empty()) {
+            for m in presence::members_of_here(&st, r) {
+                out.push(PresenceChange {
+                    room: key.clone(),
+                    user: m.user,
+                    id: m.id,
+                    name: m.name,
+                    bound: m.bound,
+                    tabs: m.tabs,
+                    came: true,
+                });
+            }
+        }
+        out
+    }
+
+    /// Tells the cluster how many tabs `user` (`id`: one of its connections) now has in `room`
+    /// on this node (0: none left).
+    pub(super) fn tell_cluster(
+        &self,
+        st: &State,
+        room: &Arc<str>,
+        user: &Arc<str>,
+        id: ConnId,
+        name: &Arc<str>,
+        bound: bool,
+    ) {
+        let r = st.rooms.get(room);
+        let tabs = r.and_then(|r| r.tabs.get(user)).copied().unwrap_or(0);
+        let came = r.is_some_and(|r| r.contains(id));
+        // The connection named for the user: the one that came, or, when one of several tabs
+        // left, another that is still there.
+        let id = match (r, st.users.get(user)) {
+            (Some(r), Some(u)) if !r.contains(id) => {
+                u.conns.iter().copied().find(|c| r.contains(*c)).unwrap_or(id)
+            }
+            _ => id,
+        };
+        let change = PresenceChange {
+            room: room.clone(),
+            user: user.clone(),
+            id,
+            name: name.clone(),
+            bound,
+            tabs,
+            came,
+        };
+        self.broker.presence(change);
     }
 
     /// Rooms this node follows, with the generation of their watch (to load them again after
@@ -217,5 +481,28 @@ impl Hub {
             r.loading = Some(Box::default());
         }
         self.broker.watch(key, generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_numbered_post_reads_back_as_the_same_message() {
+        let post = Post {
+            room: "r".into(),
+            from: 7,
+            name: "ann \"a\"".into(),
+            bound: true,
+            ts: 5,
+            text: "hi\n{}".into(),
+            key: 9,
+            event: None,
+            event_name: None,
+            except: None,
+        };
+        let back: Posted = serde_json::from_str(&post.numbered_json(42)).unwrap();
+        assert_eq!(back, post.numbered(42));
     }
 }

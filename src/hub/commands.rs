@@ -162,6 +162,23 @@ impl Hub {
             Target::Name(n) => st.users.owner_of(n).cloned(),
         };
         let Some(dest) = target.as_ref().and_then(|u| st.users.get(u)) else {
+            if let Some((key, to_id, to_name, to_bound)) = self.elsewhere_in_my_rooms(st, id, &to) {
+                // A user on other nodes only, in one of the sender's rooms: its nodes deliver it.
+                let conn = &st.conns[&id];
+                let from = User { id, name: &conn.name, bound: conn.bound };
+                let to = User { id: to_id, name: &to_name, bound: to_bound };
+                let ts = now_ms();
+                let whisper = || Out::Whisper { ts, from, to, text: &text };
+                let own = st.users.get(&conn.user).map_or(vec![id], |u| u.conns.clone());
+                self.to_user(st, &conn.user, &own, whisper());
+                self.to_user(st, &key, &[], whisper());
+                let mut ev = Event::new(EventKind::Whisper, id);
+                ev.name = Some(st.conns[&id].name.clone());
+                ev.text = Some(text);
+                ev.to = to_id;
+                self.push_event(st, ev);
+                return Ok(());
+            }
             return Err(("unknown_user", "nobody by that name or id is here".into()));
         };
         let conn = &st.conns[&id];
@@ -193,6 +210,29 @@ impl Hub {
         ev.to = target_id;
         self.push_event(st, ev);
         Ok(())
+    }
+
+    /// In a cluster: a user on other nodes, named by `to`, in one of connection `id`'s rooms
+    /// (the only users of other nodes a node knows): its key, id, name and whether it is bound.
+    fn elsewhere_in_my_rooms(
+        &self,
+        st: &State,
+        id: ConnId,
+        to: &Target,
+    ) -> Option<(Arc<str>, ConnId, Arc<str>, bool)> {
+        if !self.clustered {
+            return None;
+        }
+        let conn = st.conns.get(&id)?;
+        conn.rooms.iter().filter_map(|r| st.rooms.get(r)).find_map(|r| {
+            r.elsewhere
+                .iter()
+                .find(|(_, m)| match to {
+                    Target::Id(n) => m.id == *n,
+                    Target::Name(n) => m.name.to_lowercase() == n.to_lowercase(),
+                })
+                .map(|(k, m)| (k.clone(), m.id, m.name.clone(), m.bound))
+        })
     }
 
     fn cmd_nick(&self, st: &mut State, id: ConnId, name: String) -> Result<(), Refusal> {
@@ -227,6 +267,10 @@ impl Hub {
         for room in &rooms {
             let who = User { id, name: &new, bound };
             self.to_room(st, room, Out::Nick { room, user: who, old: &old }, None);
+            if self.clustered {
+                // The other nodes announce the new name to their members (`presence_news`).
+                self.tell_cluster(st, room, user, id, &new, bound);
+            }
         }
         let mut ev = Event::new(EventKind::Nick, id);
         ev.name = Some(new);

@@ -91,6 +91,26 @@ pub trait Broker: Send + Sync {
     fn watch(&self, _room: &Arc<str>, _generation: u64) {}
     /// `room` has no member here any more: stop following it.
     fn unwatch(&self, _room: &Arc<str>) {}
+    /// A user's tabs in a room on this node changed (only when `orders`): the cluster keeps
+    /// and announces it.
+    fn presence(&self, _change: super::cluster::PresenceChange) {}
+    /// Something the host asked for a connection or user that is not (only) on this node.
+    fn node_op(&self, _op: NodeOp) {}
+    /// A message the host restores into a room's history (only when `orders`): `json` is the
+    /// message object with its id.
+    fn restore(&self, _room: &str, _id: u64, _json: String) {}
+}
+
+/// What the host does to connections on other nodes; the node that has them carries it out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NodeOp {
+    /// Close a connection with 4000 and `reason`.
+    Kick { conn: ConnId, reason: String },
+    /// Close every connection of a logged-in user (`sub`).
+    KickUser { sub: String, reason: String },
+    /// A host message to one connection.
+    Send { conn: ConnId, text: String },
 }
 
 /// A message on its way to the cluster, before it has an id.

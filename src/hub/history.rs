@@ -21,11 +21,6 @@ pub(super) struct Owed {
 impl Hub {
     /// Sends the first page of what a joiner is owed; the rest follow as it drains.
     pub(super) fn send_history(&self, st: &mut State, id: ConnId, room: &Arc<str>, resume: &Resume) {
-        if let Some(l) = st.rooms.get_mut(room).and_then(|r| r.loading.as_mut()) {
-            // A cluster room whose history is on its way: sent when it is here (`loaded`).
-            l.waiting.push((id, resume.clone()));
-            return;
-        }
         let (Some(conn), Some(r)) = (st.conns.get(&id), st.rooms.get(room)) else { return };
         let foreign = resume.epoch.as_deref().is_some_and(|e| e != self.epoch);
         let page = r.catch_up(resume.since, foreign, self.history.history_on_join, self.page_bytes);

@@ -31,8 +31,8 @@ use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, Codec, Member, Out, User, Wire};
 use crate::stats::Stats;
 
-pub use cluster::Posted;
-pub use fanout::{deflated, Broker, LocalOnly, Post};
+pub use cluster::{Loaded, Posted, Presence, PresenceChange};
+pub use fanout::{deflated, Broker, LocalOnly, NodeOp, Post};
 pub use moderation::Decision;
 pub use presence::Snapshot;
 pub use pusher::{ChannelInfo, GUARDED as PUSHER_GUARDED};
@@ -411,12 +411,27 @@ impl Hub {
                 (conn.name.clone(), conn.user.clone(), conn.outbox.clone(), conn.wire, conn.bound);
             let r = self.room_entry(st, &key);
             r.add(id, outbox, wire);
-            if r.add_tab(user) && self.crowd_came(st, &key, &name) {
+            let first_tab = r.add_tab(user.clone());
+            if self.clustered {
+                // Announced by the cluster, to every node (this one included), once per user.
+                self.tell_cluster(st, &key, &user, id, &name, bound);
+            } else if first_tab && self.crowd_came(st, &key, &name) {
                 let user = User { id, name: &name, bound };
                 self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
             }
             self.emit(st, EventKind::Join, id, Some(&key), &name);
         }
+        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
+        if let Some(l) = st.rooms.get_mut(&key).and_then(|r| r.loading.as_mut()) {
+            // A cluster room whose members and history are on their way (`loaded`).
+            l.waiting.push((id, resume, first));
+            return;
+        }
+        self.greet(st, id, &key, first, &resume);
+    }
+
+    /// A joiner's welcome (its first room) or presence, then the room's history.
+    fn greet(&self, st: &mut State, id: ConnId, room: &Arc<str>, first: bool, resume: &Resume) {
         let (Some(conn), Some(r)) = (st.conns.get(&id), st.rooms.get(room)) else {
             return;
         };
@@ -427,7 +442,7 @@ impl Hub {
         });
         let (members, count) = match &members {
             Some(m) => (Some(m.as_slice()), None),
-            None => (None, Some(r.tabs.len())),
+            None => (None, Some(r.users())),
         };
         let hello = if first {
             let bound = st.users.get(&conn.user).is_some_and(|u| u.bound);
@@ -436,8 +451,7 @@ impl Hub {
             Out::Presence { room, members, count }
         };
         self.delivery.to_one(id, &conn.outbox, conn.wire, &hello);
-        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
-        self.send_history(st, id, &key, &resume);
+        self.send_history(st, id, room, resume);
     }
 
     /// Takes `id` out of `room`, telling the others if it was the user's last tab there.
@@ -457,14 +471,19 @@ impl Hub {
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
             let last_tab = r.remove_tab(&user);
-            if let Some(p) = presence.as_ref().filter(|_| last_tab && !r.is_empty()) {
+            let empty = r.is_empty();
+            if let Some(p) = presence.as_ref().filter(|_| last_tab && !empty) {
                 self.pusher_left(st, &key, p);
             }
-            let Some(r) = st.rooms.get_mut(&key) else { return true };
-            if r.is_empty() {
-                r.crowd = None; // an empty room is small again
+            if self.clustered {
+                self.tell_cluster(st, &key, &user, id, &name, bound);
+            }
+            if empty {
+                if let Some(r) = st.rooms.get_mut(&key) {
+                    r.crowd = None; // an empty room is small again
+                }
                 self.room_emptied(st, key.clone());
-            } else if last_tab && self.crowd_went(st, &key, &name) {
+            } else if last_tab && !self.clustered && self.crowd_went(st, &key, &name) {
                 let user = User { id, name: &name, bound };
                 self.to_room(st, &key, Out::Leave { room: &key, user }, None);
             }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Conn, Hub};
+use super::{Conn, Hub, NodeOp, Post};
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
@@ -53,7 +53,18 @@ impl Hub {
     }
 
     /// A host message to one connection (shown as a whisper from the host).
+    /// (In a cluster, a connection of another node gets it from that node.)
     pub fn send(&self, id: ConnId, text: &str) -> Result<(), Error> {
+        match self.send_here(id, text) {
+            Err(Error::UnknownConnection(_)) => {
+                self.to_other_node(id, || NodeOp::Send { conn: id, text: text.to_string() })
+            }
+            r => r,
+        }
+    }
+
+    /// `send` to a connection of this node.
+    pub fn send_here(&self, id: ConnId, text: &str) -> Result<(), Error> {
         let st = self.lock();
         let conn = st.conns.get(&id).ok_or(Error::UnknownConnection(id))?;
         let host = User::named(0, &self.chat.host_name);
@@ -71,15 +82,46 @@ impl Hub {
     }
 
     /// Closes one connection with code 4000 and `reason`.
+    /// (In a cluster, a connection of another node is closed by that node.)
     pub fn kick(&self, id: ConnId, reason: &str) -> Result<(), Error> {
+        match self.kick_here(id, reason) {
+            Err(Error::UnknownConnection(_)) => {
+                self.to_other_node(id, || NodeOp::Kick { conn: id, reason: reason.to_string() })
+            }
+            r => r,
+        }
+    }
+
+    /// `kick` for a connection of this node.
+    pub fn kick_here(&self, id: ConnId, reason: &str) -> Result<(), Error> {
         let st = self.lock();
         let conn = st.conns.get(&id).ok_or(Error::UnknownConnection(id))?;
         self.kick_conn(conn, reason);
         Ok(())
     }
 
-    /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many.
+    /// In a cluster, hands an operation on connection `id` (not on this node) to the node that
+    /// has it (its number is in the id's high bits): accepted, though that node may find it
+    /// gone. An engine alone: the connection is unknown.
+    fn to_other_node(&self, id: ConnId, op: impl FnOnce() -> NodeOp) -> Result<(), Error> {
+        if self.clustered && id >> 32 != 0 {
+            self.broker.node_op(op());
+            return Ok(());
+        }
+        Err(Error::UnknownConnection(id))
+    }
+
+    /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many
+    /// (in a cluster: on this node; the other nodes close theirs).
     pub fn kick_user(&self, sub: &str, reason: &str) -> usize {
+        if self.clustered {
+            self.broker.node_op(NodeOp::KickUser { sub: sub.to_string(), reason: reason.to_string() });
+        }
+        self.kick_user_here(sub, reason)
+    }
+
+    /// `kick_user` for this node's connections only.
+    pub fn kick_user_here(&self, sub: &str, reason: &str) -> usize {
         let st = self.lock();
         let Some(u) = st.users.get(&format!("sub:{sub}")) else { return 0 };
         u.conns.iter().filter(|id| st.conns.get(id).is_some_and(|c| self.kick_conn(c, reason))).count()
@@ -109,7 +151,23 @@ impl Hub {
     pub fn restore(&self, room: &str, id: u64, ts: u64, from: &str, text: &str) -> Result<(), Error> {
         protocol::validate_room(room, self.chat.max_room_chars).map_err(Error::BadRoom)?;
         if self.clustered {
-            return Err(Error::Unsupported("restoring history into a cluster's Redis is not supported yet"));
+            // Into the cluster's history in Redis, where ids are checked as they are here (a
+            // message at or below the last kept id is refused: several nodes restoring the same
+            // history keep it once). Rooms already loaded on a node see it on their next load.
+            let post = Post {
+                room: room.into(),
+                from: 0,
+                name: from.into(),
+                bound: false,
+                ts,
+                text: text.to_string(),
+                key: 0,
+                event: None,
+                event_name: None,
+                except: None,
+            };
+            self.broker.restore(room, id, post.numbered_json(id));
+            return Ok(());
         }
         let mut st = self.lock();
         let key: Arc<str> =

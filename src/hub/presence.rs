@@ -90,8 +90,8 @@ pub struct MemberSnapshot {
     pub user: Option<String>,
 }
 
-/// A room's users once each, in the order they came.
-pub(super) fn members_of(st: &State, room: &Room) -> Vec<RoomMember> {
+/// A room's users on this node once each, in the order they came.
+pub(super) fn members_of_here(st: &State, room: &Room) -> Vec<RoomMember> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<RoomMember> = Vec::new();
     for m in &room.members {
@@ -109,12 +109,37 @@ pub(super) fn members_of(st: &State, room: &Room) -> Vec<RoomMember> {
     out
 }
 
+/// A room's users once each, in the order they came (in a cluster, those on other nodes after
+/// this node's).
+pub(super) fn members_of(st: &State, room: &Room) -> Vec<RoomMember> {
+    let mut out = members_of_here(st, room);
+    if room.elsewhere.is_empty() {
+        return out;
+    }
+    let seen: HashMap<Arc<str>, usize> = out.iter().enumerate().map(|(i, m)| (m.user.clone(), i)).collect();
+    // A cluster's room: its users on other nodes too (a user here and elsewhere once, its tabs
+    // added up).
+    for (user, r) in &room.elsewhere {
+        match seen.get(user) {
+            Some(&i) => out[i].tabs += r.tabs(),
+            None => out.push(RoomMember {
+                id: r.id,
+                name: r.name.clone(),
+                tabs: r.tabs(),
+                user: user.clone(),
+                bound: r.bound,
+            }),
+        }
+    }
+    out
+}
+
 impl Hub {
     /// A user's first tab came into `room`: true if the room is small and announces it itself;
     /// a crowd notes it for its next update (and a room that just passed its limit becomes one).
     pub(super) fn crowd_came(&self, st: &mut State, room: &Arc<str>, name: &Arc<str>) -> bool {
         let Some(r) = st.rooms.get_mut(room) else { return true };
-        if r.crowd.is_none() && r.tabs.len() <= r.presence_limit {
+        if r.crowd.is_none() && r.users() <= r.presence_limit {
             return true;
         }
         let crowd = r.crowd.get_or_insert_with(Box::default);
@@ -154,7 +179,7 @@ impl Hub {
             }
             let Crowd { came, went, unnamed, .. } =
                 std::mem::replace(&mut **crowd, Crowd { last: Some(now), ..Crowd::default() });
-            let count = r.tabs.len();
+            let count = r.users();
             let joined: Vec<&str> = came.iter().map(|n| &**n).collect();
             let left: Vec<&str> = went.iter().map(|n| &**n).collect();
             let out = Out::Crowd { room: &room, count, joined: &joined, left: &left, others: unnamed };
@@ -248,7 +273,7 @@ impl Hub {
             .rooms
             .iter()
             .filter(|(_, r)| !r.is_empty())
-            .map(|(k, r)| (k.to_string(), r.tabs.len(), r.members.len(), r.seq))
+            .map(|(k, r)| (k.to_string(), r.users(), r.members.len(), r.seq))
             .collect();
         out.sort();
         out

@@ -155,19 +155,20 @@ impl Hub {
             let tab = presence.as_ref().map_or_else(|| conn.user.clone(), |p| p.tab.clone());
             let r = self.room_entry(st, &key);
             r.add(id, outbox, codec);
-            if r.add_tab(tab) {
+            let first_tab = r.add_tab(tab.clone());
+            if first_tab {
+                // Pusher presence is this node's: a cluster does not carry it (docs/pusher.md).
                 if let Some(p) = &presence {
                     let added = Out::MemberAdded { room: &key, user_id: &p.user_id, user_info: &p.user_info };
                     self.to_room(st, &key, added, Some(id));
                 }
-                if self.crowd_came(st, &key, &name) {
-                    self.to_room(
-                        st,
-                        &key,
-                        Out::Join { room: &key, user: User { id, name: &name, bound } },
-                        Some(id),
-                    );
-                }
+            }
+            if self.clustered {
+                // The JSON protocol's `join`, announced by the cluster on every node, as for a join.
+                self.tell_cluster(st, &key, &tab, id, &name, bound);
+            } else if first_tab && self.crowd_came(st, &key, &name) {
+                let user = User { id, name: &name, bound };
+                self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
             }
             self.emit(st, EventKind::Join, id, Some(&key), &name);
         }

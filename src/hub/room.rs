@@ -41,13 +41,19 @@ pub struct Room {
     pub loading: Option<Box<Loading>>,
     /// In a cluster: which `watch` of this room a `loaded` answers.
     pub generation: u64,
+    /// In a cluster: the room's users on other nodes, as the cluster announced them.
+    pub elsewhere: HashMap<Arc<str>, super::cluster::Remote>,
+    /// In a cluster: how many users the room has on every node (from the last announcement).
+    pub cluster_users: Option<usize>,
 }
 
 /// What waits for a cluster room's history: joiners owed it, and messages that came before it.
 #[derive(Default)]
 pub struct Loading {
-    pub waiting: Vec<(ConnId, Resume)>,
+    /// Joiners owed their welcome (`true`) or presence, and their history.
+    pub waiting: Vec<(ConnId, Resume, bool)>,
     pub early: Vec<super::cluster::Posted>,
+    pub early_presence: Vec<super::cluster::Presence>,
 }
 
 /// Who created a room: a connection and its address.
@@ -90,11 +96,18 @@ impl Room {
             tabs: HashMap::new(),
             loading: None,
             generation: 0,
+            elsewhere: HashMap::new(),
+            cluster_users: None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// How many users the room has (each once, whatever its tabs): in a cluster, on every node.
+    pub fn users(&self) -> usize {
+        self.cluster_users.unwrap_or(0).max(self.tabs.len())
     }
 
     pub fn contains(&self, id: ConnId) -> bool {
