@@ -28,6 +28,7 @@ mod hub;
 mod identity;
 mod outbox;
 mod protocol;
+mod pusher;
 mod remote;
 mod runtime;
 mod session;
@@ -36,7 +37,7 @@ mod tls;
 mod transport;
 mod wsframe;
 
-/// Entry points for the fuzz targets in `fuzz/`: the two parsers that see untrusted bytes.
+/// Entry points for the fuzz targets in `fuzz/`: the parsers that see untrusted bytes.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
@@ -57,6 +58,17 @@ pub mod fuzzing {
     /// Parses one client text message as a command.
     pub fn command(text: &str) -> bool {
         crate::protocol::parse_client(text, false).is_ok()
+    }
+
+    /// Parses one Pusher client frame, and, for a presence subscription, its `channel_data`.
+    pub fn pusher(text: &str) -> bool {
+        match crate::protocol::pusher::parse(text) {
+            Ok(crate::protocol::pusher::In::Subscribe { channel, channel_data, .. }) => {
+                let _ = crate::protocol::pusher::validate_channel(&channel, 64);
+                channel_data.is_none_or(|d| crate::protocol::pusher::presence_user(&d).is_ok())
+            }
+            r => r.is_ok(),
+        }
     }
 }
 

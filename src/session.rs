@@ -43,6 +43,8 @@ pub struct Hello {
     pub resume: Resume,
     /// The compressor window permessage-deflate was agreed with (0: not negotiated).
     pub deflate: u8,
+    /// A Pusher connection (`/app/{key}`): whether its key and protocol were right.
+    pub pusher: Option<Result<(), crate::pusher::Refused>>,
 }
 
 /// Frames taken from the outbox and not yet fully written.
@@ -179,8 +181,11 @@ pub fn start(
     let ip = ip_slot.map(IpSlot::keep);
     let id = hello.id;
     let outbox = Arc::new(Outbox::with_deflate(hello.deflate));
+    let pusher = hello.pusher.is_some();
     if ctx.cfg.echo {
         ctx.hub.attach_silent(id, outbox.clone());
+    } else if let Some(check) = hello.pusher {
+        crate::pusher::open(&ctx, id, hello.who.ip, &outbox, check.err());
     } else {
         ctx.hub.connect(id, hello.who, &hello.room, hello.resume, outbox.clone());
     }
@@ -197,6 +202,7 @@ pub fn start(
         timer_at: 0,
         deadline: 0,
         pings,
+        pusher,
         finished: false,
         ip,
         _guard: guard,
@@ -229,6 +235,8 @@ struct Session {
     /// When a closing connection is dropped if the client has not answered (0 = not closing).
     deadline: u64,
     pings: bool,
+    /// Speaks the Pusher protocol: text frames go to `crate::pusher`, not the command parser.
+    pusher: bool,
     finished: bool,
     /// The client's address slot (`max_connections_per_ip`), given back in `finish`.
     ip: Option<IpAddr>,
@@ -432,6 +440,9 @@ impl Session {
         match m {
             Incoming::Text(text) => {
                 Stats::inc(&ctx.stats.messages_in);
+                if self.pusher {
+                    return crate::pusher::text(&ctx, self.id, &self.outbox, &text);
+                }
                 match protocol::parse_client(&text, ctx.hub.wire().plain_text_only()) {
                     Ok(req) => ctx.hub.command(self.id, req),
                     Err(e) => ctx.hub.reply_error(self.id, e.code, &e.message, e.reference.as_ref()),

@@ -151,3 +151,28 @@ fn tls_is_an_object_of_two_paths_and_names_its_own_keys() {
     assert_eq!(e.key, "tls");
     assert!(e.message.contains("expected an object"), "{e}");
 }
+
+#[test]
+fn pusher_is_an_app_with_defaults_and_named_checks() {
+    let c = Config::from_json(r#"{"pusher":{"app_id":"1","key":"k","secret":"0123456789abcdef"}}"#).unwrap();
+    let p = c.site.pusher.unwrap();
+    assert_eq!((p.max_event_name_chars, p.max_event_data_bytes, p.max_channels_per_event), (200, 10240, 100));
+    assert!(!p.client_events, "client events are off unless asked for");
+    assert_eq!(p.activity_timeout, 120);
+    for (json, key) in [
+        (r#"{"pusher":{"app_id":"1","key":"k","secret":"short"}}"#, "pusher.secret"),
+        (r#"{"pusher":{"app_id":"a/b","key":"k","secret":"0123456789abcdef"}}"#, "pusher.app_id"),
+        (r#"{"pusher":{"app_id":"1","key":"","secret":"0123456789abcdef"}}"#, "pusher.key"),
+        (
+            r#"{"pusher":{"app_id":"1","key":"k","secret":"0123456789abcdef","max_event_data_bytes":0}}"#,
+            "pusher.max_event_data_bytes",
+        ),
+    ] {
+        assert_eq!(Config::from_json(json).unwrap_err().key, key, "{json}");
+    }
+    let e = Config::from_json(
+        r#"{"pusher":{"app_id":"1","key":"k","secret":"0123456789abcdef","clientEvents":true}}"#,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("clientEvents"), "{e}");
+}

@@ -2,6 +2,7 @@
 //! HTTP API in `rest.rs`), and checks WebSocket upgrade requests (`upgrade.rs`) before handing
 //! the connection (plain TCP, or TLS with config `tls`: `src/tls.rs`) to a session.
 
+mod pusher;
 mod rest;
 mod upgrade;
 
@@ -206,6 +207,7 @@ async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Resu
     if header_has(&req, header::UPGRADE, "websocket") {
         return Ok(match req.uri().path() {
             "/ws" | "/" => upgrade::upgrade(req, ctx, peer),
+            p if p.starts_with("/app/") && ctx.cfg.site.pusher.is_some() => upgrade::upgrade(req, ctx, peer),
             _ => upgrade::refuse(
                 &ctx,
                 upgrade::refusal(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws"),
@@ -221,6 +223,7 @@ async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Resu
         (&Method::GET, "/healthz") => text(StatusCode::OK, health(&ctx)),
         (&Method::GET, "/metrics") if site.metrics => metrics(&req, &ctx),
         (_, p) if p.starts_with("/api/") => rest::api(req, &ctx).await,
+        (_, p) if p.starts_with("/apps/") => pusher::api(req, &ctx).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
 }

@@ -253,6 +253,9 @@ fn admit(
         let msg = format!("your login does not allow room `{room}`");
         return Err(with_room(auth_failed(StatusCode::FORBIDDEN, msg)));
     }
+    if ctx.hub.pusher_guarded(&room) && !who.rooms.as_ref().is_some_and(|allowed| allowed.contains(&room)) {
+        return Err(with_room(auth_failed(StatusCode::FORBIDDEN, crate::hub::PUSHER_GUARDED)));
+    }
     let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     if !origin_allowed(&ctx.cfg.admission.allowed_origins, header(header::ORIGIN), header(header::HOST)) {
         return Err(with_room(Refusal {
@@ -319,6 +322,14 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
             return reply;
         }
     };
+    // Pusher's endpoint: a wrong key or protocol is told over the WebSocket (pusher:error and
+    // a 4xxx close), as Pusher does, so clients do not retry it as a network failure.
+    let pusher = match &ctx.cfg.site.pusher {
+        Some(cfg) if req.uri().path().starts_with("/app/") => {
+            Some(crate::pusher::check_endpoint(cfg, req.uri().path(), req.uri().query()))
+        }
+        _ => None,
+    };
     let offered = offered_protocols(req.headers());
     let Admitted { who, room, resume, ip_slot } = match admit(&req, &ctx, peer, &offered.tokens, false) {
         Ok(a) => a,
@@ -347,7 +358,7 @@ pub(super) fn upgrade(mut req: Request<Body>, ctx: Arc<Context>, peer: SocketAdd
         Stats::inc(&ctx.stats.connections_open);
         let stream = parts.io.into_inner();
         // The session is a task of its own: this one (and the upgrade machinery it holds) ends.
-        let hello = Hello { id, who, room, resume, deflate: window };
+        let hello = Hello { id, who, room, resume, deflate: window, pusher };
         session::start(ctx, stream, parts.read_buf, hello, guard, ip_slot);
     });
 

@@ -41,6 +41,12 @@ pub struct Posted {
     /// node delivered alone while Redis hung, and that Redis carried out late, is known by it.
     #[serde(default)]
     pub key: u64,
+    /// A named event's name (`Post::event_name`).
+    #[serde(default)]
+    pub event_name: Option<String>,
+    /// The connection that does not get it (`Post::except`).
+    #[serde(default)]
+    pub except: Option<ConnId>,
 }
 
 /// `Posted` without its id, as a node sends it.
@@ -52,6 +58,10 @@ struct Unnumbered<'a> {
     ts: u64,
     text: &'a str,
     key: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    except: Option<ConnId>,
 }
 
 impl Post {
@@ -65,6 +75,8 @@ impl Post {
             ts: self.ts,
             text: &self.text,
             key: self.key,
+            event_name: self.event_name.as_deref(),
+            except: self.except,
         };
         serde_json::to_string(&u).unwrap_or_default()
     }
@@ -84,6 +96,8 @@ impl Post {
             ts: self.ts,
             text: self.text.clone(),
             key: self.key,
+            event_name: self.event_name.as_deref().map(str::to_string),
+            except: self.except,
         }
     }
 }
@@ -285,8 +299,12 @@ impl Hub {
         let Some(json) = self.keep_posted(st, key, p) else { return };
         let Some(r) = st.rooms.get(key) else { return };
         let from = User { id: p.from, name: &p.name, bound: p.bound };
-        let out = Out::Message { room: key, id: p.id, ts: p.ts, from, text: &p.text };
-        self.delivery.to_members(&r.members, &mut Frames::with_json(out, &json), r.policy, None);
+        let (room, id, ts, text) = (&**key, p.id, p.ts, p.text.as_str());
+        let out = match &p.event_name {
+            Some(event) => Out::Event { room, id, ts, from, event, data: text },
+            None => Out::Message { room, id, ts, from, text },
+        };
+        self.delivery.to_members(&r.members, &mut Frames::with_json(out, &json), r.policy, p.except);
     }
 
     /// Keeps a numbered message in the room's history; returns its JSON, or None when the room
@@ -300,7 +318,10 @@ impl Hub {
             r.seq = p.id;
         }
         let from = User { id: p.from, name: &p.name, bound: p.bound };
-        let json = protocol::message(key, p.id, p.ts, from, &p.text);
+        let json = match &p.event_name {
+            Some(event) => protocol::event_message(key, p.id, p.ts, from, event, &p.text),
+            None => protocol::message(key, p.id, p.ts, from, &p.text),
+        };
         if p.id != 0 {
             self.keep(st, key, p.id, &json);
         }
@@ -538,6 +559,8 @@ mod tests {
             text: "hi\n{}".into(),
             key: 9,
             event: None,
+            event_name: None,
+            except: None,
         };
         let back: Posted = serde_json::from_str(&post.numbered_json(42)).unwrap();
         assert_eq!(back, post.numbered(42));

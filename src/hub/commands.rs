@@ -108,6 +108,9 @@ impl Hub {
         if !conn.allows(&room) {
             return Err(("forbidden_room", format!("your login does not allow room `{room}`")));
         }
+        if self.pusher_guarded(&room) && !conn.listed(&room) {
+            return Err(("forbidden_room", super::pusher::GUARDED.into()));
+        }
         let member = conn.rooms.iter().any(|r| **r == *room);
         if self.moderation.join_hook && !member {
             self.hold_join(st, id, &room, false, resume, reference);

@@ -125,6 +125,12 @@ pub struct Post {
     pub key: u64,
     /// What to tell this node's host once the message has its id (`message` or `published`).
     pub event: Option<Event>,
+    /// A named event's name (the Pusher protocol's client and HTTP API events; `text` is its
+    /// data); None for a chat message.
+    pub event_name: Option<Arc<str>>,
+    /// The connection that does not get it (the Pusher API's `socket_id`, a client event's
+    /// sender); connection ids are unique in the cluster.
+    pub except: Option<ConnId>,
 }
 
 /// The broker of an engine that is alone: everything is delivered locally already.

@@ -16,6 +16,7 @@ mod lifecycle;
 mod moderation;
 mod operations;
 mod presence;
+mod pusher;
 mod room;
 mod users;
 
@@ -34,6 +35,7 @@ pub use cluster::{Loaded, Posted, Presence, PresenceChange};
 pub use fanout::{deflated, Broker, LocalOnly, NodeOp, Post};
 pub use moderation::Decision;
 pub use presence::Snapshot;
+pub use pusher::{ChannelInfo, GUARDED as PUSHER_GUARDED};
 
 use fanout::{Delivery, Frames};
 use moderation::Held;
@@ -81,6 +83,10 @@ struct ConnMore {
     login: Option<Arc<str>>,
     /// History it is still owed, sent page by page as it drains.
     owed: Vec<history::Owed>,
+    /// Pusher presence channels it subscribed to, and as whom (`pusher.rs`).
+    presence: Vec<(Arc<str>, Arc<pusher::Presence>)>,
+    /// The Pusher user it signed in as (`pusher:signin`).
+    signed_in: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -151,6 +157,8 @@ pub struct HubConfig {
     pub max_backlog_bytes: usize,
     pub slow_consumer: SlowConsumer,
     pub published_events: bool,
+    /// The Pusher protocol is on: `private-` and `presence-` rooms are its authorised channels.
+    pub pusher: bool,
 }
 
 impl From<&Config> for HubConfig {
@@ -162,6 +170,7 @@ impl From<&Config> for HubConfig {
             max_backlog_bytes: cfg.limits.max_backlog_bytes,
             slow_consumer: cfg.limits.slow_consumer,
             published_events: cfg.events.published_events,
+            pusher: cfg.site.pusher.is_some(),
         }
     }
 }
@@ -172,6 +181,8 @@ pub struct Hub {
     history: HistoryConfig,
     moderation: ModerationConfig,
     published_events: bool,
+    /// `HubConfig::pusher`.
+    pusher: bool,
     /// The wire new connections speak.
     wire: Wire,
     /// The most bytes of history one frame carries (half the backlog: live messages need room).
@@ -224,6 +235,7 @@ impl Hub {
             history: cfg.history,
             moderation: cfg.moderation,
             published_events: cfg.published_events,
+            pusher: cfg.pusher,
             wire,
             epoch,
             delivery: Delivery {
@@ -454,11 +466,17 @@ impl Hub {
             return false;
         };
         let key = conn.rooms.remove(pos);
-        let (name, user, bound) = (conn.name.clone(), conn.user.clone(), conn.bound);
+        // A Pusher presence subscriber counts as its user_id there, not as its connection.
+        let presence = conn.take_presence(&key);
+        let (name, bound) = (conn.name.clone(), conn.bound);
+        let user = presence.as_ref().map_or_else(|| conn.user.clone(), |p| p.tab.clone());
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
             let last_tab = r.remove_tab(&user);
             let empty = r.is_empty();
+            if let Some(p) = presence.as_ref().filter(|_| last_tab && !empty) {
+                self.pusher_left(st, &key, p);
+            }
             if self.clustered {
                 self.tell_cluster(st, &key, &user, id, &name, bound);
             }
@@ -498,6 +516,8 @@ impl Hub {
                 text: ev.text.clone().unwrap_or_default(),
                 key: 0,
                 event: report.then_some(ev),
+                event_name: None,
+                except: None,
             };
             self.broker.post(post);
             return here;

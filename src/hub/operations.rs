@@ -169,6 +169,8 @@ impl Hub {
                 text: text.to_string(),
                 key: 0,
                 event: None,
+                event_name: None,
+                except: None,
             };
             self.broker.restore(room, id, post.numbered_json(id));
             return Ok(());

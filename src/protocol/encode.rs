@@ -2,6 +2,7 @@
 //! typed JSON (the default), or the seed tutorial's `{"mess", "name"}`, which carries chat text
 //! only. The wire is chosen once per connection, so the rest of the engine never asks which
 //! protocol it speaks: it builds an `Out`, and a wire that does not carry it gives nothing.
+//! The Pusher wire (`pusher.rs`) is the third: the same `Out`s as Pusher Channels events.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -120,6 +121,38 @@ pub enum Out<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a Value>,
     },
+    /// A named event in a room: a Pusher client's `client-*` event, or one published through
+    /// the Pusher HTTP API. The JSON wire writes it as a `message` whose `text` is `data` and
+    /// whose `event` is the name; the Pusher wire as the event itself (`docs/pusher.md`).
+    #[serde(skip)]
+    Event {
+        room: &'a str,
+        id: u64,
+        ts: u64,
+        from: User<'a>,
+        event: &'a str,
+        data: &'a str,
+    },
+    /// Pusher presence: a user's first connection subscribed to a presence channel
+    /// (`user_info`: JSON). Only the Pusher wire carries it.
+    #[serde(skip)]
+    MemberAdded {
+        room: &'a str,
+        user_id: &'a str,
+        user_info: &'a str,
+    },
+    /// Pusher presence: a user's last connection left a presence channel.
+    #[serde(skip)]
+    MemberRemoved {
+        room: &'a str,
+        user_id: &'a str,
+    },
+    /// Pusher: a subscription took effect; `data` is the presence hash (JSON) or `{}`.
+    #[serde(skip)]
+    Subscribed {
+        room: &'a str,
+        data: &'a str,
+    },
     /// Stored messages (each already a JSON object), oldest first; see `history`.
     #[serde(skip)]
     History {
@@ -139,6 +172,9 @@ pub enum Wire {
     Json,
     /// The tutorial's `{"mess": text, "name": sender}` for chat text, and nothing else.
     Seed,
+    /// Pusher Channels protocol 7 (`pusher.rs`, `docs/pusher.md`): chosen per connection by
+    /// the endpoint it connected to (`/app/{key}`), whatever the config's `protocol`.
+    Pusher,
 }
 
 /// How one connection's messages are sent: its wire, and the compressor window it negotiated
@@ -151,7 +187,7 @@ pub struct Codec {
 
 impl Wire {
     /// How many wires there are (fan-out keeps one encoding per wire).
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
 
     /// A small number per wire, below `COUNT`.
     pub fn index(self) -> usize {
@@ -170,15 +206,20 @@ impl Wire {
                 Out::History { room, messages, gap, more, partial } => {
                     history(room, messages.iter().copied(), *gap, *more, *partial)
                 }
+                Out::Event { room, id, ts, from, event, data } => {
+                    event_message(room, *id, *ts, *from, event, data)
+                }
+                Out::MemberAdded { .. } | Out::MemberRemoved { .. } | Out::Subscribed { .. } => return None,
                 // Serializing plain strings and integers cannot fail.
                 other => serde_json::to_string(other).unwrap_or_default(),
             }),
             Wire::Seed => match out {
-                Out::Message { from, text, .. } | Out::Whisper { from, text, .. } => {
-                    Some(seed_message(text, from.name))
-                }
+                Out::Message { from, text, .. }
+                | Out::Whisper { from, text, .. }
+                | Out::Event { from, data: text, .. } => Some(seed_message(text, from.name)),
                 _ => None,
             },
+            Wire::Pusher => super::pusher::encode(out),
         }
     }
 }
@@ -186,6 +227,23 @@ impl Wire {
 /// A chat message as JSON (what rooms keep in their history).
 pub fn message(room: &str, id: u64, ts: u64, from: User<'_>, text: &str) -> String {
     Wire::Json.encode(&Out::Message { room, id, ts, from, text }).unwrap_or_default()
+}
+
+/// A named event as the JSON wire writes it (and rooms keep it): a `message` with `event`.
+pub fn event_message(room: &str, id: u64, ts: u64, from: User<'_>, event: &str, data: &str) -> String {
+    #[derive(Serialize)]
+    struct EventMessage<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        id: u64,
+        ts: u64,
+        from: User<'a>,
+        text: &'a str,
+        event: &'a str,
+    }
+    let m = EventMessage { kind: "message", room, id, ts, from, text: data, event };
+    serde_json::to_string(&m).unwrap_or_default()
 }
 
 #[cfg(test)]

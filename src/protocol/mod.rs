@@ -1,14 +1,16 @@
 //! Wire format: what clients send (commands, `commands.rs`) and what the server sends
-//! (`encode.rs`: JSON, or the seed tutorial's format, chosen per connection as a `Wire`).
+//! (`encode.rs`: JSON, or the seed tutorial's format, chosen per connection as a `Wire`), and
+//! the Pusher Channels protocol both ways (`pusher.rs`).
 //!
 //! Pure functions, no I/O, so the whole format is unit-testable and fuzzable. The full message
 //! list is in `docs/protocol.md`.
 
 mod commands;
 mod encode;
+pub mod pusher;
 
 pub use commands::{parse_client, Command, Request, Target};
-pub use encode::{message, Codec, Member, Out, User, Wire};
+pub use encode::{event_message, message, Codec, Member, Out, User, Wire};
 
 /// Checks a room name: 1..=max characters, no control characters, no surrounding blanks.
 pub fn validate_room(room: &str, max_chars: usize) -> Result<(), String> {

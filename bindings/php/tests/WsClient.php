@@ -11,8 +11,11 @@ final class WsClient
     private string $buf = '';
     public ?int $closeCode = null;
 
-    /** @param array<string, mixed>|null $ssl `ssl` stream context options: speak wss:// with them */
-    public function __construct(int $port, string $query = '', float $timeout = 5.0, ?array $ssl = null)
+    /**
+     * @param array<string, mixed>|null $ssl `ssl` stream context options: speak wss:// with them
+     * @param string $path the endpoint (`/app/{key}` for the Pusher protocol)
+     */
+    public function __construct(int $port, string $query = '', float $timeout = 5.0, ?array $ssl = null, string $path = '/ws')
     {
         $target = ($ssl === null ? 'tcp' : 'ssl') . "://127.0.0.1:$port";
         $context = stream_context_create($ssl === null ? [] : ['ssl' => $ssl]);
@@ -22,7 +25,7 @@ final class WsClient
         }
         stream_set_timeout($s, (int) $timeout);
         $key = base64_encode(random_bytes(16));
-        fwrite($s, "GET /ws?$query HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        fwrite($s, "GET $path?$query HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             . "Sec-WebSocket-Key: $key\r\nSec-WebSocket-Version: 13\r\n\r\n");
         $head = '';
         while (!str_contains($head, "\r\n\r\n")) {

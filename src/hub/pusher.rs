@@ -1,0 +1,491 @@
+//! Pusher clients in the hub: a Pusher channel is a room, a subscription a join. What differs
+//! from the JSON protocol's clients is kept here: a connection joins no room when it connects;
+//! a presence subscriber is counted as its `user_id` (so two tabs of one user are one member,
+//! `member_added` once and `member_removed` once); events carry a name. Everything else (room
+//! caps, fan-out encoded once per wire, slow consumers, the broker, the host's events) is the
+//! hub's own, so messages cross between the two kinds of client in a room both ways.
+
+use std::sync::Arc;
+
+use super::fanout::{Frames, Post};
+use super::{Conn, Hub, State};
+use crate::clock::now_ms;
+use crate::events::{Event, EventKind};
+use crate::identity::ConnId;
+use crate::outbox::Outbox;
+use crate::protocol::pusher::{self as wire, Kind, PresenceUser};
+use crate::protocol::{self, Codec, Out, User, Wire};
+use crate::stats::Stats;
+
+/// A presence subscriber, as its `channel_data` said.
+#[derive(Debug)]
+pub struct Presence {
+    pub user_id: Arc<str>,
+    /// `user_info`, JSON.
+    pub user_info: Arc<str>,
+    /// The room's tab key for this user: every connection of one `user_id` shares it.
+    pub tab: Arc<str>,
+}
+
+/// A channel as the Pusher HTTP API describes it.
+#[derive(Debug)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub occupied: bool,
+    /// Connections subscribed.
+    pub subscription_count: usize,
+    /// Presence channels: distinct users.
+    pub user_count: Option<usize>,
+}
+
+/// Why a JSON-protocol client may not join a `private-` or `presence-` room.
+pub const GUARDED: &str =
+    "`private-` and `presence-` rooms are Pusher channels: they need the channel's auth (or a login token that lists the room)";
+
+impl Conn {
+    /// Whether its login token names `room` among the rooms it allows.
+    pub(super) fn listed(&self, room: &str) -> bool {
+        self.more.as_ref().and_then(|m| m.allowed.as_ref()).is_some_and(|a| a.iter().any(|r| r == room))
+    }
+
+    /// This connection's presence in `room`, if it subscribed to it as a presence user.
+    pub(super) fn presence_in(&self, room: &str) -> Option<&Arc<Presence>> {
+        self.more.as_ref()?.presence.iter().find(|(r, _)| **r == *room).map(|(_, p)| p)
+    }
+
+    /// Forgets (and returns) this connection's presence in `room`.
+    pub(super) fn take_presence(&mut self, room: &str) -> Option<Arc<Presence>> {
+        let list = &mut self.more.as_mut()?.presence;
+        let i = list.iter().position(|(r, _)| **r == *room)?;
+        Some(list.swap_remove(i).1)
+    }
+}
+
+/// A host event's text for a named event: `{"event", "data"}` (the C event has no field for
+/// the name).
+pub fn event_text(event: &str, data: &str) -> String {
+    serde_json::json!({"event": event, "data": data}).to_string()
+}
+
+impl Hub {
+    /// Whether `room` is a Pusher channel that needs authorisation: with the Pusher protocol
+    /// on, a JSON-protocol client cannot read a private channel by joining its room.
+    pub fn pusher_guarded(&self, room: &str) -> bool {
+        self.pusher && (Kind::of(room).authorised() || room.starts_with(wire::USER_CHANNEL))
+    }
+
+    /// Records the user a Pusher connection signed in as.
+    pub fn pusher_signin(&self, id: ConnId, user: &str) {
+        if let Some(c) = self.lock().conns.get_mut(&id) {
+            c.more().signed_in = Some(user.into());
+        }
+    }
+
+    /// The user a Pusher connection signed in as, if it did.
+    pub fn pusher_signed_in(&self, id: ConnId) -> Option<Arc<str>> {
+        self.lock().conns.get(&id)?.more.as_ref()?.signed_in.clone()
+    }
+
+    /// Registers a Pusher connection (its name is its `socket_id`); it joins rooms by
+    /// subscribing. The host gets `connect`.
+    pub fn pusher_connect(
+        &self,
+        id: ConnId,
+        socket_id: &str,
+        ip: Option<std::net::IpAddr>,
+        outbox: Arc<Outbox>,
+    ) {
+        let mut st = self.lock();
+        let user: Arc<str> = format!("conn:{id}").into();
+        let name = st.users.add_tab(&user, id, Some(socket_id.to_string()), false);
+        let codec = Codec { wire: Wire::Pusher, deflate: outbox.deflate() };
+        let mut conn = Conn::new(user, name.clone(), outbox, codec);
+        conn.ip = ip;
+        st.conns.insert(id, conn);
+        self.emit(&st, EventKind::Connect, id, None, &name);
+    }
+
+    /// Subscribes `id` to `channel` (its auth already checked): joins the room, tells a
+    /// presence channel's members about a new user, answers `subscription_succeeded`. The host
+    /// gets `join`. Err: why not (room caps, a full presence channel).
+    pub fn pusher_subscribe(
+        &self,
+        id: ConnId,
+        channel: &str,
+        presence: Option<PresenceUser>,
+    ) -> Result<(), String> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(conn) = st.conns.get(&id) else { return Ok(()) };
+        let already = conn.rooms.iter().any(|r| **r == *channel);
+        if !already {
+            if conn.rooms.len() >= self.chat.max_rooms_per_connection {
+                return Err(format!(
+                    "at most {} channels per connection",
+                    self.chat.max_rooms_per_connection
+                ));
+            }
+            let key: Arc<str> =
+                st.rooms.get_key_value(channel).map(|(k, _)| k.clone()).unwrap_or_else(|| channel.into());
+            if !st.rooms.contains_key(&key) {
+                self.create_room(st, id, &key)?;
+            }
+            let presence = presence.map(|p| {
+                let tab: Arc<str> = format!("pusher:{}", p.user_id).into();
+                Arc::new(Presence { user_id: p.user_id.into(), user_info: p.user_info.into(), tab })
+            });
+            if let (Some(p), Some(r)) = (&presence, st.rooms.get(&key)) {
+                let users = r.tabs.keys().filter(|t| t.starts_with("pusher:")).count();
+                if !r.tabs.contains_key(&p.tab) && users >= r.presence_limit {
+                    let (limit, empty) = (r.presence_limit, r.is_empty());
+                    if empty {
+                        self.room_emptied(st, key.clone());
+                    }
+                    Stats::inc(&self.delivery.stats.room_refusals);
+                    return Err(format!("this presence channel has its {limit} members"));
+                }
+            }
+            let Some(conn) = st.conns.get_mut(&id) else { return Ok(()) };
+            conn.rooms.push(key.clone());
+            if let Some(p) = &presence {
+                conn.more().presence.push((key.clone(), p.clone()));
+            }
+            let (name, outbox, codec, bound) =
+                (conn.name.clone(), conn.outbox.clone(), conn.wire, conn.bound);
+            let tab = presence.as_ref().map_or_else(|| conn.user.clone(), |p| p.tab.clone());
+            let r = self.room_entry(st, &key);
+            r.add(id, outbox, codec);
+            let first_tab = r.add_tab(tab.clone());
+            if first_tab {
+                // Pusher presence is this node's: a cluster does not carry it (docs/pusher.md).
+                if let Some(p) = &presence {
+                    let added = Out::MemberAdded { room: &key, user_id: &p.user_id, user_info: &p.user_info };
+                    self.to_room(st, &key, added, Some(id));
+                }
+            }
+            if self.clustered {
+                // The JSON protocol's `join`, announced by the cluster on every node, as for a join.
+                self.tell_cluster(st, &key, &tab, id, &name, bound);
+            } else if first_tab && self.crowd_came(st, &key, &name) {
+                let user = User { id, name: &name, bound };
+                self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
+            }
+            self.emit(st, EventKind::Join, id, Some(&key), &name);
+        }
+        let data = match Kind::of(channel) {
+            Kind::Presence => {
+                let Some(r) = st.rooms.get(channel) else { return Ok(()) };
+                let users = r.members.iter().filter_map(|m| st.conns.get(&m.id)?.presence_in(channel));
+                wire::presence_data(users.map(|p| (&*p.user_id, &*p.user_info)))
+            }
+            _ => "{}".to_string(),
+        };
+        self.to_conn(st, id, &Out::Subscribed { room: channel, data: &data });
+        if wire::is_cache(channel) {
+            self.cache_replay(st, id, channel);
+        }
+        Ok(())
+    }
+
+    /// A cache channel's newcomer gets its last event (from the room's history), or
+    /// `pusher:cache_miss`.
+    fn cache_replay(&self, st: &State, id: ConnId, channel: &str) {
+        let last = st.rooms.get(channel).and_then(|r| r.history.back());
+        let cached = last.and_then(|(_, json)| wire::cached_event(json, now_ms()));
+        let (event, data) = cached.unwrap_or_else(|| ("pusher:cache_miss".into(), "{}".into()));
+        let from = User::named(0, &self.chat.host_name);
+        self.to_conn(st, id, &Out::Event { room: channel, id: 0, ts: 0, from, event: &event, data: &data });
+    }
+
+    /// Unsubscribes `id` from `channel`; false if it was not subscribed.
+    pub fn pusher_unsubscribe(&self, id: ConnId, channel: &str) -> bool {
+        self.leave_locked(&mut self.lock(), id, channel)
+    }
+
+    /// The presence channel's members hear that a user's last connection left (called from
+    /// `leave_locked`).
+    pub(super) fn pusher_left(&self, st: &State, room: &str, presence: &Presence) {
+        self.to_room(st, room, Out::MemberRemoved { room, user_id: &presence.user_id }, None);
+    }
+
+    /// A client event from `id` to the other subscribers of `channel` (the caller checked the
+    /// channel's kind and the config). The host gets a `message` whose text is
+    /// `{"event", "data"}`.
+    pub fn pusher_client_event(
+        &self,
+        id: ConnId,
+        channel: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<(), String> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(conn) = st.conns.get(&id) else { return Ok(()) };
+        let Some(room) = conn.rooms.iter().find(|r| ***r == *channel).cloned() else {
+            return Err(format!("subscribe to `{channel}` before sending events to it"));
+        };
+        // On a presence channel the receivers learn the sender's user_id (see `wire::encode`).
+        let sender: Arc<str> =
+            conn.presence_in(&room).map_or_else(|| conn.name.clone(), |p| p.user_id.clone());
+        let mut ev = Event::new(EventKind::Message, id);
+        ev.room = Some(room.clone());
+        ev.name = Some(conn.name.clone());
+        ev.text = Some(event_text(event, data));
+        ev.user = conn.login();
+        self.publish_event(st, id, &sender, &room, event, data, Some(id), Some(ev));
+        Ok(())
+    }
+
+    /// An event from the Pusher HTTP API to `channels` (skipping connection `except`, the
+    /// sender's socket). Returns how many connections here get it. Like a host broadcast, it
+    /// is kept in the rooms' history and, with `published_events`, reported.
+    pub fn pusher_publish(
+        &self,
+        channels: &[String],
+        event: &str,
+        data: &str,
+        except: Option<ConnId>,
+    ) -> usize {
+        let mut st = self.lock();
+        let st = &mut *st;
+        Stats::inc(&self.delivery.stats.host_broadcasts);
+        let ts = now_ms();
+        let host = self.chat.host_name.clone();
+        let mut sent = 0;
+        for channel in channels {
+            let key: Arc<str> = st
+                .rooms
+                .get_key_value(channel.as_str())
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| channel.as_str().into());
+            let mut ev = Event::new(EventKind::Published, 0);
+            ev.ts = ts;
+            ev.room = Some(key.clone());
+            ev.name = Some(host.as_str().into());
+            ev.text = Some(event_text(event, data));
+            let report = self.published_events.then_some(ev);
+            // Clustered, the cluster keeps the history: no room is made here for it.
+            let new = !self.clustered && !st.rooms.contains_key(&key);
+            if new {
+                self.room_entry(st, &key);
+            }
+            sent += self.publish_event(st, 0, &host, &key, event, data, except, report);
+            if new {
+                self.room_emptied(st, key.clone());
+            }
+        }
+        sent
+    }
+
+    /// Gives a named event the room's next message id, keeps it and delivers it (all but
+    /// `except`), then tells the host (`report`, with the id). In a cluster the cluster numbers
+    /// it and every node delivers it when it comes back (`hub/cluster.rs`), as a chat message.
+    /// Returns how many connections here get it.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_event(
+        &self,
+        st: &mut State,
+        from: ConnId,
+        name: &str,
+        room: &Arc<str>,
+        event: &str,
+        data: &str,
+        except: Option<ConnId>,
+        report: Option<Event>,
+    ) -> usize {
+        let ts = report.as_ref().map_or_else(now_ms, |e| e.ts);
+        let bound = st.conns.get(&from).is_some_and(|c| c.bound);
+        if self.clustered {
+            let here = st.rooms.get(room).map_or(0, |r| r.members.len());
+            self.broker.post(Post {
+                room: room.clone(),
+                from,
+                name: name.into(),
+                bound,
+                ts,
+                text: data.to_string(),
+                key: 0,
+                event: report,
+                event_name: Some(event.into()),
+                except,
+            });
+            return here;
+        }
+        let Some(r) = st.rooms.get_mut(room) else { return 0 };
+        r.seq += 1;
+        let id = r.seq;
+        let from = User { id: from, name, bound };
+        let json = protocol::event_message(room, id, ts, from, event, data);
+        self.keep(st, room, id, &json);
+        let mut frames = Frames::with_json(Out::Event { room, id, ts, from, event, data }, &json);
+        let sent = self.room_frames(st, room, &mut frames, except);
+        if let Some(mut ev) = report {
+            ev.msg_id = id;
+            self.push_event(st, ev);
+        }
+        sent
+    }
+
+    /// Occupied channels (with members), those starting with `prefix` if given.
+    pub fn pusher_channels(&self, prefix: Option<&str>) -> Vec<ChannelInfo> {
+        let st = self.lock();
+        let mut out: Vec<ChannelInfo> = st
+            .rooms
+            .iter()
+            .filter(|(name, r)| !r.is_empty() && prefix.is_none_or(|p| name.starts_with(p)))
+            .map(|(name, r)| Self::channel_info(name, Some(r)))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// One channel (unoccupied when nobody is subscribed).
+    pub fn pusher_channel(&self, name: &str) -> ChannelInfo {
+        let st = self.lock();
+        Self::channel_info(name, st.rooms.get(name).filter(|r| !r.is_empty()))
+    }
+
+    fn channel_info(name: &str, room: Option<&super::room::Room>) -> ChannelInfo {
+        let presence = Kind::of(name) == Kind::Presence;
+        ChannelInfo {
+            name: name.to_string(),
+            occupied: room.is_some(),
+            subscription_count: room.map_or(0, |r| r.members.len()),
+            user_count: presence
+                .then(|| room.map_or(0, |r| r.tabs.keys().filter(|t| t.starts_with("pusher:")).count())),
+        }
+    }
+
+    /// The user ids subscribed to a presence channel, each once.
+    pub fn pusher_users(&self, channel: &str) -> Vec<String> {
+        let st = self.lock();
+        let Some(r) = st.rooms.get(channel) else { return Vec::new() };
+        let mut ids: Vec<String> = Vec::new();
+        for m in &r.members {
+            if let Some(p) = st.conns.get(&m.id).and_then(|c| c.presence_in(channel)) {
+                if !ids.iter().any(|i| **i == *p.user_id) {
+                    ids.push(p.user_id.to_string());
+                }
+            }
+        }
+        ids
+    }
+
+    /// Closes every connection signed in as `user_id`, or subscribed to a presence channel as
+    /// that user (Pusher's `terminate_connections`), with a `pusher:error` 4009 first; returns
+    /// how many.
+    pub fn pusher_terminate(&self, user_id: &str) -> usize {
+        let st = self.lock();
+        let mut n = 0;
+        for c in st.conns.values() {
+            let theirs = c.more.as_ref().is_some_and(|m| {
+                m.signed_in.as_deref() == Some(user_id)
+                    || m.presence.iter().any(|(_, p)| *p.user_id == *user_id)
+            });
+            if theirs && c.wire.wire == Wire::Pusher {
+                let frame = crate::wsframe::text(&wire::error(Some(4009), "terminated by the app"));
+                c.outbox.push(frame, self.delivery.max_backlog, self.delivery.policy);
+                c.outbox.close(4009, "terminated by the app");
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::events::EventQueue;
+    use crate::hub::LocalOnly;
+    use crate::identity::{Identity, Resume};
+    use serde_json::Value;
+    use std::collections::VecDeque;
+
+    fn hub() -> Hub {
+        let mut c = Config::default();
+        c.site.pusher =
+            serde_json::from_str(r#"{"app_id":"1","key":"k","secret":"0123456789abcdef"}"#).unwrap();
+        let events = Arc::new(EventQueue::new(1024).unwrap());
+        Hub::new((&c).into(), Arc::new(Stats::default()), events, Box::new(LocalOnly), None)
+    }
+
+    /// What an outbox holds, as JSON, Pusher `data` strings parsed.
+    fn drain(o: &Outbox) -> Vec<Value> {
+        let mut q = VecDeque::new();
+        o.take(&mut q);
+        q.iter()
+            .map(|f| {
+                let start = if f[1] == 126 { 4 } else { 2 };
+                let mut v: Value = serde_json::from_slice(&f[start..]).unwrap();
+                if let Some(d) = v["data"].as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+                    v["data"] = d;
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn user(id: &str) -> Option<PresenceUser> {
+        Some(PresenceUser { user_id: id.into(), user_info: format!(r#"{{"name":"{id}"}}"#) })
+    }
+
+    #[test]
+    fn a_presence_user_is_announced_once_however_many_tabs() {
+        let h = hub();
+        let outs: Vec<Arc<Outbox>> = (0..3).map(|_| Arc::new(Outbox::new())).collect();
+        for (i, o) in outs.iter().enumerate() {
+            h.pusher_connect(i as u64 + 1, &format!("9.{}", i + 1), None, o.clone());
+        }
+        h.pusher_subscribe(1, "presence-r", user("ann")).unwrap();
+        drain(&outs[0]);
+        h.pusher_subscribe(2, "presence-r", user("bob")).unwrap();
+        let ann = drain(&outs[0]);
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(
+            (ann[0]["event"].as_str(), ann[0]["data"]["user_id"].as_str()),
+            (Some("pusher_internal:member_added"), Some("bob"))
+        );
+        h.pusher_subscribe(3, "presence-r", user("bob")).unwrap();
+        assert!(drain(&outs[0]).is_empty(), "bob's second tab is not news");
+        let hello = drain(&outs[2]);
+        assert_eq!(hello[0]["data"]["presence"]["count"], 2);
+        h.disconnect(2, 1000);
+        assert!(drain(&outs[0]).is_empty(), "bob still has a tab");
+        h.disconnect(3, 1000);
+        let gone = drain(&outs[0]);
+        assert_eq!(
+            (gone[0]["event"].as_str(), gone[0]["data"]["user_id"].as_str()),
+            (Some("pusher_internal:member_removed"), Some("bob"))
+        );
+        assert_eq!(h.pusher_users("presence-r"), ["ann"]);
+    }
+
+    #[test]
+    fn json_and_pusher_clients_in_one_room_hear_each_other() {
+        let h = hub();
+        let (j, p) = (Arc::new(Outbox::new()), Arc::new(Outbox::new()));
+        let who = Identity { name: Some("jay".into()), ..Default::default() };
+        h.connect(1, who, "news", Resume::default(), j.clone());
+        h.pusher_connect(2, "9.2", None, p.clone());
+        h.pusher_subscribe(2, "news", None).unwrap();
+        drain(&j);
+        assert_eq!(drain(&p)[0]["event"], "pusher_internal:subscription_succeeded");
+        h.broadcast(Some("news"), "hello", "system").unwrap();
+        let got = drain(&p);
+        assert_eq!(
+            (got[0]["event"].as_str(), got[0]["data"]["text"].as_str()),
+            (Some("message"), Some("hello"))
+        );
+        drain(&j);
+        h.pusher_publish(&["news".to_string()], "alert", "{\"x\":1}", Some(2));
+        assert!(drain(&p).is_empty(), "the excluded socket");
+        let m = drain(&j);
+        assert_eq!(
+            (m[0]["type"].as_str(), m[0]["event"].as_str(), m[0]["text"].as_str()),
+            (Some("message"), Some("alert"), Some("{\"x\":1}"))
+        );
+        assert!(h.pusher_guarded("private-x") && h.pusher_guarded("presence-x") && !h.pusher_guarded("news"));
+    }
+}

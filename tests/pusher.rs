@@ -1,0 +1,327 @@
+//! The Pusher protocol over real sockets, with the JSON protocol's clients and the host in the
+//! same rooms: the endpoint's refusals (4001, 4007), the handshake, ping, subscriptions and
+//! their signatures, messages crossing between the two protocols both ways, the host's events,
+//! the private rooms a JSON client cannot join. (Third-party clients: tests/pusher/*.test.js.)
+
+mod common;
+
+use common::*;
+use embedchat::EventKind;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const KEY: &str = "rust-app-key";
+const SECRET: &str = "rust-app-secret-0123456789";
+
+fn pusher_engine(extra: Value) -> embedchat::Engine {
+    let mut cfg = json!({"pusher": {"app_id": "7", "key": KEY, "secret": SECRET, "client_events": true}});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            cfg[k] = v;
+        }
+    }
+    engine(cfg)
+}
+
+fn hmac_hex(secret: &str, msg: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::sign(&key, msg.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn pusher(e: &embedchat::Engine, key: &str, protocol: &str) -> Client {
+    let url = format!("ws://127.0.0.1:{}/app/{key}?protocol={protocol}&client=js&version=8.4.0", e.port());
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    ws
+}
+
+/// Next frame as JSON, with its `data` string parsed (Pusher sends data as JSON text).
+async fn event(ws: &mut Client) -> Value {
+    let mut v = recv(ws).await;
+    if let Some(s) = v["data"].as_str() {
+        if let Ok(d) = serde_json::from_str::<Value>(s) {
+            v["data"] = d;
+        }
+    }
+    v
+}
+
+/// Connects and reads `connection_established`; returns the socket and its socket id.
+async fn established(e: &embedchat::Engine) -> (Client, String) {
+    let mut ws = pusher(e, KEY, "7").await;
+    let hello = event(&mut ws).await;
+    assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+    assert_eq!(hello["data"]["activity_timeout"], 120);
+    (ws, hello["data"]["socket_id"].as_str().unwrap().to_string())
+}
+
+async fn subscribe(ws: &mut Client, socket_id: &str, channel: &str) {
+    let auth = format!("{KEY}:{}", hmac_hex(SECRET, &format!("{socket_id}:{channel}")));
+    let frame = json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}});
+    send(ws, &frame.to_string()).await;
+    let ok = event(ws).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded", "{ok}");
+    assert_eq!(ok["channel"], channel);
+}
+
+#[tokio::test]
+async fn a_wrong_key_or_protocol_gets_pushers_error_and_close_code() {
+    let e = pusher_engine(json!({}));
+    let mut ws = pusher(&e, "not-the-key", "7").await;
+    let err = recv(&mut ws).await;
+    assert_eq!(
+        (err["event"].as_str(), err["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4001)),
+        "{err}"
+    );
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::from(4001)));
+
+    let mut ws = pusher(&e, KEY, "3").await;
+    let err = recv(&mut ws).await;
+    assert_eq!(err["data"]["code"], 4007, "{err}");
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::from(4007)));
+    e.stop().unwrap();
+}
+
+#[tokio::test]
+async fn without_the_pusher_key_there_is_no_pusher_endpoint_or_api() {
+    let e = engine(json!({}));
+    let (status, _) = raw_upgrade(e.port(), "/app/x?protocol=7", "");
+    assert_eq!(status, 404);
+    let (status, _) = http(e.port(), "POST", "/apps/1/events", "", "{}");
+    assert_eq!(status, 404);
+    e.stop().unwrap();
+}
+
+#[tokio::test]
+async fn handshake_ping_and_socket_ids() {
+    let e = pusher_engine(json!({}));
+    let (mut a, id_a) = established(&e).await;
+    let (_b, id_b) = established(&e).await;
+    for id in [&id_a, &id_b] {
+        let (x, y) = id.split_once('.').unwrap();
+        assert!(x.bytes().chain(y.bytes()).all(|c| c.is_ascii_digit()), "{id}");
+    }
+    assert_ne!(id_a, id_b);
+    send(&mut a, r#"{"event":"pusher:ping","data":{}}"#).await;
+    assert_eq!(event(&mut a).await["event"], "pusher:pong");
+    send(&mut a, r#"{"event":"pusher:teleport","data":{}}"#).await;
+    let err = event(&mut a).await;
+    assert_eq!(err["event"], "pusher:error");
+    assert!(err["data"]["message"].as_str().unwrap().contains("not supported"), "{err}");
+    e.stop().unwrap();
+}
+
+#[tokio::test]
+async fn private_channels_need_the_apps_signature() {
+    let e = pusher_engine(json!({}));
+    let (mut ws, socket_id) = established(&e).await;
+    // Signed for another socket: refused on the channel, as pusher-js expects.
+    let auth = format!("{KEY}:{}", hmac_hex(SECRET, "1.1:private-x"));
+    send(
+        &mut ws,
+        &json!({"event": "pusher:subscribe", "data": {"channel": "private-x", "auth": auth}}).to_string(),
+    )
+    .await;
+    let err = event(&mut ws).await;
+    assert_eq!(
+        (err["event"].as_str(), err["channel"].as_str()),
+        (Some("pusher:subscription_error"), Some("private-x"))
+    );
+    assert_eq!(err["data"]["status"], 401);
+    send(&mut ws, r#"{"event":"pusher:subscribe","data":{"channel":"private-x"}}"#).await;
+    assert_eq!(event(&mut ws).await["data"]["status"], 401, "no auth at all");
+    subscribe(&mut ws, &socket_id, "private-x").await;
+    // A client event on a public channel is refused; on a private one it goes through.
+    subscribe(&mut ws, &socket_id, "open").await;
+    send(&mut ws, r#"{"event":"client-x","channel":"open","data":{}}"#).await;
+    assert_eq!(event(&mut ws).await["event"], "pusher:error");
+    e.stop().unwrap();
+}
+
+#[tokio::test]
+async fn messages_cross_between_json_and_pusher_clients_in_a_room() {
+    let e = pusher_engine(json!({"api_key": "0123456789abcdef-key"}));
+    let mut j = connect(&e, "room=news&name=jay").await;
+    welcomed(&mut j).await;
+    let (mut p, socket_id) = established(&e).await;
+    subscribe(&mut p, &socket_id, "news").await;
+    let joined = recv_type(&mut j, "join").await;
+    assert_eq!(joined["user"]["name"], socket_id.as_str(), "the JSON client sees the Pusher client come");
+
+    // JSON client → Pusher client: the event `message`, the message object as data.
+    send(&mut j, r#"{"type":"message","room":"news","text":"hi from json"}"#).await;
+    let m = event(&mut p).await;
+    assert_eq!((m["event"].as_str(), m["channel"].as_str()), (Some("message"), Some("news")), "{m}");
+    assert_eq!(
+        (m["data"]["text"].as_str(), m["data"]["from"]["name"].as_str()),
+        (Some("hi from json"), Some("jay"))
+    );
+    assert_eq!(recv_type(&mut j, "message").await["text"], "hi from json", "its own, as always");
+
+    // The host's broadcast → both.
+    e.broadcast(Some("news"), "from the host").unwrap();
+    assert_eq!(event(&mut p).await["data"]["text"], "from the host");
+    assert_eq!(recv_type(&mut j, "message").await["text"], "from the host");
+
+    // The Pusher HTTP API → the JSON client sees a message with its event name.
+    let body = json!({"name": "alert", "channel": "news", "data": "{\"level\":2}"}).to_string();
+    let path = signed_path("POST", "/apps/7/events", &body, SECRET);
+    let (status, reply) = http(e.port(), "POST", &path, "", &body);
+    assert_eq!(status, 200, "{reply}");
+    let m = recv_type(&mut j, "message").await;
+    assert_eq!((m["event"].as_str(), m["text"].as_str()), (Some("alert"), Some("{\"level\":2}")), "{m}");
+    let pm = event(&mut p).await;
+    assert_eq!((pm["event"].as_str(), pm["data"]["level"].as_u64()), (Some("alert"), Some(2)));
+
+    // A wrong secret: 401, and nothing delivered.
+    let path = signed_path("POST", "/apps/7/events", &body, "not-the-secret-0123456789");
+    assert_eq!(http(e.port(), "POST", &path, "", &body).0, 401);
+    e.stop().unwrap();
+}
+
+/// `path?auth_…&auth_signature=…` as Pusher's libraries sign it.
+fn signed_path(method: &str, path: &str, body: &str, secret: &str) -> String {
+    use md5::{Digest, Md5};
+    let md5: String = Md5::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let query = format!("auth_key={KEY}&auth_timestamp={}&auth_version=1.0&body_md5={md5}", unix_now());
+    let sig = hmac_hex(secret, &format!("{method}\n{path}\n{query}"));
+    format!("{path}?{query}&auth_signature={sig}")
+}
+
+#[tokio::test]
+async fn the_host_sees_pusher_clients_connect_join_send_and_leave() {
+    let e = pusher_engine(json!({}));
+    let (mut a, id_a) = established(&e).await;
+    let (mut b, id_b) = established(&e).await;
+    assert_eq!(wait_event(&e, EventKind::Connect).name.as_deref(), Some(id_a.as_str()));
+    subscribe(&mut a, &id_a, "private-room").await;
+    let join = wait_event(&e, EventKind::Join);
+    assert_eq!(join.room.as_deref(), Some("private-room"));
+    subscribe(&mut b, &id_b, "private-room").await;
+    send(&mut a, r#"{"event":"client-typing","channel":"private-room","data":{"on":true}}"#).await;
+    let got = event(&mut b).await;
+    assert_eq!((got["event"].as_str(), got["data"]["on"].as_bool()), (Some("client-typing"), Some(true)));
+    let msg = wait_event(&e, EventKind::Message);
+    let text: Value = serde_json::from_str(msg.text.as_deref().unwrap()).unwrap();
+    assert_eq!(text, json!({"event": "client-typing", "data": "{\"on\":true}"}));
+    send(&mut a, r#"{"event":"pusher:unsubscribe","data":{"channel":"private-room"}}"#).await;
+    assert_eq!(wait_event(&e, EventKind::Leave).room.as_deref(), Some("private-room"));
+    e.stop().unwrap();
+}
+
+#[tokio::test]
+async fn a_json_client_cannot_join_a_private_or_presence_room() {
+    let e = pusher_engine(json!({}));
+    let (status, _) = raw_upgrade(e.port(), "/ws?room=private-x", "");
+    assert_eq!(status, 403);
+    let mut j = connect(&e, "name=jo").await;
+    welcomed(&mut j).await;
+    send(&mut j, r#"{"type":"join","room":"presence-x"}"#).await;
+    let err = recv_type(&mut j, "error").await;
+    assert_eq!(err["code"], "forbidden_room", "{err}");
+    e.stop().unwrap();
+}
+
+#[tokio::test]
+async fn client_events_are_refused_unless_configured() {
+    let e = engine(json!({"pusher": {"app_id": "7", "key": KEY, "secret": SECRET}}));
+    let (mut a, id) = established(&e).await;
+    subscribe(&mut a, &id, "private-q").await;
+    send(&mut a, r#"{"event":"client-x","channel":"private-q","data":{}}"#).await;
+    let err = event(&mut a).await;
+    assert!(err["data"]["message"].as_str().unwrap().contains("client_events"), "{err}");
+    e.stop().unwrap();
+}
+
+#[tokio::test]
+async fn a_chat_that_requires_a_login_refuses_pusher_clients_too() {
+    let e = pusher_engine(json!({"auth": {"secret": "login-secret-0123456789"}}));
+    let (status, _) = raw_upgrade(e.port(), &format!("/app/{KEY}?protocol=7"), "");
+    assert_eq!(status, 401, "Pusher clients carry no login token");
+    e.stop().unwrap();
+}
+
+/// A `redis-server` of the test's own on a free port (no persistence), killed at the end.
+struct TestRedis(std::process::Child, u16, std::path::PathBuf);
+
+impl TestRedis {
+    fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("embedchat-pusher-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test installs it)");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        TestRedis(child, port, dir)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.2);
+    }
+}
+
+#[tokio::test]
+async fn in_a_cluster_pusher_events_cross_nodes() {
+    let redis = TestRedis::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.1);
+    let a = pusher_engine(json!({"redis_url": url}));
+    let b = pusher_engine(json!({"redis_url": url}));
+    let (mut pa, id_a) = established(&a).await;
+    let (mut pb, id_b) = established(&b).await;
+    subscribe(&mut pa, &id_a, "private-team").await;
+    subscribe(&mut pb, &id_b, "private-team").await;
+    subscribe(&mut pa, &id_a, "news").await;
+    let mut jb = connect(&b, "room=news&name=jo").await;
+    welcomed(&mut jb).await;
+
+    // An API event to node B reaches the Pusher client on node A, and B's JSON client.
+    let body = json!({"name": "alert", "channel": "news", "data": "{\"n\":1}"}).to_string();
+    let path = signed_path("POST", "/apps/7/events", &body, SECRET);
+    // The rooms' watches may still be starting: the event is sent until A's client has it.
+    let deadline = std::time::Instant::now() + WAIT;
+    let got = loop {
+        assert_eq!(http(b.port(), "POST", &path, "", &body).0, 200);
+        let next = tokio::time::timeout(std::time::Duration::from_millis(500), event(&mut pa)).await;
+        if let Ok(v) = next {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no event on node A");
+    };
+    assert_eq!((got["event"].as_str(), got["data"]["n"].as_u64()), (Some("alert"), Some(1)), "{got}");
+    let m = recv_type(&mut jb, "message").await;
+    assert_eq!((m["event"].as_str(), m["text"].as_str()), (Some("alert"), Some("{\"n\":1}")));
+
+    // A client event from A's client reaches B's, and not its sender.
+    send(&mut pa, r#"{"event":"client-ping","channel":"private-team","data":{"k":2}}"#).await;
+    let mut seen = event(&mut pb).await;
+    while seen["event"] != "client-ping" {
+        seen = event(&mut pb).await;
+    }
+    assert_eq!(seen["data"]["k"], 2);
+    send(&mut pa, r#"{"event":"pusher:ping","data":{}}"#).await;
+    loop {
+        let v = event(&mut pa).await;
+        assert_ne!(v["event"], "client-ping", "the sender does not get its own");
+        if v["event"] == "pusher:pong" {
+            break;
+        }
+    }
+    a.stop().unwrap();
+    b.stop().unwrap();
+}
