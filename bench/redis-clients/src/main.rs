@@ -27,7 +27,14 @@ async fn redis_rs(url: &str, tag: &str) -> (f64, f64) {
     while done < N {
         let mut pipe = redis::pipe();
         for _ in 0..BATCH.min(N - done) {
-            pipe.cmd("EVALSHA").arg(&sha).arg(2).arg(format!("{tag}:seq")).arg(format!("{tag}:hist")).arg(PAYLOAD).arg(format!("{tag}:ch")).arg(100);
+            pipe.cmd("EVALSHA")
+                .arg(&sha)
+                .arg(2)
+                .arg(format!("{tag}:seq"))
+                .arg(format!("{tag}:hist"))
+                .arg(PAYLOAD)
+                .arg(format!("{tag}:ch"))
+                .arg(100);
         }
         let ids: Vec<u64> = pipe.query_async(&mut conn).await.unwrap();
         done += ids.len();
@@ -35,7 +42,17 @@ async fn redis_rs(url: &str, tag: &str) -> (f64, f64) {
     let per_sec = N as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
     for _ in 0..ONE_BY_ONE {
-        let _: u64 = redis::cmd("EVALSHA").arg(&sha).arg(2).arg(format!("{tag}:seq")).arg(format!("{tag}:hist")).arg(PAYLOAD).arg(format!("{tag}:ch")).arg(100).query_async(&mut conn).await.unwrap();
+        let _: u64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(2)
+            .arg(format!("{tag}:seq"))
+            .arg(format!("{tag}:hist"))
+            .arg(PAYLOAD)
+            .arg(format!("{tag}:ch"))
+            .arg(100)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
     (per_sec, t.elapsed().as_secs_f64() * 1e6 / ONE_BY_ONE as f64)
 }
@@ -54,7 +71,15 @@ async fn fred(url: &str, tag: &str) -> (f64, f64) {
         let pipe = client.pipeline();
         let n = BATCH.min(N - done);
         for _ in 0..n {
-            let a: Vec<String> = vec![sha.clone(), "2".into(), keys[0].clone(), keys[1].clone(), args[0].clone(), args[1].clone(), args[2].clone()];
+            let a: Vec<String> = vec![
+                sha.clone(),
+                "2".into(),
+                keys[0].clone(),
+                keys[1].clone(),
+                args[0].clone(),
+                args[1].clone(),
+                args[2].clone(),
+            ];
             let _: () = pipe.custom(fred::cmd!("EVALSHA"), a).await.unwrap();
         }
         let ids: Vec<u64> = pipe.all().await.unwrap();
@@ -80,12 +105,34 @@ async fn main() {
     let (mut a, mut b, mut c, mut d) = (vec![], vec![], vec![], vec![]);
     for run in 0..3 {
         let (x, y) = redis_rs(&url, &format!("rr{run}")).await;
-        a.push(x); b.push(y);
+        a.push(x);
+        b.push(y);
         let (x, y) = fred(&url, &format!("fr{run}")).await;
-        c.push(x); d.push(y);
-        println!("run {run}: redis-rs {x:.0}/s {y:.1} us | fred {:.0}/s {:.1} us", c[run], d[run], x = a[run], y = b[run]);
+        c.push(x);
+        d.push(y);
+        println!(
+            "run {run}: redis-rs {x:.0}/s {y:.1} us | fred {:.0}/s {:.1} us",
+            c[run],
+            d[run],
+            x = a[run],
+            y = b[run]
+        );
     }
     println!("| client | post scripts/s, pipelines of {BATCH} (median of 3) | µs per call, one at a time (median of 3) |");
-    println!("| redis-rs 1.8 | {:.0} ({:.0} / {:.0} / {:.0}) | {:.1} |", median(a.clone()), a[0], a[1], a[2], median(b.clone()));
-    println!("| fred 10.1 | {:.0} ({:.0} / {:.0} / {:.0}) | {:.1} |", median(c.clone()), c[0], c[1], c[2], median(d.clone()));
+    println!(
+        "| redis-rs 1.8 | {:.0} ({:.0} / {:.0} / {:.0}) | {:.1} |",
+        median(a.clone()),
+        a[0],
+        a[1],
+        a[2],
+        median(b.clone())
+    );
+    println!(
+        "| fred 10.1 | {:.0} ({:.0} / {:.0} / {:.0}) | {:.1} |",
+        median(c.clone()),
+        c[0],
+        c[1],
+        c[2],
+        median(d.clone())
+    );
 }
