@@ -7,165 +7,20 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, RedisError, RedisResult};
+use redis::RedisResult;
 use tokio::sync::mpsc;
 
+pub use super::conn::{redacted, Redis};
+use super::conn::within;
 use super::{Job, Keys, Note, Watch};
 use crate::context::Context;
 use crate::hub::{Loaded, NodeOp, Post, Posted, Presence};
 use crate::stats::Stats;
 
-/// Numbers a message, keeps it in the room's stream and publishes it, as one step.
-/// KEYS: the room's sequence, its history stream. ARGV: the message without its id (a JSON
-/// object), the channel, how many messages the stream keeps, the keys' time to live (s).
-const POST_LUA: &str = r#"
-local id = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-local msg = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
-if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'm', msg)
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-redis.call('PUBLISH', ARGV[2], msg)
-return id
-"#;
-
-/// Puts a message the host restores into a room's history, if its id is above the last kept
-/// one (else nothing: restored oldest first, and by several nodes at once, it is kept once), and
-/// raises the room's sequence to it. Returns 1 if kept, 0 if not.
-/// KEYS: the room's sequence, its history stream. ARGV: the message (JSON, with its id), its id,
-/// how many messages the stream keeps, the keys' time to live (s).
-const RESTORE_LUA: &str = r#"
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if #last > 0 and cjson.decode(last[1][2][2])['id'] >= tonumber(ARGV[2]) then return 0 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'm', ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
-end
-return 1
-"#;
-
-/// A room's last id, its user count, its newest messages (oldest first) and its users per node:
-/// `{seq, users, n, msg × n, user × …}`.
-/// KEYS: the room's sequence, history stream, presence hash, users hash. ARGV: how many messages.
-const LOAD_LUA: &str = r#"
-local out = {redis.call('GET', KEYS[1]) or '0', tostring(redis.call('HLEN', KEYS[4]))}
-local entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])
-out[3] = tostring(#entries)
-for i = #entries, 1, -1 do out[#out + 1] = entries[i][2][2] end
-local users = redis.call('HVALS', KEYS[3])
-for i = 1, #users do out[#out + 1] = users[i] end
-return out
-"#;
-
-/// Sets (tabs > 0) or removes (tabs = 0) a user's entry for this node in a room, counts on how
-/// many nodes the user is there, and announces it on the room's channel: "came" when its first
-/// node arrived, "went" when its last one left, with the room's user count. Idempotent: telling
-/// the same again changes nothing and announces no coming or going.
-/// KEYS: presence hash, users hash, this node's rooms, the nodes with users. ARGV: field
-/// (`<node>:<user>`), user, value (JSON), tabs, channel, room, node.
-const PRESENCE_LUA: &str = r#"
-local edge = ''
-if tonumber(ARGV[4]) > 0 then
-  if redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) == 1 then
-    if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then edge = 'came' end
-    redis.call('SADD', KEYS[3], ARGV[6])
-    redis.call('SADD', KEYS[4], ARGV[7])
-  end
-elseif redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[2])
-    edge = 'went'
-  end
-end
-local users = redis.call('HLEN', KEYS[2])
-redis.call('PUBLISH', ARGV[5], '{"p":"' .. edge .. '","users":' .. users .. ',' .. string.sub(ARGV[3], 2))
-return users
-"#;
-
-/// Forgets users of nodes, announcing each one that is then gone from a room:
-/// - mode `sweep`: every user of every node whose `alive` key expired (it died, or lost Redis
-///   for longer than that), and that node's lists;
-/// - mode `sync`: this node's users that are not in the rest of ARGV (`<room>\n<field>` each),
-///   after this node lost Redis for a while (users who left meanwhile).
-///
-/// ARGV: the prefix, this node's number, the mode, then the fields to keep. Returns how many
-/// entries it removed.
-const FORGET_LUA: &str = r#"
-local prefix, me, mode, swept = ARGV[1], ARGV[2], ARGV[3], 0
-local keep = {}
-for i = 4, #ARGV do keep[ARGV[i]] = true end
-local nodes = {}
-if mode == 'sync' then
-  nodes = {me}
-else
-  for _, node in ipairs(redis.call('SMEMBERS', prefix .. ':presence-nodes')) do
-    if node ~= me and redis.call('EXISTS', prefix .. ':alive:' .. node) == 0 then nodes[#nodes + 1] = node end
-  end
-end
-for _, node in ipairs(nodes) do
-  local rooms_key = prefix .. ':node-rooms:' .. node
-  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
-    local pkey, ukey = prefix .. ':presence:' .. room, prefix .. ':users:' .. room
-    local fields = redis.call('HGETALL', pkey)
-    for i = 1, #fields, 2 do
-      if string.sub(fields[i], 1, #node + 1) == node .. ':' and not keep[room .. '\n' .. fields[i]] then
-        local user = string.sub(fields[i], #node + 2)
-        redis.call('HDEL', pkey, fields[i])
-        local edge = ''
-        if redis.call('HINCRBY', ukey, user, -1) <= 0 then
-          redis.call('HDEL', ukey, user)
-          edge = 'went'
-        end
-        local value = string.gsub(fields[i + 1], '"tabs":%d+}$', '"tabs":0}')
-        local users = redis.call('HLEN', ukey)
-        redis.call('PUBLISH', prefix .. ':room:' .. room,
-          '{"p":"' .. edge .. '","users":' .. users .. ',' .. string.sub(value, 2))
-        swept = swept + 1
-      end
-    end
-  end
-  if mode ~= 'sync' then
-    redis.call('DEL', rooms_key)
-    redis.call('SREM', prefix .. ':presence-nodes', node)
-  end
-end
-return swept
-"#;
-
-/// What a node that followed a room knows survives Redis losing it (a restart without
-/// persistence) or expiring it (a quiet room): the room's sequence never goes below the node's
-/// last id, and its keys' time to live starts again. KEYS: the room's sequence, its history
-/// stream. ARGV: this node's last id of the room, the time to live (s).
-const HEAL_LUA: &str = r#"
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-else
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"#;
-
-/// What the cluster as a whole knows, kept by every node: the epoch (set again if Redis lost it)
-/// and the node counter (never below a live node's number, so a node started after Redis lost
-/// it does not take a number in use). KEYS: epoch, nodes. ARGV: this node's epoch, its number.
-const RESEED_LUA: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
-return redis.call('GET', KEYS[1])
-"#;
-
 /// Messages and presence changes sent in one pipeline at most.
 const BATCH: usize = 256;
 /// How often Redis is asked whether it is still there (and this node says it is alive).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long a node's `alive` key lives: a node silent this long is taken for dead.
-const ALIVE_MS: u64 = 5_000;
 /// Every how many checks the users of dead nodes are cleaned up.
 const SWEEP_EVERY: u32 = 5;
 /// Every how many checks the rooms this node follows have their keys' time to live renewed.
@@ -174,98 +29,6 @@ const HEAL_EVERY: u32 = 60;
 const LOADS_AT_ONCE: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// `url` with its password hidden, for messages.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
-fn timed_out() -> RedisError {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis did not answer in time (redis_timeout_ms)")
-        .into()
-}
-
-/// `fut`, or a timeout error after `t`.
-async fn within<T>(t: Duration, fut: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
-    tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(timed_out()))
-}
-
-/// Live connections to one Redis.
-pub struct Redis {
-    conn: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
-    post_sha: String,
-    load_sha: String,
-    presence_sha: String,
-    forget_sha: String,
-    restore_sha: String,
-    heal_sha: String,
-    reseed_sha: String,
-    timeout: Duration,
-}
-
-impl Redis {
-    pub async fn connect(url: &str, timeout_ms: u64) -> RedisResult<Redis> {
-        let t = Duration::from_millis(timeout_ms);
-        let client = redis::Client::open(url)?;
-        let cfg = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
-        let mut conn = within(t, client.get_multiplexed_async_connection_with_config(&cfg)).await?;
-        let (sink, stream) = within(t, client.get_async_pubsub()).await?.split();
-        let mut sha = Vec::new();
-        let scripts = [POST_LUA, LOAD_LUA, PRESENCE_LUA, FORGET_LUA, RESTORE_LUA, HEAL_LUA, RESEED_LUA];
-        for script in scripts {
-            let load = redis::cmd("SCRIPT").arg("LOAD").arg(script).to_owned();
-            sha.push(within(t, load.query_async::<String>(&mut conn)).await?);
-        }
-        let [post_sha, load_sha, presence_sha, forget_sha, restore_sha, heal_sha, reseed_sha] =
-            <[String; 7]>::try_from(sha).expect("seven scripts");
-        Ok(Redis {
-            conn,
-            sink,
-            stream,
-            post_sha,
-            load_sha,
-            presence_sha,
-            forget_sha,
-            restore_sha,
-            heal_sha,
-            reseed_sha,
-            timeout: t,
-        })
-    }
-
-    /// Takes a node number and the cluster's epoch (`epoch` from the config, or the one the
-    /// first node set).
-    pub async fn join(&self, keys: &Keys, epoch: Option<String>) -> RedisResult<(u64, String)> {
-        let mut conn = self.conn.clone();
-        let node: u64 =
-            within(self.timeout, redis::cmd("INCR").arg(keys.nodes()).query_async(&mut conn)).await?;
-        let epoch = match epoch {
-            Some(e) => e,
-            None => {
-                let mine = crate::hub::new_epoch();
-                let set = redis::cmd("SET").arg(keys.epoch()).arg(&mine).arg("NX").to_owned();
-                within(self.timeout, set.query_async::<()>(&mut conn)).await?;
-                within(self.timeout, redis::cmd("GET").arg(keys.epoch()).query_async(&mut conn)).await?
-            }
-        };
-        Ok((node, epoch))
-    }
-
-    /// Says this node is alive for the next `ALIVE_MS`; returns whether it still was (false: the
-    /// key had expired, and the other nodes may have removed this node's users).
-    async fn alive(&self, keys: &Keys, node: u64) -> RedisResult<bool> {
-        let mut conn = self.conn.clone();
-        let set =
-            redis::cmd("SET").arg(keys.alive(node)).arg(1).arg("PX").arg(ALIVE_MS).arg("GET").to_owned();
-        let before: Option<String> = within(self.timeout, set.query_async(&mut conn)).await?;
-        Ok(before.is_some())
-    }
-}
 
 /// What the link task is given.
 pub struct Setup {

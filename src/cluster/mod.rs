@@ -31,8 +31,10 @@
 //! The Redis client is redis-rs (`redis` crate, tokio, multiplexed connection + a pub/sub
 //! connection): see `docs/scaling.md` for why.
 
+mod conn;
 mod keys;
 mod link;
+mod scripts;
 
 use std::sync::{Arc, OnceLock, Weak};
 

@@ -244,14 +244,7 @@ impl Hub {
         let from = User { id: w.from.id, name: &w.from.name, bound: w.from.bound };
         let to = User { id: w.to.id, name: &w.to.name, bound: w.to.bound };
         let mut frames = Frames::new(Out::Whisper { ts: w.ts, from, to, text: &w.text });
-        for id in &u.conns {
-            if let Some(c) = st.conns.get(id) {
-                if let Some(f) = frames.get(c.wire) {
-                    let push = c.outbox.push(f, self.delivery.max_backlog, self.delivery.policy);
-                    self.delivery.account(*id, push);
-                }
-            }
-        }
+        self.to_tabs(&st, &u.conns, &mut frames);
     }
 
     /// A message the cluster numbered, that this node's members saw already (`deliver_here`):

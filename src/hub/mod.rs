@@ -285,6 +285,12 @@ impl Hub {
     /// the broker for the user's tabs elsewhere.
     fn to_user(&self, st: &State, user: &str, ids: &[ConnId], out: Out<'_>) {
         let mut frames = Frames::new(out);
+        self.to_tabs(st, ids, &mut frames);
+        self.broker.user(user, &frames.out);
+    }
+
+    /// Pushes `frames` to connections `ids` of this engine.
+    fn to_tabs(&self, st: &State, ids: &[ConnId], frames: &mut Frames<'_>) {
         for id in ids {
             if let Some(c) = st.conns.get(id) {
                 if let Some(f) = frames.get(c.wire) {
@@ -293,7 +299,6 @@ impl Hub {
                 }
             }
         }
-        self.broker.user(user, &frames.out);
     }
 
     fn emit(&self, st: &State, kind: EventKind, id: ConnId, room: Option<&Arc<str>>, name: &Arc<str>) {

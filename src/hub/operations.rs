@@ -55,12 +55,7 @@ impl Hub {
     /// A host message to one connection (shown as a whisper from the host).
     /// (In a cluster, a connection of another node gets it from that node.)
     pub fn send(&self, id: ConnId, text: &str) -> Result<(), Error> {
-        match self.send_here(id, text) {
-            Err(Error::UnknownConnection(_)) => {
-                self.to_other_node(id, || NodeOp::Send { conn: id, text: text.to_string() })
-            }
-            r => r,
-        }
+        self.here_or_elsewhere(self.send_here(id, text), id, || NodeOp::Send { conn: id, text: text.into() })
     }
 
     /// `send` to a connection of this node.
@@ -84,12 +79,7 @@ impl Hub {
     /// Closes one connection with code 4000 and `reason`.
     /// (In a cluster, a connection of another node is closed by that node.)
     pub fn kick(&self, id: ConnId, reason: &str) -> Result<(), Error> {
-        match self.kick_here(id, reason) {
-            Err(Error::UnknownConnection(_)) => {
-                self.to_other_node(id, || NodeOp::Kick { conn: id, reason: reason.to_string() })
-            }
-            r => r,
-        }
+        self.here_or_elsewhere(self.kick_here(id, reason), id, || NodeOp::Kick { conn: id, reason: reason.into() })
     }
 
     /// `kick` for a connection of this node.
@@ -100,15 +90,17 @@ impl Hub {
         Ok(())
     }
 
-    /// In a cluster, hands an operation on connection `id` (not on this node) to the node that
-    /// has it (its number is in the id's high bits): accepted, though that node may find it
-    /// gone. An engine alone: the connection is unknown.
-    fn to_other_node(&self, id: ConnId, op: impl FnOnce() -> NodeOp) -> Result<(), Error> {
-        if self.clustered && id >> 32 != 0 {
-            self.broker.node_op(op());
-            return Ok(());
+    /// `here`: what an operation on connection `id` did on this node. When the connection is not
+    /// here, in a cluster, the operation goes to the node that has it (its number is in the
+    /// id's high bits): accepted, though that node may find it gone.
+    fn here_or_elsewhere(&self, here: Result<(), Error>, id: ConnId, op: impl FnOnce() -> NodeOp) -> Result<(), Error> {
+        match here {
+            Err(Error::UnknownConnection(_)) if self.clustered && id >> 32 != 0 => {
+                self.broker.node_op(op());
+                Ok(())
+            }
+            r => r,
         }
-        Err(Error::UnknownConnection(id))
     }
 
     /// Closes every connection of a logged-in user (token `sub`) with 4000; returns how many
