@@ -26,7 +26,10 @@ fn timed_out() -> RedisError {
 }
 
 /// `fut`, or a timeout error after `t`.
-pub async fn within<T>(t: Duration, fut: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
+pub async fn within<T>(
+    t: Duration,
+    fut: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
     tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(timed_out()))
 }
 

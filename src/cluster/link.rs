@@ -7,11 +7,11 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::RedisResult;
+use redis::{RedisError, RedisResult};
 use tokio::sync::mpsc;
 
-pub use super::conn::{redacted, Redis};
 use super::conn::within;
+pub use super::conn::{redacted, Redis};
 use super::{Job, Keys, Note, Watch};
 use crate::context::Context;
 use crate::hub::{Loaded, NodeOp, Post, Posted, Presence};

@@ -45,7 +45,7 @@ impl Default for AdmissionConfig {
 }
 
 impl AdmissionConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         range("max_connections", self.max_connections, 1, 10_000_000)?;
         range("max_connections_per_ip", self.max_connections_per_ip, 0, 10_000_000)?;
         range("max_header_count", self.max_header_count, 8, 1000)?;

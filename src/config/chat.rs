@@ -58,7 +58,7 @@ impl Default for ChatConfig {
 }
 
 impl ChatConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         range("max_name_chars", self.max_name_chars, 1, 256)?;
         range("max_room_chars", self.max_room_chars, 1, 256)?;
         range("max_rooms_per_connection", self.max_rooms_per_connection, 1, 1024)?;

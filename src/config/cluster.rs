@@ -37,7 +37,7 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = self.url() {
             if !(url.starts_with("redis://")
                 || url.starts_with("valkey://")

@@ -35,7 +35,7 @@ impl Default for EventsConfig {
 }
 
 impl EventsConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         range("event_queue", self.event_queue, 16, 1 << 24)?;
         range("max_event_bytes", self.max_event_bytes, 64 << 10, 1 << 40)
     }

@@ -42,7 +42,7 @@ impl Default for HistoryConfig {
 }
 
 impl HistoryConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         range("history_size", self.history_size, 0, 100_000)?;
         range("history_max_bytes", self.history_max_bytes, 1024, 1 << 30)?;
         range("history_total_bytes", self.history_total_bytes, 1024, 1 << 40)?;

@@ -46,7 +46,7 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         range("max_message_bytes", self.max_message_bytes, 16, 64 << 20)?;
         range("max_fragments", self.max_fragments, 1, 1 << 20)?;
         range("max_backlog_bytes", self.max_backlog_bytes, 1024, 1 << 30)?;

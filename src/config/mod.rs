@@ -20,11 +20,15 @@ mod events;
 mod history;
 mod limits;
 mod moderation;
+mod parse;
 mod pusher;
 mod site;
-mod parse;
 
-pub use {admission::AdmissionConfig, chat::ChatConfig, cluster::ClusterConfig, events::EventsConfig, history::HistoryConfig, limits::LimitsConfig, moderation::ModerationConfig, pusher::PusherConfig, site::SiteConfig};
+pub use {
+    admission::AdmissionConfig, chat::ChatConfig, cluster::ClusterConfig, events::EventsConfig,
+    history::HistoryConfig, limits::LimitsConfig, moderation::ModerationConfig, pusher::PusherConfig,
+    site::SiteConfig,
+};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -33,7 +33,7 @@ impl Default for ModerationConfig {
 }
 
 impl ModerationConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         range("hook_timeout_ms", self.hook_timeout_ms as usize, 10, 600_000)?;
         let p = &self.command_prefix;
         if p.chars().count() > 8 || p.chars().any(char::is_control) || (!p.is_empty() && p.trim().is_empty())

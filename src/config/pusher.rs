@@ -49,7 +49,7 @@ fn pusher_activity() -> u64 {
 }
 
 impl PusherConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         // Ids and keys travel in URL paths and signed strings: no separators, no blanks.
         let plain = |s: &str| {
             !s.is_empty()

@@ -67,7 +67,7 @@ impl Default for SiteConfig {
 }
 
 impl SiteConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(a) = &self.auth {
             if a.secret.len() < 16 {
                 return Err(err(

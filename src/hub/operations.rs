@@ -79,7 +79,10 @@ impl Hub {
     /// Closes one connection with code 4000 and `reason`.
     /// (In a cluster, a connection of another node is closed by that node.)
     pub fn kick(&self, id: ConnId, reason: &str) -> Result<(), Error> {
-        self.here_or_elsewhere(self.kick_here(id, reason), id, || NodeOp::Kick { conn: id, reason: reason.into() })
+        self.here_or_elsewhere(self.kick_here(id, reason), id, || NodeOp::Kick {
+            conn: id,
+            reason: reason.into(),
+        })
     }
 
     /// `kick` for a connection of this node.
@@ -93,7 +96,12 @@ impl Hub {
     /// `here`: what an operation on connection `id` did on this node. When the connection is not
     /// here, in a cluster, the operation goes to the node that has it (its number is in the
     /// id's high bits): accepted, though that node may find it gone.
-    fn here_or_elsewhere(&self, here: Result<(), Error>, id: ConnId, op: impl FnOnce() -> NodeOp) -> Result<(), Error> {
+    fn here_or_elsewhere(
+        &self,
+        here: Result<(), Error>,
+        id: ConnId,
+        op: impl FnOnce() -> NodeOp,
+    ) -> Result<(), Error> {
         match here {
             Err(Error::UnknownConnection(_)) if self.clustered && id >> 32 != 0 => {
                 self.broker.node_op(op());
