@@ -545,3 +545,36 @@ async fn history_restored_by_a_host_is_the_clusters_and_new_ids_continue_above_i
     assert_eq!(messages(&mut ann, 1).await, vec![(43, "new".to_string())]);
     host.stop().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_across_nodes_and_free_again_when_their_user_leaves() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // node A has claimed the name
+
+    // Someone on node B asks for "Ann": the name is taken (any case), so B renames its user.
+    // Its welcome has the new name already, or a `nick` follows it (whichever came first:
+    // node A's answer, or the room's history).
+    let mut other = ws(&b, "name=Ann&room=r").await;
+    let (w, _) = joined(&mut other).await;
+    if w["name"] != "Ann-2" {
+        assert_eq!(w["name"], "Ann");
+        let n = recv_type(&mut other, "nick").await;
+        assert_eq!((n["old"].as_str(), n["user"]["name"].as_str()), (Some("Ann"), Some("Ann-2")), "{n}");
+    }
+    // ann hears the newcomer's new name too (after its join).
+    let n = recv_type(&mut ann, "nick").await;
+    assert_eq!(n["user"]["name"], "Ann-2", "{n}");
+
+    // ann leaves: the name is free again for anyone on any node.
+    drop(ann);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = ws(&b, "name=ann&room=r").await;
+    let (w, _) = joined(&mut again).await;
+    assert_eq!(w["name"], "ann");
+    send(&mut again, "still ann?").await;
+    let next = recv(&mut again).await;
+    assert!(next["type"] == "message" && next["from"]["name"] == "ann", "not renamed: {next}");
+}

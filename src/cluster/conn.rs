@@ -45,6 +45,8 @@ pub struct Redis {
     pub restore_sha: String,
     pub heal_sha: String,
     pub reseed_sha: String,
+    pub claim_sha: String,
+    pub release_sha: String,
     pub timeout: Duration,
 }
 
@@ -56,13 +58,23 @@ impl Redis {
         let mut conn = within(t, client.get_multiplexed_async_connection_with_config(&cfg)).await?;
         let (sink, stream) = within(t, client.get_async_pubsub()).await?.split();
         let mut sha = Vec::new();
-        let scripts = [POST_LUA, LOAD_LUA, PRESENCE_LUA, FORGET_LUA, RESTORE_LUA, HEAL_LUA, RESEED_LUA];
+        let scripts = [
+            POST_LUA,
+            LOAD_LUA,
+            PRESENCE_LUA,
+            FORGET_LUA,
+            RESTORE_LUA,
+            HEAL_LUA,
+            RESEED_LUA,
+            CLAIM_LUA,
+            RELEASE_LUA,
+        ];
         for script in scripts {
             let load = redis::cmd("SCRIPT").arg("LOAD").arg(script).to_owned();
             sha.push(within(t, load.query_async::<String>(&mut conn)).await?);
         }
-        let [post_sha, load_sha, presence_sha, forget_sha, restore_sha, heal_sha, reseed_sha] =
-            <[String; 7]>::try_from(sha).expect("seven scripts");
+        let [post_sha, load_sha, presence_sha, forget_sha, restore_sha, heal_sha, reseed_sha, claim_sha, release_sha] =
+            <[String; 9]>::try_from(sha).expect("nine scripts");
         Ok(Redis {
             conn,
             sink,
@@ -74,6 +86,8 @@ impl Redis {
             restore_sha,
             heal_sha,
             reseed_sha,
+            claim_sha,
+            release_sha,
             timeout: t,
         })
     }

@@ -59,6 +59,26 @@ impl Keys {
         format!("{}:alive:{node}", self.prefix)
     }
 
+    /// Names in use: field the lower-cased name, value the user key that has it.
+    pub fn names(&self) -> String {
+        format!("{}:names", self.prefix)
+    }
+
+    /// The nodes where the user that has a name (lower-cased) has tabs.
+    pub fn name_nodes(&self, lower: &str) -> String {
+        format!("{}:name-nodes:{lower}", self.prefix)
+    }
+
+    /// The nodes whose users hold names (for cleaning up after a node that died).
+    pub fn name_holder_nodes(&self) -> String {
+        format!("{}:name-holder-nodes", self.prefix)
+    }
+
+    /// The names (lower-cased) a node's users have.
+    pub fn node_names(&self, node: u64) -> String {
+        format!("{}:node-names:{node}", self.prefix)
+    }
+
     /// The prefix itself (the clean-up script builds the keys of a dead node from it).
     pub fn prefix(&self) -> &str {
         &self.prefix

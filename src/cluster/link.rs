@@ -166,6 +166,8 @@ impl Link {
             }
             // For other nodes or for Redis only: lost while Redis is away (counted).
             Job::Note(_) | Job::Restore(..) => Stats::inc(&self.s.stats.cluster_posts_dropped),
+            // Names are claimed again when Redis is back (`sync_presence`).
+            Job::Name { .. } => {}
         }
     }
 
@@ -365,6 +367,13 @@ impl Link {
         }
         within(redis.timeout, forget.query_async::<u64>(&mut redis.conn)).await?;
         let mut again: Vec<Job> = now.into_iter().map(Job::Presence).collect();
+        // The forget above gave up this node's names too: claim them again.
+        again.extend(ctx.hub.local_names().into_iter().map(|(user, name, force)| Job::Name {
+            user,
+            name,
+            claim: true,
+            force,
+        }));
         while !again.is_empty() {
             let rest = again.split_off(again.len().min(BATCH));
             self.send(redis, &mut again).await?;
@@ -413,6 +422,24 @@ impl Link {
                 Job::Note(json) => {
                     pipe.cmd("PUBLISH").arg(keys.all()).arg(&*json);
                 }
+                Job::Name { user, name, claim, force } => {
+                    let lower = name.to_lowercase();
+                    let script = if *claim { &redis.claim_sha } else { &redis.release_sha };
+                    pipe.cmd("EVALSHA").arg(script);
+                    if *claim {
+                        pipe.arg(4);
+                    } else {
+                        pipe.arg(3);
+                    }
+                    pipe.arg(keys.names()).arg(keys.name_nodes(&lower)).arg(keys.node_names(self.s.node));
+                    if *claim {
+                        pipe.arg(keys.name_holder_nodes());
+                    }
+                    pipe.arg(&lower).arg(&**user).arg(self.s.node);
+                    if *claim {
+                        pipe.arg(u8::from(*force));
+                    }
+                }
                 Job::Restore(room, id, json) => {
                     pipe.cmd("EVALSHA")
                         .arg(&redis.restore_sha)
@@ -428,12 +455,18 @@ impl Link {
         }
         let answers: Vec<u64> = within(redis.timeout, pipe.query_async(&mut redis.conn)).await?;
         let ctx = self.ctx();
-        for (job, id) in batch.drain(..).zip(answers) {
-            if let (Job::Post(p), Some(ctx)) = (job, ctx.as_ref()) {
-                if let Some(mut ev) = p.event {
-                    ev.msg_id = id;
-                    ctx.events.push(ev);
+        for (job, answer) in batch.drain(..).zip(answers) {
+            let Some(ctx) = ctx.as_ref() else { continue };
+            match job {
+                Job::Post(p) => {
+                    if let Some(mut ev) = p.event {
+                        ev.msg_id = answer;
+                        ctx.events.push(ev);
+                    }
                 }
+                // Another node's user had the name first.
+                Job::Name { user, name, claim: true, .. } if answer == 0 => ctx.hub.name_taken(&user, &name),
+                _ => {}
             }
         }
         Ok(())

@@ -72,6 +72,13 @@ enum Job {
     Note(String),
     /// A message restored into a room's history: room, id, the message's JSON.
     Restore(String, u64, String),
+    /// A name taken (`claim`, `force`) or given up by a user of this node.
+    Name {
+        user: Arc<str>,
+        name: Arc<str>,
+        claim: bool,
+        force: bool,
+    },
 }
 
 /// What goes to every node on the `all` channel; each ignores its own.
@@ -122,6 +129,13 @@ impl Broker for RedisBroker {
 
     fn node_op(&self, op: NodeOp) {
         self.note(Note { node: self.node, user: None, whisper: None, op: Some(op) });
+    }
+
+    fn name(&self, user: &Arc<str>, name: &Arc<str>, claim: bool, force: bool) {
+        let job = Job::Name { user: user.clone(), name: name.clone(), claim, force };
+        if self.jobs.try_send(job).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
     }
 
     fn restore(&self, room: &str, id: u64, json: String) {

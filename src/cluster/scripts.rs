@@ -91,7 +91,8 @@ local nodes = {}
 if mode == 'sync' then
   nodes = {me}
 else
-  for _, node in ipairs(redis.call('SMEMBERS', prefix .. ':presence-nodes')) do
+  local known = redis.call('SUNION', prefix .. ':presence-nodes', prefix .. ':name-holder-nodes')
+  for _, node in ipairs(known) do
     if node ~= me and redis.call('EXISTS', prefix .. ':alive:' .. node) == 0 then nodes[#nodes + 1] = node end
   end
 end
@@ -120,7 +121,19 @@ for _, node in ipairs(nodes) do
   if mode ~= 'sync' then
     redis.call('DEL', rooms_key)
     redis.call('SREM', prefix .. ':presence-nodes', node)
+    redis.call('SREM', prefix .. ':name-holder-nodes', node)
   end
+  -- Names: a dead node's are given up; a node that syncs claims its own again after this.
+  local names_key = prefix .. ':node-names:' .. node
+  for _, lower in ipairs(redis.call('SMEMBERS', names_key)) do
+    local holders = prefix .. ':name-nodes:' .. lower
+    redis.call('SREM', holders, node)
+    if redis.call('SCARD', holders) == 0 then
+      redis.call('HDEL', prefix .. ':names', lower)
+      redis.call('DEL', holders)
+    end
+  end
+  redis.call('DEL', names_key)
 end
 return swept
 "#;
@@ -146,4 +159,33 @@ pub const RESEED_LUA: &str = r#"
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
 return redis.call('GET', KEYS[1])
+"#;
+
+/// Takes a name for a user of this node, unless another user has it (a logged-in user's claim,
+/// `force`, takes it anyway: the login decides). Returns 1 if the user has it now, 0 if not.
+/// KEYS: the names, the name's holder nodes, this node's names, the nodes holding names.
+/// ARGV: the lower-cased name, the user key, this node's number, force (1/0).
+pub const CLAIM_LUA: &str = r#"
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if owner and owner ~= ARGV[2] and ARGV[4] ~= '1' then return 0 end
+if owner ~= ARGV[2] then redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[3])
+return 1
+"#;
+
+/// Gives up a name on this node: when no node's user has it any more it is free.
+/// KEYS: the names, the name's holder nodes, this node's names. ARGV: the lower-cased name, the
+/// user key, this node's number.
+pub const RELEASE_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 1 end
+redis.call('SREM', KEYS[2], ARGV[3])
+redis.call('SREM', KEYS[3], ARGV[1])
+if redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+return 1
 "#;

@@ -501,6 +501,25 @@ impl Hub {
         self.broker.presence(change);
     }
 
+    /// Another node's user had `name` first: this node's `user` (if it still has that name) is
+    /// renamed to a free variant (`name-2`…), which every room it is in hears as a `nick`.
+    pub fn name_taken(&self, user: &str, name: &str) {
+        let mut st = self.lock();
+        let Some((key, u)) = st.users.get_key_value(user) else { return };
+        if &*u.name != name || u.bound {
+            return;
+        }
+        let (key, tab) = (key.clone(), u.conns[0]);
+        let new = st.users.free_name(name);
+        self.rename_user(&mut st, &key, tab, new.into());
+    }
+
+    /// This node's users and their names (claimed again after an outage).
+    pub fn local_names(&self) -> Vec<(Arc<str>, Arc<str>, bool)> {
+        let st = self.lock();
+        st.users.iter().map(|(k, u)| (k.clone(), u.name.clone(), u.bound)).collect()
+    }
+
     /// Every room this node follows, with its last id here.
     pub fn followed(&self) -> Vec<(Arc<str>, u64)> {
         let st = self.lock();

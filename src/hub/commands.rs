@@ -264,9 +264,18 @@ impl Hub {
             }
         }
         let old = st.users.rename(user, &new).unwrap_or_else(|| new.clone());
+        if self.clustered && old != new {
+            self.broker.name(user, &new, true, bound);
+            self.broker.name(user, &old, false, false);
+        }
         for room in &rooms {
             let who = User { id, name: &new, bound };
-            self.to_room(st, room, Out::Nick { room, user: who, old: &old }, None);
+            // A cluster room still loading has only joiners who wait for their welcome, which
+            // will carry the new name: a `nick` now would come before it.
+            let first_load = st.rooms.get(room).and_then(|r| r.loading.as_ref()).is_some_and(|l| !l.reload);
+            if !first_load {
+                self.to_room(st, room, Out::Nick { room, user: who, old: &old }, None);
+            }
             if self.clustered {
                 // The other nodes announce the new name to their members (`presence_news`).
                 self.tell_cluster(st, room, user, id, &new, bound);

@@ -99,6 +99,10 @@ pub trait Broker: Send + Sync {
     /// A message the host restores into a room's history (only when `orders`): `json` is the
     /// message object with its id.
     fn restore(&self, _room: &str, _id: u64, _json: String) {}
+    /// A user of this node took a name (`claim`; `force`: a logged-in user's, which wins) or
+    /// gave it up (only when `orders`): names are unique across the cluster, and a user whose
+    /// name another node's user had first is renamed (`Hub::name_taken`).
+    fn name(&self, _user: &Arc<str>, _name: &Arc<str>, _claim: bool, _force: bool) {}
 }
 
 /// What the host does to connections on other nodes; the node that has them carries it out.

@@ -336,7 +336,11 @@ impl Hub {
                 self.rename_user(&mut st, &holder, tab, new.into());
             }
         }
+        let new_user = st.users.get(&user).is_none();
         let name = st.users.add_tab(&user, id, who.name, who.bound);
+        if self.clustered && new_user {
+            self.broker.name(&user, &name, true, who.bound);
+        }
         let codec = Codec { wire: self.wire, deflate: outbox.deflate() };
         let mut conn = Conn::new(user, name.clone(), outbox, codec);
         let login = conn.user.strip_prefix("sub:").map(Arc::from);
@@ -555,6 +559,9 @@ impl Hub {
         }
         let Some(conn) = st.conns.remove(&id) else { return };
         st.users.remove_tab(&conn.user, id);
+        if self.clustered && st.users.get(&conn.user).is_none() {
+            self.broker.name(&conn.user, &conn.name, false, false);
+        }
         let dropped = conn.outbox.dropped();
         if dropped > 0 {
             // The final count, whatever the last power of ten reported was.

@@ -47,6 +47,14 @@ impl Users {
         self.by_key.get(key)
     }
 
+    pub fn get_key_value(&self, key: &str) -> Option<(&Arc<str>, &UserEntry)> {
+        self.by_key.get_key_value(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &UserEntry)> {
+        self.by_key.iter()
+    }
+
     /// The user key that owns a name (any case).
     pub fn owner_of(&self, name: &str) -> Option<&Arc<str>> {
         self.names.get(&name.to_lowercase())
