@@ -578,3 +578,21 @@ async fn names_are_unique_across_nodes_and_free_again_when_their_user_leaves() {
     let next = recv(&mut again).await;
     assert!(next["type"] == "message" && next["from"]["name"] == "ann", "not renamed: {next}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_message_to_every_room_reaches_rooms_that_have_members_only_on_other_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=here").await;
+    joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=there").await;
+    joined(&mut bob).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // node B's presence is in Redis
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let (status, reply) = http(a.port, "POST", "/api/publish", &auth, &json!({"text": "to all"}).to_string());
+    assert_eq!(status, 200, "{reply}");
+    for c in [&mut ann, &mut bob] {
+        let m = recv_type(c, "message").await;
+        assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("to all"), Some(1)), "{m}");
+    }
+}

@@ -49,6 +49,11 @@ impl Keys {
         format!("{}:node-rooms:{node}", self.prefix)
     }
 
+    /// The rooms that have users on some node.
+    pub fn rooms(&self) -> String {
+        format!("{}:rooms", self.prefix)
+    }
+
     /// The nodes that have users in some room.
     pub fn presence_nodes(&self) -> String {
         format!("{}:presence-nodes", self.prefix)

@@ -141,6 +141,12 @@ impl Link {
     fn here_alone(&mut self, job: Job) {
         match job {
             Job::Post(p) => self.deliver_here(p),
+            Job::PostAll(p) => {
+                let rooms = self.ctx().map(|ctx| ctx.hub.followed()).unwrap_or_default();
+                for (room, _) in rooms {
+                    self.deliver_here(Post { room, ..p.clone() });
+                }
+            }
             Job::Presence(c) => {
                 let Some(ctx) = self.ctx() else { return };
                 // A user's first tab here came or its last left: as an engine alone announces.
@@ -314,6 +320,35 @@ impl Link {
         }
     }
 
+    /// Turns each message for every room in `batch` into one message per room with users in
+    /// the cluster (and per room followed here), in place.
+    async fn everywhere(&self, redis: &mut Redis, batch: &mut Vec<Job>) -> RedisResult<()> {
+        let members = redis::cmd("SMEMBERS").arg(self.s.keys.rooms()).to_owned();
+        let mut rooms: Vec<String> = within(redis.timeout, members.query_async(&mut redis.conn)).await?;
+        if let Some(ctx) = self.ctx() {
+            rooms.extend(ctx.hub.followed().into_iter().map(|(r, _)| r.to_string()));
+        }
+        rooms.sort();
+        rooms.dedup();
+        let mut out = Vec::with_capacity(batch.len() + rooms.len());
+        for job in batch.drain(..) {
+            let Job::PostAll(p) = job else {
+                out.push(job);
+                continue;
+            };
+            for room in &rooms {
+                let room: Arc<str> = room.as_str().into();
+                let event = p.event.clone().map(|mut ev| {
+                    ev.room = Some(room.clone());
+                    ev
+                });
+                out.push(Job::Post(Post { room, event, ..p.clone() }));
+            }
+        }
+        *batch = out;
+        Ok(())
+    }
+
     /// Puts back what the cluster as a whole knows if Redis lost it: the epoch and the node
     /// counter. An epoch that differs from this node's means another cluster's data under the
     /// same prefix: reported, and this node keeps its own.
@@ -386,6 +421,9 @@ impl Link {
     /// for their ids), presence changes kept and announced. On failure `batch` is left for the
     /// caller to carry out here.
     async fn send(&mut self, redis: &mut Redis, batch: &mut Vec<Job>) -> RedisResult<()> {
+        if batch.iter().any(|j| matches!(j, Job::PostAll(_))) {
+            self.everywhere(redis, batch).await?;
+        }
         let keys = &self.s.keys;
         let mut pipe = redis::pipe();
         for job in batch.iter_mut() {
@@ -406,11 +444,12 @@ impl Link {
                 Job::Presence(c) => {
                     pipe.cmd("EVALSHA")
                         .arg(&redis.presence_sha)
-                        .arg(4)
+                        .arg(5)
                         .arg(keys.presence(&c.room))
                         .arg(keys.users(&c.room))
                         .arg(keys.node_rooms(self.s.node))
                         .arg(keys.presence_nodes())
+                        .arg(keys.rooms())
                         .arg(format!("{}:{}", self.s.node, c.user))
                         .arg(&*c.user)
                         .arg(c.value(self.s.node))
@@ -422,6 +461,7 @@ impl Link {
                 Job::Note(json) => {
                     pipe.cmd("PUBLISH").arg(keys.all()).arg(&*json);
                 }
+                Job::PostAll(_) => unreachable!("expanded by `everywhere`"),
                 Job::Name { user, name, claim, force } => {
                     let lower = name.to_lowercase();
                     let script = if *claim { &redis.claim_sha } else { &redis.release_sha };

@@ -72,6 +72,8 @@ enum Job {
     Note(String),
     /// A message restored into a room's history: room, id, the message's JSON.
     Restore(String, u64, String),
+    /// A host message for every room with users in the cluster (its `room` is empty).
+    PostAll(Post),
     /// A name taken (`claim`, `force`) or given up by a user of this node.
     Name {
         user: Arc<str>,
@@ -150,6 +152,12 @@ impl Broker for RedisBroker {
 
     fn post(&self, post: Post) {
         if self.jobs.try_send(Job::Post(post)).is_err() {
+            Stats::inc(&self.stats.cluster_posts_dropped);
+        }
+    }
+
+    fn post_everywhere(&self, post: Post) {
+        if self.jobs.try_send(Job::PostAll(post)).is_err() {
             Stats::inc(&self.stats.cluster_posts_dropped);
         }
     }

@@ -54,7 +54,8 @@ return out
 /// many nodes the user is there, and announces it on the room's channel: "came" when its first
 /// node arrived, "went" when its last one left, with the room's user count. Idempotent: telling
 /// the same again changes nothing and announces no coming or going.
-/// KEYS: presence hash, users hash, this node's rooms, the nodes with users. ARGV: field
+/// KEYS: presence hash, users hash, this node's rooms, the nodes with users, the rooms with
+/// users. ARGV: field
 /// (`<node>:<user>`), user, value (JSON), tabs, channel, room, node.
 pub const PRESENCE_LUA: &str = r#"
 local edge = ''
@@ -71,6 +72,7 @@ elseif redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   end
 end
 local users = redis.call('HLEN', KEYS[2])
+if users > 0 then redis.call('SADD', KEYS[5], ARGV[6]) else redis.call('SREM', KEYS[5], ARGV[6]) end
 redis.call('PUBLISH', ARGV[5], '{"p":"' .. edge .. '","users":' .. users .. ',' .. string.sub(ARGV[3], 2))
 return users
 "#;
@@ -112,6 +114,7 @@ for _, node in ipairs(nodes) do
         end
         local value = string.gsub(fields[i + 1], '"tabs":%d+}$', '"tabs":0}')
         local users = redis.call('HLEN', ukey)
+        if users == 0 then redis.call('SREM', prefix .. ':rooms', room) end
         redis.call('PUBLISH', prefix .. ':room:' .. room,
           '{"p":"' .. edge .. '","users":' .. users .. ',' .. string.sub(value, 2))
         swept = swept + 1

@@ -86,6 +86,9 @@ pub trait Broker: Send + Sync {
     }
     /// A message for the broker to number and bring back to every node (only when `orders`).
     fn post(&self, _post: Post) {}
+    /// A host message for every room of the cluster (`post.room` is empty; only when
+    /// `orders`): the broker posts it into each room that has users on some node.
+    fn post_everywhere(&self, _post: Post) {}
     /// `room` has its first member here: follow its messages and load its history, then call
     /// `Hub::loaded` with `generation`.
     fn watch(&self, _room: &Arc<str>, _generation: u64) {}
@@ -118,6 +121,7 @@ pub enum NodeOp {
 }
 
 /// A message on its way to the cluster, before it has an id.
+#[derive(Clone)]
 pub struct Post {
     pub room: Arc<str>,
     pub from: ConnId,

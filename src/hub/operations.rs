@@ -23,6 +23,30 @@ impl Hub {
         let mut st = self.lock();
         Stats::inc(&self.delivery.stats.host_broadcasts);
         let ts = now_ms();
+        if room.is_none() && self.clustered {
+            // Every room of the cluster, as Redis knows them (those with users on some node).
+            let event = self.published_events.then(|| {
+                let mut ev = Event::new(EventKind::Published, 0);
+                ev.ts = ts;
+                ev.name = Some(from.into());
+                ev.text = Some(text.to_string());
+                ev
+            });
+            let post = Post {
+                room: "".into(),
+                from: 0,
+                name: from.into(),
+                bound: false,
+                ts,
+                text: text.to_string(),
+                key: 0,
+                event,
+                event_name: None,
+                except: None,
+            };
+            self.broker.post_everywhere(post);
+            return Ok(st.rooms.values().map(|r| r.members.len()).sum());
+        }
         let keys: Vec<Arc<str>> = match room {
             Some(name) => {
                 vec![st.rooms.get_key_value(name).map(|(k, _)| k.clone()).unwrap_or_else(|| name.into())]
