@@ -48,6 +48,9 @@ pub struct Stats {
     pub cluster_posts_dropped: AtomicU64,
     /// 1 while the engine is in a cluster and Redis answers (see `cluster_degraded`).
     pub cluster_up: AtomicU64,
+    /// In a cluster: every live node's counters added up, as the link last read them (each node
+    /// writes its own to Redis every second).
+    pub cluster_totals: std::sync::Mutex<Option<std::collections::BTreeMap<String, u64>>>,
 }
 
 /// A point-in-time copy, as returned by `chat_stats_json`.
@@ -116,6 +119,10 @@ pub struct Snapshot {
     pub events_queued: u64,
     pub events_dropped: u64,
     pub running: bool,
+    /// In a cluster: the same counters added up over every live node (at most ~1 s old), and
+    /// `nodes`, how many there are; this node's own are the fields above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -174,6 +181,7 @@ impl Stats {
             events_queued,
             events_dropped,
             running,
+            cluster: self.cluster_totals.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 }
@@ -190,6 +198,14 @@ impl Snapshot {
         };
         let mut out = String::new();
         for (field, value) in fields {
+            if let serde_json::Value::Object(totals) = &value {
+                // The cluster's totals: one gauge per counter, `embedchat_cluster_total_<name>`.
+                for (name, v) in totals {
+                    let metric = format!("embedchat_cluster_total_{name}");
+                    out.push_str(&format!("# TYPE {metric} gauge\n{metric} {}\n", v.as_u64().unwrap_or(0)));
+                }
+                continue;
+            }
             let v = match value {
                 serde_json::Value::Bool(b) => u64::from(b),
                 v => v.as_u64().unwrap_or(0),

@@ -596,3 +596,30 @@ async fn a_host_message_to_every_room_reaches_rooms_that_have_members_only_on_ot
         assert_eq!((m["text"].as_str(), m["id"].as_u64()), (Some("to all"), Some(1)), "{m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_add_up_every_live_node_and_keep_this_nodes_own() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    joined(&mut bob).await;
+    let mut cy = ws(&b, "name=cy&room=r").await;
+    joined(&mut cy).await;
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, s) = http(a.port, "GET", "/api/stats", &auth, "");
+        let s: Value = serde_json::from_str(&s).unwrap();
+        let c = &s["cluster"];
+        if c["nodes"] == 2 && c["connections_open"] == 3 {
+            assert_eq!(s["connections_open"], 1, "this node's own: {s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no cluster totals: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = http(a.port, "GET", "/metrics", "", "");
+    assert!(metrics.contains("embedchat_cluster_total_connections_open 3\n"), "{metrics}");
+}

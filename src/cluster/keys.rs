@@ -49,6 +49,11 @@ impl Keys {
         format!("{}:node-rooms:{node}", self.prefix)
     }
 
+    /// Each node's counters: field the node's number, value `{"at": ms, "s": its stats}`.
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+
     /// The rooms that have users on some node.
     pub fn rooms(&self) -> String {
         format!("{}:rooms", self.prefix)

@@ -11,7 +11,7 @@ use redis::{RedisError, RedisResult};
 use tokio::sync::mpsc;
 
 use super::conn::within;
-pub use super::conn::{redacted, Redis};
+pub use super::conn::{redacted, Redis, ALIVE_MS};
 use super::{Job, Keys, Note, Watch};
 use crate::context::Context;
 use crate::hub::{Loaded, NodeOp, Post, Posted, Presence};
@@ -226,6 +226,9 @@ impl Link {
         for (room, generation, _) in rooms {
             self.load(&redis, room, generation);
         }
+        if let Err(e) = self.exchange_stats(&mut redis).await {
+            return Lost(e);
+        }
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut checks = 0u32;
@@ -296,6 +299,9 @@ impl Link {
                         }
                         Ok(true) => {}
                     }
+                    if let Err(e) = self.exchange_stats(&mut redis).await {
+                        return Lost(e);
+                    }
                     checks += 1;
                     if checks % SWEEP_EVERY == 0 {
                         let sweep = redis::cmd("EVALSHA")
@@ -318,6 +324,46 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Writes this node's counters to Redis and reads every node's back: the live nodes' (those
+    /// that wrote within `ALIVE_MS`) added up become `cluster` in this node's stats; entries of
+    /// nodes gone for a minute are removed.
+    async fn exchange_stats(&self, redis: &mut Redis) -> RedisResult<()> {
+        let Some(ctx) = self.ctx() else { return Ok(()) };
+        let now = crate::clock::now_ms();
+        let mut mine = ctx.snapshot();
+        mine.cluster = None;
+        let json = serde_json::json!({"at": now, "s": mine}).to_string();
+        let key = self.s.keys.stats();
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET").arg(&key).arg(self.s.node).arg(json).ignore();
+        pipe.cmd("HGETALL").arg(&key);
+        let (all,): (Vec<(String, String)>,) =
+            within(redis.timeout, pipe.query_async(&mut redis.conn)).await?;
+        let mut totals = std::collections::BTreeMap::new();
+        let mut stale = Vec::new();
+        for (node, entry) in all {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&entry) else { continue };
+            let at = v["at"].as_u64().unwrap_or(0);
+            if now.saturating_sub(at) > ALIVE_MS {
+                if now.saturating_sub(at) > 60_000 {
+                    stale.push(node);
+                }
+                continue;
+            }
+            *totals.entry("nodes".to_string()).or_insert(0) += 1;
+            for (name, x) in v["s"].as_object().into_iter().flatten() {
+                let n = x.as_u64().or_else(|| x.as_bool().map(u64::from)).unwrap_or(0);
+                *totals.entry(name.clone()).or_insert(0) += n;
+            }
+        }
+        *self.s.stats.cluster_totals.lock().unwrap_or_else(|p| p.into_inner()) = Some(totals);
+        if !stale.is_empty() {
+            let del = redis::cmd("HDEL").arg(&key).arg(stale).to_owned();
+            within(redis.timeout, del.query_async::<()>(&mut redis.conn)).await?;
+        }
+        Ok(())
     }
 
     /// Turns each message for every room in `batch` into one message per room with users in
