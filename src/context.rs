@@ -38,6 +38,9 @@ pub struct Context {
     pub auth: Option<Verifier>,
     /// The certificate new connections get (config `tls`), loaded at start.
     pub tls: Option<Tls>,
+    /// The engine's runtime, for host calls that must wait on it (a cluster's questions to
+    /// Redis from a host thread).
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Context {
@@ -79,6 +82,7 @@ impl Context {
             auth: cfg_auth,
             local_port: 0,
             tls: None,
+            runtime: None,
         }
     }
 }
@@ -91,6 +95,18 @@ pub fn first_conn_id(node: u64) -> u64 {
 }
 
 impl Context {
+    /// Waits for `fut` on the engine's runtime, from a host thread (never from the runtime's own
+    /// threads: they would wait for themselves). A thread of its own, so a host that is itself
+    /// async code may call it too.
+    pub fn wait_for<F>(&self, fut: F) -> Option<F::Output>
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let handle = self.runtime.as_ref()?;
+        std::thread::scope(|s| s.spawn(|| handle.block_on(fut)).join().ok())
+    }
+
     /// Every counter and gauge, as `chat_stats_json` and `/metrics` report them.
     pub fn snapshot(&self) -> crate::stats::Snapshot {
         self.stats.snapshot(

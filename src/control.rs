@@ -300,7 +300,11 @@ async fn client(stream: UnixStream, ctx: Arc<Context>, slot: OwnedSemaphorePermi
             continue;
         } else {
             Stats::inc(&ctx.stats.control_requests);
-            match host::parse(&line).and_then(|op| host::execute(&ctx, op)) {
+            let result = match host::parse(&line) {
+                Ok(op) => host::execute_async(&ctx, op).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(v) => v,
                 Err(e) => e.to_reply(),
             }

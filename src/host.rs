@@ -149,20 +149,62 @@ pub fn restore(ctx: &Context, room: &str, id: u64, ts_ms: u64, from: &str, text:
 }
 
 /// Rooms with someone in them, by name.
+/// In a cluster: every room with users on any node (from a host thread; async callers use
+/// `rooms_async`).
 pub fn rooms(ctx: &Context) -> Result<Vec<RoomInfo>, Error> {
     running(ctx)?;
-    Ok(ctx
-        .hub
+    match ctx.cfg.cluster.url() {
+        Some(_) => ctx.wait_for(rooms_async(ctx)).unwrap_or_else(|| Ok(local_rooms(ctx))),
+        None => Ok(local_rooms(ctx)),
+    }
+}
+
+fn local_rooms(ctx: &Context) -> Vec<RoomInfo> {
+    ctx.hub
         .rooms()
         .into_iter()
         .map(|(room, users, connections, last_id)| RoomInfo { room, users, connections, last_id })
-        .collect())
+        .collect()
 }
 
-/// Who is in `room` (None: every room with members), stamped with the last event's number.
+/// `rooms`, awaited (the HTTP API and the control socket).
+pub async fn rooms_async(ctx: &Context) -> Result<Vec<RoomInfo>, Error> {
+    running(ctx)?;
+    if ctx.cfg.cluster.url().is_none() {
+        return Ok(local_rooms(ctx));
+    }
+    let mut rooms: Vec<RoomInfo> = crate::cluster::query::rooms(&ctx.cfg.cluster)
+        .await?
+        .into_iter()
+        .map(|(room, users, connections, last_id)| RoomInfo { room, users, connections, last_id })
+        .collect();
+    rooms.sort_by(|a, b| a.room.cmp(&b.room));
+    Ok(rooms)
+}
+
+/// Who is in `room` (None: every room with members here), stamped with the last event's
+/// number. In a cluster a room with no members here is read from Redis (from a host thread;
+/// async callers use `presence_async`).
 pub fn presence(ctx: &Context, room: Option<&str>) -> Result<Snapshot, Error> {
     running(ctx)?;
-    Ok(ctx.hub.presence(room))
+    match (room, ctx.cfg.cluster.url()) {
+        (Some(r), Some(_)) if !ctx.hub.follows(r) => {
+            ctx.wait_for(presence_async(ctx, room)).unwrap_or_else(|| Ok(ctx.hub.presence(room)))
+        }
+        _ => Ok(ctx.hub.presence(room)),
+    }
+}
+
+/// `presence`, awaited (the HTTP API and the control socket).
+pub async fn presence_async(ctx: &Context, room: Option<&str>) -> Result<Snapshot, Error> {
+    running(ctx)?;
+    match (room, ctx.cfg.cluster.url()) {
+        (Some(r), Some(_)) if !ctx.hub.follows(r) => {
+            let (entries, last_id) = crate::cluster::query::room(&ctx.cfg.cluster, r).await?;
+            Ok(ctx.hub.presence_of_cluster_room(r, entries, last_id))
+        }
+        _ => Ok(ctx.hub.presence(room)),
+    }
 }
 
 /// Every counter and gauge (also after stop: the final numbers).
@@ -180,6 +222,23 @@ pub fn reload_tls(ctx: &Context) -> Result<(), Error> {
     };
     tls.reload()?;
     Ok(())
+}
+
+/// `execute` from async code (the HTTP API, the control socket): a cluster's questions to
+/// Redis are awaited, not waited for.
+pub async fn execute_async(ctx: &Context, op: Op) -> Result<Value, Error> {
+    match op {
+        Op::Rooms if ctx.cfg.cluster.url().is_some() => {
+            Ok(json!({"ok": true, "rooms": rooms_async(ctx).await?}))
+        }
+        Op::Presence { room } if ctx.cfg.cluster.url().is_some() => {
+            let snapshot = presence_async(ctx, room.as_deref()).await?;
+            let mut v = serde_json::to_value(snapshot).unwrap_or_default();
+            v["ok"] = Value::Bool(true);
+            Ok(v)
+        }
+        op => execute(ctx, op),
+    }
 }
 
 /// Carries out one operation for the HTTP API or the control socket; the reply is a JSON object

@@ -116,6 +116,7 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
         None => (Context::new(cfg, events), None),
     };
     ctx.local_port = local_addr.port();
+    ctx.runtime = Some(runtime.handle().clone());
     ctx.tls = tls;
     let ctx = Arc::new(ctx);
     let stop_accept = Arc::new(Notify::new());

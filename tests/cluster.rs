@@ -543,6 +543,14 @@ async fn history_restored_by_a_host_is_the_clusters_and_new_ids_continue_above_i
     assert_eq!(ids(&h), vec![41, 42], "{h}");
     send(&mut ann, "new").await;
     assert_eq!(messages(&mut ann, 1).await, vec![(43, "new".to_string())]);
+
+    // The host here has nobody in `r`, yet its API sees the room and ann (asked from the host's
+    // thread: the engine waits on Redis for it).
+    let rooms = host.rooms().unwrap();
+    let r = rooms.iter().find(|r| r.room == "r").expect("the cluster's room");
+    assert_eq!((r.users, r.connections, r.last_id), (1, 1, 43));
+    let p: Value = serde_json::from_str(&host.presence_json(Some("r")).unwrap()).unwrap();
+    assert_eq!(names(&p["rooms"]["r"]["members"]), vec![("ann".into(), 1)], "{p}");
     host.stop().unwrap();
 }
 
@@ -622,4 +630,36 @@ async fn stats_add_up_every_live_node_and_keep_this_nodes_own() {
     }
     let (_, metrics) = http(a.port, "GET", "/metrics", "", "");
     assert!(metrics.contains("embedchat_cluster_total_connections_open 3\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_presence_from_any_node_cover_the_whole_cluster() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=here").await;
+    joined(&mut ann).await;
+    let key = "bob-browser-key-0123456789";
+    let mut bob = ws(&b, &format!("name=bob&room=there&client={key}")).await;
+    joined(&mut bob).await;
+    let mut bob2 = ws(&b, &format!("name=bob&room=there&client={key}")).await;
+    joined(&mut bob2).await;
+    send(&mut bob, "hi").await;
+    recv_type(&mut bob2, "message").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Node A has nobody in `there`, yet lists it, with its users, tabs and last id.
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let (_, rooms) = http(a.port, "GET", "/api/rooms", &auth, "");
+    let rooms: Value = serde_json::from_str(&rooms).unwrap();
+    let find = |name: &str| rooms["rooms"].as_array().unwrap().iter().find(|r| r["room"] == name).cloned();
+    let there = find("there").unwrap_or_else(|| panic!("{rooms}"));
+    assert_eq!(
+        (there["users"].as_u64(), there["connections"].as_u64(), there["last_id"].as_u64()),
+        (Some(1), Some(2), Some(1))
+    );
+    assert!(find("here").is_some(), "{rooms}");
+
+    let (_, p) = http(a.port, "GET", "/api/presence?room=there", &auth, "");
+    let p: Value = serde_json::from_str(&p).unwrap();
+    assert_eq!(names(&p["rooms"]["there"]["members"]), vec![("bob".into(), 2)], "{p}");
 }

@@ -34,6 +34,7 @@
 mod conn;
 mod keys;
 mod link;
+pub mod query;
 mod scripts;
 
 use std::sync::{Arc, OnceLock, Weak};

@@ -53,7 +53,11 @@ pub(super) async fn api(req: Request<Body>, ctx: &Context) -> Reply {
         return refused;
     }
     Stats::inc(&ctx.stats.api_requests);
-    match op(req, ctx).await.and_then(|op| host::execute(ctx, op)) {
+    let result = match op(req, ctx).await {
+        Ok(op) => host::execute_async(ctx, op).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(v) => json_reply(200, &v),
         Err(e) => failed(&e),
     }

@@ -514,6 +514,40 @@ impl Hub {
         self.rename_user(&mut st, &key, tab, new.into());
     }
 
+    /// A snapshot of `room` from what the cluster keeps (`entries`: one per node and user), for
+    /// a room with no members here (the others' snapshots come from `presence`).
+    pub fn presence_of_cluster_room(
+        &self,
+        room: &str,
+        entries: Vec<Presence>,
+        last_id: u64,
+    ) -> presence::Snapshot {
+        let mut members: Vec<presence::MemberSnapshot> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for e in entries {
+            match index.get(&e.user) {
+                Some(&i) => members[i].tabs += e.tabs,
+                None => {
+                    index.insert(e.user.clone(), members.len());
+                    members.push(presence::MemberSnapshot {
+                        id: e.id,
+                        tabs: e.tabs,
+                        bound: e.bound,
+                        conns: Vec::new(),
+                        user: e.user.strip_prefix("sub:").map(str::to_string),
+                        name: e.name,
+                    })
+                }
+            }
+        }
+        let connections = members.iter().map(|m| m.tabs as usize).sum();
+        let mut snap = self.presence(Some(""));
+        if !members.is_empty() {
+            snap.rooms.insert(room.to_string(), presence::RoomSnapshot { last_id, connections, members });
+        }
+        snap
+    }
+
     /// This node's users and their names (claimed again after an outage).
     pub fn local_names(&self) -> Vec<(Arc<str>, Arc<str>, bool)> {
         let st = self.lock();

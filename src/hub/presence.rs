@@ -279,6 +279,11 @@ impl Hub {
         out
     }
 
+    /// Whether `room` has members here.
+    pub fn follows(&self, room: &str) -> bool {
+        self.lock().rooms.get(room).is_some_and(|r| !r.is_empty())
+    }
+
     /// Rooms with someone in them (empty rooms kept for their history are not counted).
     pub fn room_count(&self) -> usize {
         self.lock().rooms.values().filter(|r| !r.is_empty()).count()

@@ -1,0 +1,79 @@
+//! What the host asks about the whole cluster (its rooms, a room's users), read from Redis on a
+//! connection of the request's own: these are occasional questions (the HTTP API, the control
+//! socket, `chat_presence_json`), not worth a cache kept up to date on every node.
+
+use std::time::Duration;
+
+use redis::{AsyncConnectionConfig, RedisResult};
+
+use super::conn::within;
+use super::Keys;
+use crate::config::ClusterConfig;
+use crate::error::{Error, ErrorKind};
+use crate::hub::Presence;
+
+/// Every room with users, with its users, connections and last id: `{room, users, conns, seq}…`.
+/// ARGV: the prefix.
+const ROOMS_LUA: &str = r#"
+local prefix, out = ARGV[1], {}
+for _, room in ipairs(redis.call('SMEMBERS', prefix .. ':rooms')) do
+  local conns = 0
+  for _, v in ipairs(redis.call('HVALS', prefix .. ':presence:' .. room)) do
+    conns = conns + (tonumber(string.match(v, '"tabs":(%d+)}$')) or 0)
+  end
+  out[#out + 1] = room
+  out[#out + 1] = tostring(redis.call('HLEN', prefix .. ':users:' .. room))
+  out[#out + 1] = tostring(conns)
+  out[#out + 1] = redis.call('GET', prefix .. ':seq:' .. room) or '0'
+end
+return out
+"#;
+
+/// A room of the cluster: its name, users, connections (tabs on every node) and last id.
+pub type ClusterRoom = (String, usize, usize, u64);
+
+async fn connection(cfg: &ClusterConfig) -> RedisResult<(redis::aio::MultiplexedConnection, Duration)> {
+    let t = Duration::from_millis(cfg.redis_timeout_ms);
+    let client = redis::Client::open(cfg.url().unwrap_or_default())?;
+    let c = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
+    Ok((within(t, client.get_multiplexed_async_connection_with_config(&c)).await?, t))
+}
+
+fn unreachable(e: redis::RedisError) -> Error {
+    Error::other(ErrorKind::Internal, format!("the cluster's Redis did not answer: {e}"))
+}
+
+/// Every room with users on some node.
+pub async fn rooms(cfg: &ClusterConfig) -> Result<Vec<ClusterRoom>, Error> {
+    let keys = Keys::new(&cfg.redis_prefix);
+    let run = async {
+        let (mut conn, t) = connection(cfg).await?;
+        let cmd = redis::cmd("EVAL").arg(ROOMS_LUA).arg(0).arg(keys.prefix()).to_owned();
+        within(t, cmd.query_async::<Vec<String>>(&mut conn)).await
+    };
+    let flat = run.await.map_err(unreachable)?;
+    Ok(flat
+        .chunks(4)
+        .filter_map(|c| match c {
+            [room, users, conns, seq] => {
+                Some((room.clone(), users.parse().ok()?, conns.parse().ok()?, seq.parse().unwrap_or(0)))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// A room's users on every node (one entry per node and user) and its last id.
+pub async fn room(cfg: &ClusterConfig, room: &str) -> Result<(Vec<Presence>, u64), Error> {
+    let keys = Keys::new(&cfg.redis_prefix);
+    let run = async {
+        let (mut conn, t) = connection(cfg).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HVALS").arg(keys.presence(room));
+        pipe.cmd("GET").arg(keys.seq(room));
+        within(t, pipe.query_async::<(Vec<String>, Option<u64>)>(&mut conn)).await
+    };
+    let (values, seq) = run.await.map_err(unreachable)?;
+    let users = values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect();
+    Ok((users, seq.unwrap_or(0)))
+}
