@@ -41,6 +41,8 @@ pub struct Context {
     /// The engine's runtime, for host calls that must wait on it (a cluster's questions to
     /// Redis from a host thread).
     pub runtime: Option<tokio::runtime::Handle>,
+    /// This node's number in a cluster (0: an engine alone).
+    pub node: u64,
 }
 
 impl Context {
@@ -83,6 +85,7 @@ impl Context {
             local_port: 0,
             tls: None,
             runtime: None,
+            node,
         }
     }
 }

@@ -198,6 +198,10 @@ impl Running {
         self.runtime.block_on(async move {
             let _ = tokio::time::timeout(wait, sessions.wait_zero()).await;
         });
+        if ctx.cfg.cluster.url().is_some() {
+            // A node that stops leaves its rooms at once rather than when the others notice.
+            self.runtime.block_on(crate::cluster::query::leave(&ctx.cfg.cluster, ctx.node));
+        }
         // Dropping the runtime cancels what is left (HTTP requests in flight) and joins the
         // worker threads before returning.
         drop(self.runtime);

@@ -96,8 +96,19 @@ impl Drop for Redis {
 
 /// A node: the chat_server example as a process of its own.
 struct Node {
-    _proc: Proc,
+    proc: Proc,
     port: u16,
+}
+
+impl Node {
+    /// Stops it as an operator would (SIGINT: `chat_stop`).
+    fn interrupt(&self) {
+        assert!(Command::new("kill")
+            .args(["-INT", &self.proc.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
 }
 
 const API_KEY: &str = "cluster-test-api-key";
@@ -133,7 +144,7 @@ fn node(redis: &Redis, extra: Value) -> Node {
     let port = first.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
         panic!("the node did not start: {first:?}");
     });
-    Node { _proc: Proc(child), port }
+    Node { proc: Proc(child), port }
 }
 
 async fn ws(n: &Node, query: &str) -> Client {
@@ -423,20 +434,28 @@ async fn members_on_every_node_are_listed_and_announced_once_per_user() {
     let mut ann2 = ws(&b, &format!("name=ann&room=r&client={ann_key}")).await;
     let (w, _) = joined(&mut ann2).await;
     assert_eq!(names(&w["members"]), vec![("ann".into(), 2), ("bob".into(), 1)], "{w}");
-    // The tab on node A leaves: ann is still in the room (her tab on B), so no `leave`. Once
-    // node B knows (its list shows her with one tab), a marker comes next, not a `leave`.
-    drop(ann);
+    // The tab on node A leaves: ann is still in the room (her tab on B), so no `leave`. First
+    // node A knows of her tab on B (its list shows two), then the tab on A goes; once node B
+    // knows (one tab), a marker comes next, not a `leave`.
     let auth = format!("Authorization: Bearer {API_KEY}\r\n");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, p) = http(b.port, "GET", "/api/presence?room=r", &auth, "");
-        let p: Value = serde_json::from_str(&p).unwrap();
-        if names(&p["rooms"]["r"]["members"]) == vec![("ann".into(), 1), ("bob".into(), 1)] {
-            break;
+    let tabs_on = |port: u16, want: u64| {
+        let auth = auth.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let (_, p) = http(port, "GET", "/api/presence?room=r", &auth, "");
+                let p: Value = serde_json::from_str(&p).unwrap();
+                if names(&p["rooms"]["r"]["members"]) == vec![("ann".into(), want), ("bob".into(), 1)] {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "ann never had {want} tabs: {p}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        assert!(Instant::now() < deadline, "node B did not see ann's tab go: {p}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    tabs_on(a.port, 2).await;
+    drop(ann);
+    tabs_on(b.port, 1).await;
     send(&mut bob, "marker").await;
     let next = recv(&mut bob).await;
     assert!(next["type"] == "message" && next["text"] == "marker", "no leave for ann yet: {next}");
@@ -662,4 +681,20 @@ async fn rooms_and_presence_from_any_node_cover_the_whole_cluster() {
     let (_, p) = http(a.port, "GET", "/api/presence?room=there", &auth, "");
     let p: Value = serde_json::from_str(&p).unwrap();
     assert_eq!(names(&p["rooms"]["there"]["members"]), vec![("bob".into(), 2)], "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_leaves_its_rooms_at_once() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, json!({})), node(&redis, json!({})));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    joined(&mut bob).await;
+    recv_type(&mut ann, "join").await;
+    let t0 = Instant::now();
+    b.interrupt();
+    let l = recv_type(&mut ann, "leave").await;
+    assert_eq!(l["user"]["name"], "bob");
+    assert!(t0.elapsed() < Duration::from_secs(3), "not at once: {:?}", t0.elapsed());
 }

@@ -91,7 +91,7 @@ impl Link {
                 backoff = BACKOFF_MIN;
             }
             self.alone_for(backoff).await;
-            match Redis::connect(&self.s.url, self.s.timeout_ms).await {
+            match self.connect_serving_alone().await {
                 Ok(r) => {
                     Stats::inc(&self.s.stats.cluster_reconnects);
                     self.note("Redis is back: following every room again");
@@ -100,6 +100,26 @@ impl Link {
                 Err(_) => {
                     Stats::inc(&self.s.stats.cluster_errors);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Connects to Redis (a connection, a pub/sub connection, the scripts: each step up to
+    /// `redis_timeout_ms`), serving this node alone meanwhile, so a half-answering Redis never
+    /// holds local messages up.
+    async fn connect_serving_alone(&mut self) -> RedisResult<Redis> {
+        let url = self.s.url.clone();
+        let connect = Redis::connect(&url, self.s.timeout_ms);
+        tokio::pin!(connect);
+        loop {
+            tokio::select! {
+                r = &mut connect => return r,
+                Some(job) = self.s.jobs.recv() => self.here_alone(job),
+                Some(w) = self.s.watches.recv() => {
+                    if let Watch::Start(room, generation) = w {
+                        self.unloaded(&room, generation);
+                    }
                 }
             }
         }

@@ -1,12 +1,14 @@
 //! What the host asks about the whole cluster (its rooms, a room's users), read from Redis on a
 //! connection of the request's own: these are occasional questions (the HTTP API, the control
-//! socket, `chat_presence_json`), not worth a cache kept up to date on every node.
+//! socket, `chat_presence_json`), not worth a cache kept up to date on every node. And a node's
+//! leaving at stop, on a connection of its own too (the link is being shut down).
 
 use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, RedisResult};
 
 use super::conn::within;
+use super::scripts::FORGET_LUA;
 use super::Keys;
 use crate::config::ClusterConfig;
 use crate::error::{Error, ErrorKind};
@@ -76,4 +78,20 @@ pub async fn room(cfg: &ClusterConfig, room: &str) -> Result<(Vec<Presence>, u64
     let (values, seq) = run.await.map_err(unreachable)?;
     let users = values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect();
     Ok((users, seq.unwrap_or(0)))
+}
+
+/// A node that stops leaves the cluster at once: its users are announced gone (as the others'
+/// clean-up would do some seconds later), its names freed and its `alive` key removed. Best
+/// effort, within `redis_timeout_ms`: a node that cannot reach Redis is cleaned up by the others.
+pub async fn leave(cfg: &ClusterConfig, node: u64) {
+    let keys = Keys::new(&cfg.redis_prefix);
+    let run = async {
+        let (mut conn, t) = connection(cfg).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL").arg(FORGET_LUA).arg(0).arg(keys.prefix()).arg(node).arg("sync").ignore();
+        pipe.cmd("DEL").arg(keys.alive(node)).ignore();
+        pipe.cmd("HDEL").arg(keys.stats()).arg(node).ignore();
+        within(t, pipe.query_async::<()>(&mut conn)).await
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(cfg.redis_timeout_ms * 2), run).await;
 }
