@@ -96,7 +96,7 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
         Some(_) => {
             let stats = Arc::new(crate::stats::Stats::default());
             let epoch = Some(cfg.history.history_epoch.clone()).filter(|e| !e.is_empty());
-            let join = crate::cluster::join(&cfg.cluster, cfg.history.history_size, epoch, stats.clone());
+            let join = crate::cluster::join(&cfg.cluster, &cfg.history, epoch, stats.clone());
             // On a plain thread: blocking on (or dropping) a runtime inside another runtime's
             // thread panics, and a Rust host may start the engine from async code.
             let joined = std::thread::scope(|s| s.spawn(|| runtime.block_on(join)).join()).map_err(|_| {

@@ -698,3 +698,31 @@ async fn a_node_that_stops_leaves_its_rooms_at_once() {
     assert_eq!(l["user"]["name"], "bob");
     assert!(t0.elapsed() < Duration::from_secs(3), "not at once: {:?}", t0.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_kept_in_redis_is_bounded_by_count_and_bytes() {
+    let redis = Redis::start();
+    let cfg = json!({"history_size": 5, "history_max_bytes": 4096, "max_backlog_bytes": 1 << 20});
+    let (a, b) = (node(&redis, cfg.clone()), node(&redis, cfg));
+    let mut ann = ws(&a, "name=ann&room=r").await;
+    joined(&mut ann).await;
+    for i in 1..=8 {
+        send(&mut ann, &format!("short {i}")).await;
+    }
+    assert_eq!(messages(&mut ann, 8).await.last().unwrap().0, 8);
+    // By count: the newest 5, for a newcomer on the other node.
+    let mut bob = ws(&b, "name=bob&room=r").await;
+    let (_, h) = joined(&mut bob).await;
+    assert_eq!(ids(&h), vec![4, 5, 6, 7, 8]);
+    // By bytes: two messages of ~2,000 bytes leave room for nothing older (4 KiB in all).
+    for _ in 0..2 {
+        send(&mut ann, &"x".repeat(1900)).await;
+    }
+    assert_eq!(messages(&mut ann, 2).await.last().unwrap().0, 10);
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(200)).await; // node B forgets the room
+    let mut cy = ws(&b, "name=cy&room=r").await;
+    let (_, h) = joined(&mut cy).await;
+    let kept = ids(&h);
+    assert!(kept.ends_with(&[9, 10]) && kept.len() < 5, "{kept:?}");
+}

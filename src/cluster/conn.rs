@@ -58,12 +58,13 @@ impl Redis {
         let mut conn = within(t, client.get_multiplexed_async_connection_with_config(&cfg)).await?;
         let (sink, stream) = within(t, client.get_async_pubsub()).await?.split();
         let mut sha = Vec::new();
+        let (post, restore) = (format!("{KEEP_LUA}{POST_LUA}"), format!("{KEEP_LUA}{RESTORE_LUA}"));
         let scripts = [
-            POST_LUA,
+            &*post,
             LOAD_LUA,
             PRESENCE_LUA,
             FORGET_LUA,
-            RESTORE_LUA,
+            &*restore,
             HEAL_LUA,
             RESEED_LUA,
             CLAIM_LUA,

@@ -100,6 +100,11 @@ impl Keys {
         format!("{}:all", self.prefix)
     }
 
+    /// The bytes a room's history stream holds (to keep it within `history_max_bytes`).
+    pub fn history_bytes(&self, room: &str) -> String {
+        format!("{}:history-bytes:{room}", self.prefix)
+    }
+
     /// The channel a room's messages are published on.
     pub fn channel(&self, room: &str) -> String {
         format!("{}{room}", self.channel_prefix)

@@ -35,9 +35,13 @@ pub struct Setup {
     pub url: String,
     pub timeout_ms: u64,
     pub history_size: usize,
+    /// `history_max_bytes`: the most bytes a room's history stream holds.
+    pub history_bytes: usize,
     pub ttl_s: u64,
     pub keys: Keys,
     pub jobs: mpsc::Receiver<Job>,
+    /// Bytes the queued jobs hold (see `Job::cost`).
+    pub queued: Arc<std::sync::atomic::AtomicUsize>,
     pub watches: mpsc::UnboundedReceiver<Watch>,
     pub ctx: Arc<OnceLock<Weak<Context>>>,
     pub stats: Arc<Stats>,
@@ -115,7 +119,10 @@ impl Link {
         loop {
             tokio::select! {
                 r = &mut connect => return r,
-                Some(job) = self.s.jobs.recv() => self.here_alone(job),
+                Some(job) = self.s.jobs.recv() => {
+                    self.took(&job);
+                    self.here_alone(job);
+                }
                 Some(w) = self.s.watches.recv() => {
                     if let Watch::Start(room, generation) = w {
                         self.unloaded(&room, generation);
@@ -123,6 +130,11 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// A job left the queue: its bytes no longer count against the queue's budget.
+    fn took(&self, job: &Job) {
+        self.s.queued.fetch_sub(job.cost(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A line for the operator on standard error (the host gets the counters and `/healthz`).
@@ -139,7 +151,10 @@ impl Link {
         loop {
             tokio::select! {
                 _ = &mut sleep => return,
-                Some(job) = self.s.jobs.recv() => self.here_alone(job),
+                Some(job) = self.s.jobs.recv() => {
+                    self.took(&job);
+                    self.here_alone(job);
+                }
                 Some(w) = self.s.watches.recv() => {
                     if let Watch::Start(room, generation) = w {
                         self.unloaded(&room, generation);
@@ -285,10 +300,14 @@ impl Link {
                     }
                 }
                 Some(job) = self.s.jobs.recv() => {
+                    self.took(&job);
                     let mut batch = vec![job];
                     while batch.len() < BATCH {
                         match self.s.jobs.try_recv() {
-                            Ok(j) => batch.push(j),
+                            Ok(j) => {
+                                self.took(&j);
+                                batch.push(j);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -444,9 +463,10 @@ impl Link {
             for (room, seq) in chunk {
                 pipe.cmd("EVALSHA")
                     .arg(&redis.heal_sha)
-                    .arg(2)
+                    .arg(3)
                     .arg(self.s.keys.seq(room))
                     .arg(self.s.keys.history(room))
+                    .arg(self.s.keys.history_bytes(room))
                     .arg(*seq)
                     .arg(self.s.ttl_s)
                     .ignore();
@@ -499,12 +519,14 @@ impl Link {
                     p.key = self.last_key;
                     pipe.cmd("EVALSHA")
                         .arg(&redis.post_sha)
-                        .arg(2)
+                        .arg(3)
                         .arg(keys.seq(&p.room))
                         .arg(keys.history(&p.room))
+                        .arg(keys.history_bytes(&p.room))
                         .arg(p.payload())
                         .arg(keys.channel(&p.room))
                         .arg(self.s.history_size)
+                        .arg(self.s.history_bytes)
                         .arg(self.s.ttl_s);
                 }
                 Job::Presence(c) => {
@@ -549,12 +571,14 @@ impl Link {
                 Job::Restore(room, id, json) => {
                     pipe.cmd("EVALSHA")
                         .arg(&redis.restore_sha)
-                        .arg(2)
+                        .arg(3)
                         .arg(keys.seq(room))
                         .arg(keys.history(room))
+                        .arg(keys.history_bytes(room))
                         .arg(&*json)
                         .arg(*id)
                         .arg(self.s.history_size)
+                        .arg(self.s.history_bytes)
                         .arg(self.s.ttl_s);
                 }
             }

@@ -5,8 +5,9 @@
 //! Redis does what a cluster needs and a node cannot do alone (the keys and channels are in
 //! `keys.rs`, the two scripts in `link.rs`):
 //! - it numbers messages: one Lua script per message takes the room's next id (`INCR`), keeps
-//!   the message in the room's history (a stream, `XADD … MAXLEN history_size`) and `PUBLISH`es
-//!   it on the room's channel, in one step, so every node sees one order per room;
+//!   the message in the room's history (a stream within `history_size` and `history_max_bytes`)
+//!   and `PUBLISH`es it on the room's channel, in one step, so every node sees one order per
+//!   room;
 //! - every node, the sender's included, delivers a message when it comes back on the channel of
 //!   a room that has members there (a node subscribes to a room's channel on its first member
 //!   and unsubscribes after its last), so a message crosses Redis once and is framed once per
@@ -37,6 +38,7 @@ mod link;
 pub mod query;
 mod scripts;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::mpsc;
@@ -50,9 +52,10 @@ use crate::stats::Stats;
 
 pub use keys::Keys;
 
-/// Messages that may wait for Redis at once; past it a message is refused and counted
-/// (`cluster_posts_dropped`): memory stays bounded whatever Redis does.
+/// Messages that may wait for Redis at once, and the bytes they may hold; past either a message
+/// is refused and counted (`cluster_posts_dropped`): memory stays bounded whatever Redis does.
 const POST_QUEUE: usize = 65_536;
+const POST_QUEUE_BYTES: usize = 64 << 20;
 
 /// What a node learns when it joins: the cluster's epoch and its own number.
 pub struct Joined {
@@ -106,17 +109,39 @@ enum Watch {
 /// The hub's broker in a cluster: queues work for the link task (`link.rs`) and returns.
 struct RedisBroker {
     jobs: mpsc::Sender<Job>,
+    /// Bytes the queued jobs hold (the link takes off what it takes out).
+    queued: Arc<AtomicUsize>,
     watches: mpsc::UnboundedSender<Watch>,
     stats: Arc<Stats>,
     node: u64,
 }
 
+impl Job {
+    /// About what the job holds in memory, for the queue's byte budget.
+    fn cost(&self) -> usize {
+        128 + match self {
+            Job::Post(p) | Job::PostAll(p) => p.text.len(),
+            Job::Note(s) | Job::Restore(_, _, s) => s.len(),
+            Job::Presence(_) | Job::Name { .. } => 0,
+        }
+    }
+}
+
 impl RedisBroker {
-    fn note(&self, note: Note) {
-        let json = serde_json::to_string(&note).unwrap_or_default();
-        if self.jobs.try_send(Job::Note(json)).is_err() {
+    /// Queues a job for the link, within the queue's count and bytes.
+    fn queue(&self, job: Job) {
+        let cost = job.cost();
+        if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > POST_QUEUE_BYTES
+            || self.jobs.try_send(job).is_err()
+        {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
             Stats::inc(&self.stats.cluster_posts_dropped);
         }
+    }
+
+    fn note(&self, note: Note) {
+        let json = serde_json::to_string(&note).unwrap_or_default();
+        self.queue(Job::Note(json));
     }
 }
 
@@ -136,15 +161,11 @@ impl Broker for RedisBroker {
 
     fn name(&self, user: &Arc<str>, name: &Arc<str>, claim: bool, force: bool) {
         let job = Job::Name { user: user.clone(), name: name.clone(), claim, force };
-        if self.jobs.try_send(job).is_err() {
-            Stats::inc(&self.stats.cluster_posts_dropped);
-        }
+        self.queue(job);
     }
 
     fn restore(&self, room: &str, id: u64, json: String) {
-        if self.jobs.try_send(Job::Restore(room.to_string(), id, json)).is_err() {
-            Stats::inc(&self.stats.cluster_posts_dropped);
-        }
+        self.queue(Job::Restore(room.to_string(), id, json));
     }
 
     fn orders(&self) -> bool {
@@ -152,21 +173,15 @@ impl Broker for RedisBroker {
     }
 
     fn post(&self, post: Post) {
-        if self.jobs.try_send(Job::Post(post)).is_err() {
-            Stats::inc(&self.stats.cluster_posts_dropped);
-        }
+        self.queue(Job::Post(post));
     }
 
     fn post_everywhere(&self, post: Post) {
-        if self.jobs.try_send(Job::PostAll(post)).is_err() {
-            Stats::inc(&self.stats.cluster_posts_dropped);
-        }
+        self.queue(Job::PostAll(post));
     }
 
     fn presence(&self, change: PresenceChange) {
-        if self.jobs.try_send(Job::Presence(change)).is_err() {
-            Stats::inc(&self.stats.cluster_posts_dropped);
-        }
+        self.queue(Job::Presence(change));
     }
 
     fn watch(&self, room: &Arc<str>, generation: u64) {
@@ -196,7 +211,7 @@ impl Starter {
 /// starts alone would count its own ids and epoch), takes a node number and the epoch.
 pub async fn join(
     cfg: &ClusterConfig,
-    history_size: usize,
+    history: &crate::config::HistoryConfig,
     epoch: Option<String>,
     stats: Arc<Stats>,
 ) -> Result<Joined, Error> {
@@ -212,16 +227,19 @@ pub async fn join(
     let (node, epoch) = redis.join(&keys, epoch).await.map_err(|e| fail(e.to_string()))?;
     stats.cluster_up.store(1, std::sync::atomic::Ordering::Relaxed);
     let (jobs, job_rx) = mpsc::channel(POST_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
     let (watches, watch_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(OnceLock::new());
     let link = link::Link::new(
         link::Setup {
             url: url.to_string(),
             timeout_ms: cfg.redis_timeout_ms,
-            history_size,
+            history_size: history.history_size,
+            history_bytes: history.history_max_bytes,
             ttl_s: cfg.redis_history_ttl_s,
             keys,
             jobs: job_rx,
+            queued: queued.clone(),
             watches: watch_rx,
             ctx: ctx.clone(),
             stats: stats.clone(),
@@ -233,7 +251,7 @@ pub async fn join(
     Ok(Joined {
         epoch,
         node,
-        broker: Box::new(RedisBroker { jobs, watches, stats, node }),
+        broker: Box::new(RedisBroker { jobs, queued: queued.clone(), watches, stats, node }),
         start: Starter { link, ctx },
     })
 }

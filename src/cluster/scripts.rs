@@ -4,16 +4,37 @@
 //! what Redis lost. `link.rs` loads them (`SCRIPT LOAD`) on every connection and calls them by
 //! hash.
 
-/// Numbers a message, keeps it in the room's stream and publishes it, as one step.
-/// KEYS: the room's sequence, its history stream. ARGV: the message without its id (a JSON
-/// object), the channel, how many messages the stream keeps, the keys' time to live (s).
+/// A Lua function the two scripts that keep messages start with (`conn.rs` puts it in front):
+/// adds `msg` to a room's history stream and forgets the oldest while the stream holds more
+/// than `most` messages or `most_bytes` bytes (the newest always stays), as a room's history
+/// does on one node; the stream's size in bytes is kept beside it.
+pub const KEEP_LUA: &str = r#"
+local function keep(stream, size_key, msg, most, most_bytes, ttl)
+  redis.call('XADD', stream, '*', 'm', msg)
+  local bytes = redis.call('INCRBY', size_key, #msg)
+  local n = redis.call('XLEN', stream)
+  while n > 1 and (n > most or bytes > most_bytes) do
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+    redis.call('XDEL', stream, first[1])
+    bytes = redis.call('DECRBY', size_key, #first[2][2])
+    n = n - 1
+  end
+  redis.call('EXPIRE', stream, ttl)
+  redis.call('EXPIRE', size_key, ttl)
+end
+"#;
+
+/// Numbers a message, keeps it in the room's stream and publishes it, as one step (after
+/// `KEEP_LUA`).
+/// KEYS: the room's sequence, its history stream, the stream's size. ARGV: the message without
+/// its id (a JSON object), the channel, how many messages and bytes the stream keeps, the keys'
+/// time to live (s).
 pub const POST_LUA: &str = r#"
 local id = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 local msg = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
 if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'm', msg)
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  keep(KEYS[2], KEYS[3], msg, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 end
 redis.call('PUBLISH', ARGV[2], msg)
 return id
@@ -21,18 +42,18 @@ return id
 
 /// Puts a message the host restores into a room's history, if its id is above the last kept
 /// one (else nothing: restored oldest first, and by several nodes at once, it is kept once), and
-/// raises the room's sequence to it. Returns 1 if kept, 0 if not.
-/// KEYS: the room's sequence, its history stream. ARGV: the message (JSON, with its id), its id,
-/// how many messages the stream keeps, the keys' time to live (s).
+/// raises the room's sequence to it (after `KEEP_LUA`). Returns 1 if kept, 0 if not.
+/// KEYS: the room's sequence, its history stream, the stream's size. ARGV: the message (JSON,
+/// with its id), its id, how many messages and bytes the stream keeps, the keys' time to live
+/// (s).
 pub const RESTORE_LUA: &str = r#"
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #last > 0 and cjson.decode(last[1][2][2])['id'] >= tonumber(ARGV[2]) then return 0 end
 if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'm', ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  keep(KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 end
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[5])
 end
 return 1
 "#;
@@ -144,7 +165,7 @@ return swept
 /// What a node that followed a room knows survives Redis losing it (a restart without
 /// persistence) or expiring it (a quiet room): the room's sequence never goes below the node's
 /// last id, and its keys' time to live starts again. KEYS: the room's sequence, its history
-/// stream. ARGV: this node's last id of the room, the time to live (s).
+/// stream, the stream's size. ARGV: this node's last id of the room, the time to live (s).
 pub const HEAL_LUA: &str = r#"
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -152,6 +173,7 @@ else
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 "#;
 
