@@ -45,6 +45,9 @@ pub enum EventKind {
     /// (`conn_id` 0); `close_code` holds the HTTP status, `text` the reason the client was
     /// sent, `room` the room it asked for (when it named a valid one).
     Refused,
+    /// In a cluster (`redis_url`): this node lost Redis and serves its own clients alone
+    /// (`count` 0, `text` why), or has it back and is one with the cluster again (`count` 1).
+    Cluster,
 }
 
 /// One event, numbered per engine (`seq` starts at 1 and has no gaps except where a `dropped`
@@ -150,7 +153,7 @@ impl Event {
     pub fn code(&self) -> u64 {
         match self.kind {
             EventKind::Disconnect | EventKind::Refused => u64::from(self.close_code),
-            EventKind::Dropped | EventKind::Lagging => self.count,
+            EventKind::Dropped | EventKind::Lagging | EventKind::Cluster => self.count,
             EventKind::Whisper => self.to,
             _ => 0,
         }

@@ -153,9 +153,9 @@ pub fn restore(ctx: &Context, room: &str, id: u64, ts_ms: u64, from: &str, text:
 /// `rooms_async`).
 pub fn rooms(ctx: &Context) -> Result<Vec<RoomInfo>, Error> {
     running(ctx)?;
-    match ctx.cfg.cluster.url() {
-        Some(_) => ctx.wait_for(rooms_async(ctx)).unwrap_or_else(|| Ok(local_rooms(ctx))),
-        None => Ok(local_rooms(ctx)),
+    match cluster_up(ctx) {
+        true => ctx.wait_for(rooms_async(ctx)).unwrap_or_else(|| Ok(local_rooms(ctx))),
+        false => Ok(local_rooms(ctx)),
     }
 }
 
@@ -167,10 +167,15 @@ fn local_rooms(ctx: &Context) -> Vec<RoomInfo> {
         .collect()
 }
 
+/// In a cluster whose Redis answers (while it does not, the node answers for itself).
+fn cluster_up(ctx: &Context) -> bool {
+    ctx.cfg.cluster.url().is_some() && ctx.stats.cluster_up.load(std::sync::atomic::Ordering::Relaxed) == 1
+}
+
 /// `rooms`, awaited (the HTTP API and the control socket).
 pub async fn rooms_async(ctx: &Context) -> Result<Vec<RoomInfo>, Error> {
     running(ctx)?;
-    if ctx.cfg.cluster.url().is_none() {
+    if !cluster_up(ctx) {
         return Ok(local_rooms(ctx));
     }
     let mut rooms: Vec<RoomInfo> = crate::cluster::query::rooms(&ctx.cfg.cluster)
@@ -187,8 +192,8 @@ pub async fn rooms_async(ctx: &Context) -> Result<Vec<RoomInfo>, Error> {
 /// async callers use `presence_async`).
 pub fn presence(ctx: &Context, room: Option<&str>) -> Result<Snapshot, Error> {
     running(ctx)?;
-    match (room, ctx.cfg.cluster.url()) {
-        (Some(r), Some(_)) if !ctx.hub.follows(r) => {
+    match room {
+        Some(r) if cluster_up(ctx) && !ctx.hub.follows(r) => {
             ctx.wait_for(presence_async(ctx, room)).unwrap_or_else(|| Ok(ctx.hub.presence(room)))
         }
         _ => Ok(ctx.hub.presence(room)),
@@ -198,8 +203,8 @@ pub fn presence(ctx: &Context, room: Option<&str>) -> Result<Snapshot, Error> {
 /// `presence`, awaited (the HTTP API and the control socket).
 pub async fn presence_async(ctx: &Context, room: Option<&str>) -> Result<Snapshot, Error> {
     running(ctx)?;
-    match (room, ctx.cfg.cluster.url()) {
-        (Some(r), Some(_)) if !ctx.hub.follows(r) => {
+    match room {
+        Some(r) if cluster_up(ctx) && !ctx.hub.follows(r) => {
             let (entries, last_id) = crate::cluster::query::room(&ctx.cfg.cluster, r).await?;
             Ok(ctx.hub.presence_of_cluster_room(r, entries, last_id))
         }

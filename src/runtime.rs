@@ -116,7 +116,9 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
         None => (Context::new(cfg, events), None),
     };
     ctx.local_port = local_addr.port();
-    ctx.runtime = Some(runtime.handle().clone());
+    if ctx.cfg.cluster.url().is_some() {
+        ctx.runtime = Some(runtime.handle().clone());
+    }
     ctx.tls = tls;
     let ctx = Arc::new(ctx);
     let stop_accept = Arc::new(Notify::new());
@@ -198,7 +200,7 @@ impl Running {
         self.runtime.block_on(async move {
             let _ = tokio::time::timeout(wait, sessions.wait_zero()).await;
         });
-        if ctx.cfg.cluster.url().is_some() {
+        if ctx.cfg.cluster.url().is_some() && ctx.stats.cluster_up.load(Ordering::Relaxed) == 1 {
             // A node that stops leaves its rooms at once rather than when the others notice.
             self.runtime.block_on(crate::cluster::query::leave(&ctx.cfg.cluster, ctx.node));
         }

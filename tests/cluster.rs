@@ -140,7 +140,10 @@ fn node(redis: &Redis, extra: Value) -> Node {
         .spawn()
         .expect("target/debug/examples/chat_server (cargo test builds it)");
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    // Keep reading: a node that stops prints its final counters.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let port = first.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
         panic!("the node did not start: {first:?}");
     });
@@ -725,4 +728,37 @@ async fn the_history_kept_in_redis_is_bounded_by_count_and_bytes() {
     let (_, h) = joined(&mut cy).await;
     let kept = ids(&h);
     assert!(kept.ends_with(&[9, 10]) && kept.len() < 5, "{kept:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_is_told_when_its_node_loses_redis_and_gets_it_back() {
+    let redis = Redis::start();
+    let cfg = json!({"listen": "127.0.0.1:0", "redis_url": redis.url(), "redis_timeout_ms": 300}).to_string();
+    let host = embedchat::Engine::start_json(&cfg).expect("a node in this process");
+    redis.signal("-STOP");
+    let lost = wait_event(&host, embedchat::EventKind::Cluster);
+    assert_eq!(lost.code(), 0, "{lost:?}");
+    assert!(lost.text.as_deref().unwrap_or_default().contains("lost Redis"), "{lost:?}");
+    redis.signal("-CONT");
+    let back = wait_event(&host, embedchat::EventKind::Cluster);
+    assert_eq!(back.code(), 1, "{back:?}");
+    host.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_in_user_takes_its_name_from_a_guest_on_another_node() {
+    let redis = Redis::start();
+    let secret = "cluster-test-login-secret-0123456789";
+    let cfg = json!({"auth": {"secret": secret, "required": false}});
+    let (a, b) = (node(&redis, cfg.clone()), node(&redis, cfg));
+    let mut guest = ws(&b, "name=bob&room=r").await;
+    let (w, _) = joined(&mut guest).await;
+    assert_eq!(w["name"], "bob");
+    tokio::time::sleep(Duration::from_millis(200)).await; // node B has claimed the name
+    let login = token(secret, json!({"sub": "42", "name": "bob", "exp": unix_now() + 600}));
+    let mut bob = ws(&a, &format!("token={login}&room=r")).await;
+    let (w, _) = joined(&mut bob).await;
+    assert_eq!((w["name"].as_str(), w["bound"].as_bool()), (Some("bob"), Some(true)));
+    let n = recv_type(&mut guest, "nick").await;
+    assert_eq!((n["old"].as_str(), n["user"]["name"].as_str()), (Some("bob"), Some("bob-2")), "{n}");
 }

@@ -25,6 +25,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: u32 = 5;
 /// Every how many checks the rooms this node follows have their keys' time to live renewed.
 const HEAL_EVERY: u32 = 60;
+/// Name releases kept while Redis is away, at most.
+const LATER_MAX: usize = 65_536;
 /// Room loads in flight at once (after a reconnect every followed room loads again).
 const LOADS_AT_ONCE: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -59,8 +61,8 @@ pub struct Link {
     /// Keys of messages delivered here alone (Redis did not answer in time); if Redis carries
     /// one out late, its members are not sent it twice. Bounded: cleared past `HERE_MAX`.
     here: Arc<std::collections::HashSet<u64>>,
-    /// News said one of this node's users left a room it is still in: tell Redis again.
-    resync: bool,
+    /// Names given up while Redis was away (sent when it is back: a name stays taken until then).
+    later: Vec<Job>,
     /// Room loads in flight at once.
     loads: Arc<tokio::sync::Semaphore>,
 }
@@ -75,7 +77,7 @@ impl Link {
     pub fn new(s: Setup, redis: Redis) -> Self {
         let last_key = s.node << 32;
         let loads = Arc::new(tokio::sync::Semaphore::new(LOADS_AT_ONCE));
-        Link { s, redis: Some(redis), last_key, here: Default::default(), resync: false, loads }
+        Link { s, redis: Some(redis), last_key, here: Default::default(), later: Vec::new(), loads }
     }
 
     fn ctx(&self) -> Option<Arc<Context>> {
@@ -86,12 +88,20 @@ impl Link {
     pub async fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
         loop {
+            if self.stopping() {
+                // The engine stops and has left the cluster (`query::leave`): nothing more to
+                // tell Redis; the runtime ends this task.
+                return std::future::pending().await;
+            }
             if let Some(redis) = self.redis.take() {
                 self.s.stats.cluster_up.store(1, std::sync::atomic::Ordering::Relaxed);
                 let Lost(why) = self.connected(redis).await;
                 self.s.stats.cluster_up.store(0, std::sync::atomic::Ordering::Relaxed);
+                *self.s.stats.cluster_totals.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 Stats::inc(&self.s.stats.cluster_errors);
-                self.note(&format!("lost Redis: {why}; serving this node alone until it is back"));
+                let why = format!("lost Redis: {why}; serving this node alone until it is back");
+                self.note(&why);
+                self.tell_host(0, why);
                 backoff = BACKOFF_MIN;
             }
             self.alone_for(backoff).await;
@@ -99,6 +109,7 @@ impl Link {
                 Ok(r) => {
                     Stats::inc(&self.s.stats.cluster_reconnects);
                     self.note("Redis is back: following every room again");
+                    self.tell_host(1, "Redis is back: following every room again".into());
                     self.redis = Some(r);
                 }
                 Err(_) => {
@@ -132,9 +143,22 @@ impl Link {
         }
     }
 
+    fn stopping(&self) -> bool {
+        self.ctx().is_none_or(|ctx| ctx.stopping.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     /// A job left the queue: its bytes no longer count against the queue's budget.
     fn took(&self, job: &Job) {
         self.s.queued.fetch_sub(job.cost(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A `cluster` event for the host: `up` 0 (serving alone, `why`) or 1 (back).
+    fn tell_host(&self, up: u64, why: String) {
+        let Some(ctx) = self.ctx() else { return };
+        let mut ev = crate::events::Event::new(crate::events::EventKind::Cluster, 0);
+        ev.count = up;
+        ev.text = Some(why);
+        ctx.events.push(ev);
     }
 
     /// A line for the operator on standard error (the host gets the counters and `/healthz`).
@@ -179,7 +203,11 @@ impl Link {
             Job::PostAll(p) => {
                 let rooms = self.ctx().map(|ctx| ctx.hub.followed()).unwrap_or_default();
                 for (room, _) in rooms {
-                    self.deliver_here(Post { room, ..p.clone() });
+                    let event = p.event.clone().map(|mut ev| {
+                        ev.room = Some(room.clone());
+                        ev
+                    });
+                    self.deliver_here(Post { room, event, ..p.clone() });
                 }
             }
             Job::Presence(c) => {
@@ -207,7 +235,8 @@ impl Link {
             }
             // For other nodes or for Redis only: lost while Redis is away (counted).
             Job::Note(_) | Job::Restore(..) => Stats::inc(&self.s.stats.cluster_posts_dropped),
-            // Names are claimed again when Redis is back (`sync_presence`).
+            // Claims are made again when Redis is back (`sync_presence`); releases wait for it.
+            Job::Name { claim: false, .. } if self.later.len() < LATER_MAX => self.later.push(job),
             Job::Name { .. } => {}
         }
     }
@@ -272,11 +301,6 @@ impl Link {
                 msg = redis.stream.next() => {
                     let Some(msg) = msg else { return Lost(std::io::Error::other("the pub/sub connection closed").into()) };
                     self.arrived(msg.get_channel_name(), msg.get_payload_bytes());
-                    if std::mem::take(&mut self.resync) {
-                        if let Err(e) = self.sync_presence(&mut redis).await {
-                            return Lost(e);
-                        }
-                    }
                 }
                 Some(w) = self.s.watches.recv() => {
                     let r = match w {
@@ -319,6 +343,9 @@ impl Link {
                     }
                 }
                 _ = check.tick() => {
+                    if self.stopping() {
+                        return Lost(std::io::Error::other("the engine is stopping").into());
+                    }
                     let mut conn = redis.conn.clone();
                     let ping = within(t, redis::cmd("PING").query_async::<String>(&mut conn)).await;
                     if let Err(e) = ping {
@@ -487,8 +514,9 @@ impl Link {
             forget.arg(format!("{}\n{}:{}", c.room, self.s.node, c.user));
         }
         within(redis.timeout, forget.query_async::<u64>(&mut redis.conn)).await?;
-        let mut again: Vec<Job> = now.into_iter().map(Job::Presence).collect();
-        // The forget above gave up this node's names too: claim them again.
+        let mut again: Vec<Job> = std::mem::take(&mut self.later);
+        again.extend(now.into_iter().map(Job::Presence));
+        // Claims are idempotent: this node's names, told again (Redis may have lost them).
         again.extend(ctx.hub.local_names().into_iter().map(|(user, name, force)| Job::Name {
             user,
             name,
@@ -510,6 +538,21 @@ impl Link {
         if batch.iter().any(|j| matches!(j, Job::PostAll(_))) {
             self.everywhere(redis, batch).await?;
         }
+        // In pipelines of `BATCH` (a message to every room may have become thousands): on
+        // failure, what was not carried out is left in `batch`.
+        while !batch.is_empty() {
+            let n = batch.len().min(BATCH);
+            let mut chunk: Vec<Job> = batch.drain(..n).collect();
+            if let Err(e) = self.send_chunk(redis, &mut chunk).await {
+                chunk.append(batch);
+                *batch = chunk;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_chunk(&mut self, redis: &mut Redis, batch: &mut Vec<Job>) -> RedisResult<()> {
         let keys = &self.s.keys;
         let mut pipe = redis::pipe();
         for job in batch.iter_mut() {
@@ -565,7 +608,7 @@ impl Link {
                     }
                     pipe.arg(&lower).arg(&**user).arg(self.s.node);
                     if *claim {
-                        pipe.arg(u8::from(*force));
+                        pipe.arg(u8::from(*force)).arg(keys.all()).arg(&**name);
                     }
                 }
                 Job::Restore(room, id, json) => {
@@ -612,9 +655,7 @@ impl Link {
             match serde_json::from_slice::<Presence>(payload) {
                 Ok(p) => {
                     let mine = p.node == self.s.node;
-                    if !ctx.hub.presence_news(room, p, mine) {
-                        self.resync = true;
-                    }
+                    ctx.hub.presence_news(room, p, mine);
                 }
                 Err(_) => Stats::inc(&self.s.stats.cluster_errors),
             }
@@ -655,6 +696,7 @@ impl Link {
             Some(NodeOp::KickUser { sub, reason }) => {
                 ctx.hub.kick_user_here(&sub, &reason);
             }
+            Some(NodeOp::Rename { user, name }) => ctx.hub.name_taken(&user, &name),
             _ => {}
         }
     }

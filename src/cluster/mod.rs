@@ -118,10 +118,12 @@ struct RedisBroker {
 
 impl Job {
     /// About what the job holds in memory, for the queue's byte budget.
+    /// Presence and names cost nothing: they are small, and a lost one would leave the cluster
+    /// wrong about who is here, so only the count bounds them.
     fn cost(&self) -> usize {
-        128 + match self {
-            Job::Post(p) | Job::PostAll(p) => p.text.len(),
-            Job::Note(s) | Job::Restore(_, _, s) => s.len(),
+        match self {
+            Job::Post(p) | Job::PostAll(p) => 128 + p.text.len(),
+            Job::Note(s) | Job::Restore(_, _, s) => 128 + s.len(),
             Job::Presence(_) | Job::Name { .. } => 0,
         }
     }
@@ -131,7 +133,7 @@ impl RedisBroker {
     /// Queues a job for the link, within the queue's count and bytes.
     fn queue(&self, job: Job) {
         let cost = job.cost();
-        if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > POST_QUEUE_BYTES
+        if (cost > 0 && self.queued.fetch_add(cost, Ordering::Relaxed) + cost > POST_QUEUE_BYTES)
             || self.jobs.try_send(job).is_err()
         {
             self.queued.fetch_sub(cost, Ordering::Relaxed);

@@ -88,7 +88,7 @@ pub async fn leave(cfg: &ClusterConfig, node: u64) {
     let run = async {
         let (mut conn, t) = connection(cfg).await?;
         let mut pipe = redis::pipe();
-        pipe.cmd("EVAL").arg(FORGET_LUA).arg(0).arg(keys.prefix()).arg(node).arg("sync").ignore();
+        pipe.cmd("EVAL").arg(FORGET_LUA).arg(0).arg(keys.prefix()).arg(node).arg("leave").ignore();
         pipe.cmd("DEL").arg(keys.alive(node)).ignore();
         pipe.cmd("HDEL").arg(keys.stats()).arg(node).ignore();
         within(t, pipe.query_async::<()>(&mut conn)).await

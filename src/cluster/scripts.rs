@@ -10,6 +10,8 @@
 /// does on one node; the stream's size in bytes is kept beside it.
 pub const KEEP_LUA: &str = r#"
 local function keep(stream, size_key, msg, most, most_bytes, ttl)
+  -- A stream that is gone (expired, evicted) starts its count again.
+  if redis.call('EXISTS', stream) == 0 then redis.call('SET', size_key, 0) end
   redis.call('XADD', stream, '*', 'm', msg)
   local bytes = redis.call('INCRBY', size_key, #msg)
   local n = redis.call('XLEN', stream)
@@ -19,6 +21,7 @@ local function keep(stream, size_key, msg, most, most_bytes, ttl)
     bytes = redis.call('DECRBY', size_key, #first[2][2])
     n = n - 1
   end
+  if bytes < 0 then redis.call('SET', size_key, 0) end
   redis.call('EXPIRE', stream, ttl)
   redis.call('EXPIRE', size_key, ttl)
 end
@@ -102,7 +105,8 @@ return users
 /// - mode `sweep`: every user of every node whose `alive` key expired (it died, or lost Redis
 ///   for longer than that), and that node's lists;
 /// - mode `sync`: this node's users that are not in the rest of ARGV (`<room>\n<field>` each),
-///   after this node lost Redis for a while (users who left meanwhile).
+///   after this node lost Redis for a while (users who left meanwhile); its names stay;
+/// - mode `leave`: every user and name of this node, which stops.
 ///
 /// ARGV: the prefix, this node's number, the mode, then the fields to keep. Returns how many
 /// entries it removed.
@@ -111,7 +115,7 @@ local prefix, me, mode, swept = ARGV[1], ARGV[2], ARGV[3], 0
 local keep = {}
 for i = 4, #ARGV do keep[ARGV[i]] = true end
 local nodes = {}
-if mode == 'sync' then
+if mode == 'sync' or mode == 'leave' then
   nodes = {me}
 else
   local known = redis.call('SUNION', prefix .. ':presence-nodes', prefix .. ':name-holder-nodes')
@@ -147,17 +151,19 @@ for _, node in ipairs(nodes) do
     redis.call('SREM', prefix .. ':presence-nodes', node)
     redis.call('SREM', prefix .. ':name-holder-nodes', node)
   end
-  -- Names: a dead node's are given up; a node that syncs claims its own again after this.
-  local names_key = prefix .. ':node-names:' .. node
-  for _, lower in ipairs(redis.call('SMEMBERS', names_key)) do
-    local holders = prefix .. ':name-nodes:' .. lower
-    redis.call('SREM', holders, node)
-    if redis.call('SCARD', holders) == 0 then
-      redis.call('HDEL', prefix .. ':names', lower)
-      redis.call('DEL', holders)
+  -- Names: a dead (or leaving) node's are given up; a node that syncs keeps its own.
+  if mode ~= 'sync' then
+    local names_key = prefix .. ':node-names:' .. node
+    for _, lower in ipairs(redis.call('SMEMBERS', names_key)) do
+      local holders = prefix .. ':name-nodes:' .. lower
+      redis.call('SREM', holders, node)
+      if redis.call('SCARD', holders) == 0 then
+        redis.call('HDEL', prefix .. ':names', lower)
+        redis.call('DEL', holders)
+      end
     end
+    redis.call('DEL', names_key)
   end
-  redis.call('DEL', names_key)
 end
 return swept
 "#;
@@ -189,10 +195,15 @@ return redis.call('GET', KEYS[1])
 /// Takes a name for a user of this node, unless another user has it (a logged-in user's claim,
 /// `force`, takes it anyway: the login decides). Returns 1 if the user has it now, 0 if not.
 /// KEYS: the names, the name's holder nodes, this node's names, the nodes holding names.
-/// ARGV: the lower-cased name, the user key, this node's number, force (1/0).
+/// ARGV: the lower-cased name, the user key, this node's number, force (1/0), the channel every
+/// node follows, the name as written.
 pub const CLAIM_LUA: &str = r#"
 local owner = redis.call('HGET', KEYS[1], ARGV[1])
 if owner and owner ~= ARGV[2] and ARGV[4] ~= '1' then return 0 end
+if owner and owner ~= ARGV[2] then
+  -- A logged-in user takes the name from a guest: the guest's nodes rename it.
+  redis.call('PUBLISH', ARGV[5], cjson.encode({node = 0, op = {op = 'rename', user = owner, name = ARGV[6]}}))
+end
 if owner ~= ARGV[2] then redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
@@ -213,4 +224,15 @@ if redis.call('SCARD', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[2])
 end
 return 1
+"#;
+
+/// Takes the next node number whose `alive` key is free, and sets it: a node that starts while
+/// Redis's counter was lost (and the old nodes have not put it back yet) does not take a number
+/// in use. KEYS: the node counter. ARGV: the prefix, the `alive` key's life (ms).
+pub const JOIN_LUA: &str = r#"
+for _ = 1, 100000 do
+  local n = redis.call('INCR', KEYS[1])
+  if redis.call('SET', ARGV[1] .. ':alive:' .. n, 1, 'NX', 'PX', ARGV[2]) then return n end
+end
+return redis.error_reply('no free node number')
 "#;

@@ -42,6 +42,9 @@ pub enum chat_event_kind {
     /// room = the room it asked for, if valid). Queued only while the event queue is less than
     /// half full, so refusals never crowd out the chat's events.
     CHAT_EVENT_REFUSED = 12,
+    /// In a cluster (`redis_url`): this node lost Redis and serves its own clients alone
+    /// (code 0, text = why), or has Redis back and is one with the cluster again (code 1).
+    CHAT_EVENT_CLUSTER = 13,
 }
 
 /// One event. Every pointer is owned by the event and valid until `chat_event_free` (pull API)
@@ -114,6 +117,7 @@ impl OwnedEvent {
             EventKind::JoinRequest => chat_event_kind::CHAT_EVENT_JOIN_REQUEST,
             EventKind::Published => chat_event_kind::CHAT_EVENT_PUBLISHED,
             EventKind::Refused => chat_event_kind::CHAT_EVENT_REFUSED,
+            EventKind::Cluster => chat_event_kind::CHAT_EVENT_CLUSTER,
         };
         let room = ev.room.as_deref().map(cstring);
         let name = ev.name.as_deref().map(cstring);

@@ -281,7 +281,12 @@ impl Hub {
         let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
         let p = Posted { id: 0, ..p };
         if let Some(l) = st.rooms.get_mut(&key).and_then(|r| r.loading.as_mut()) {
-            l.early.push(p); // after the welcome and history its joiners wait for
+            // After the welcome and history its joiners wait for (within the same bound).
+            if l.early.len() < EARLY_MAX {
+                l.early.push(p);
+            } else {
+                Stats::inc(&self.delivery.stats.cluster_early_dropped);
+            }
             return;
         }
         self.deliver_locked(&mut st, &key, &p);
@@ -401,21 +406,21 @@ impl Hub {
     /// The cluster's news about a user of `room`: its tabs on one node, and whether it just came
     /// into the room or left it (on every node), which this node's members are told (as `join`
     /// and `leave`, or in a crowd's next update). `mine`: the news is about this node's user.
-    /// Returns false when the news says one of this node's users left a room it is still in
-    /// (another node took this one for dead): then the cluster must be told again.
-    pub fn presence_news(&self, room: &str, p: Presence, mine: bool) -> bool {
+    /// News that one of this node's users left a room it is back in (its tab closed and a new
+    /// one came before the news did) is not announced: the newer change follows it.
+    pub fn presence_news(&self, room: &str, p: Presence, mine: bool) {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return true };
+        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
         let r = st.rooms.get_mut(&key).expect("the key was just found");
         if mine && p.tabs == 0 && r.tabs.contains_key(p.user.as_str()) {
-            return false;
+            return;
         }
         if let Some(l) = r.loading.as_mut() {
             if !mine {
                 l.early_presence.push(p);
             }
-            return true;
+            return;
         }
         // A user of another node renamed: this node's members hear it (its own users' renames
         // were announced here already).
@@ -443,7 +448,6 @@ impl Hub {
             }
             _ => {}
         }
-        true
     }
 
     /// This node's users of every room it follows, as the cluster should know them (told again

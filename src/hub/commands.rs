@@ -264,7 +264,7 @@ impl Hub {
             }
         }
         let old = st.users.rename(user, &new).unwrap_or_else(|| new.clone());
-        if self.clustered && old != new {
+        if self.clustered && old.to_lowercase() != new.to_lowercase() {
             self.broker.name(user, &new, true, bound);
             self.broker.name(user, &old, false, false);
         }

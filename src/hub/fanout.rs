@@ -118,6 +118,9 @@ pub enum NodeOp {
     KickUser { sub: String, reason: String },
     /// A host message to one connection.
     Send { conn: ConnId, text: String },
+    /// A logged-in user took `name` from this guest (`user`, a user key): the guest's node
+    /// renames it.
+    Rename { user: String, name: String },
 }
 
 /// A message on its way to the cluster, before it has an id.

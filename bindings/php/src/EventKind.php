@@ -23,4 +23,6 @@ enum EventKind: int
     case Published = 11;
     /** With refused_events: a WebSocket upgrade was refused (`code` = HTTP status, `text` = the reason sent). */
     case Refused = 12;
+    /** In a cluster (redis_url): this node lost Redis (`code` 0, `text` why) or has it back (`code` 1). */
+    case Cluster = 13;
 }
