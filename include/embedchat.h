@@ -81,6 +81,9 @@ typedef enum chat_event_kind {
   // room = the room it asked for, if valid). Queued only while the event queue is less than
   // half full, so refusals never crowd out the chat's events.
   CHAT_EVENT_REFUSED = 12,
+  // In a cluster (`redis_url`): this node lost Redis and serves its own clients alone
+  // (code 0, text = why), or has Redis back and is one with the cluster again (code 1).
+  CHAT_EVENT_CLUSTER = 13,
 } chat_event_kind;
 
 // Result codes. `CHAT_OK` (0) is success; errors are negative. Functions that count something

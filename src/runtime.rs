@@ -186,6 +186,7 @@ impl Running {
 
     fn stop_blocking(self) {
         let ctx = &self.ctx;
+        let in_cluster = ctx.cfg.cluster.url().is_some() && ctx.stats.cluster_up.load(Ordering::Relaxed) == 1;
         ctx.stopping.store(true, Ordering::SeqCst);
         self.stop_accept.notify_one();
         self.stop_control.notify_one();
@@ -200,7 +201,7 @@ impl Running {
         self.runtime.block_on(async move {
             let _ = tokio::time::timeout(wait, sessions.wait_zero()).await;
         });
-        if ctx.cfg.cluster.url().is_some() && ctx.stats.cluster_up.load(Ordering::Relaxed) == 1 {
+        if in_cluster {
             // A node that stops leaves its rooms at once rather than when the others notice.
             self.runtime.block_on(crate::cluster::query::leave(&ctx.cfg.cluster, ctx.node));
         }

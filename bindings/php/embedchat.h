@@ -16,6 +16,7 @@ typedef enum chat_event_kind {
   CHAT_EVENT_JOIN_REQUEST = 10,
   CHAT_EVENT_PUBLISHED = 11,
   CHAT_EVENT_REFUSED = 12,
+  CHAT_EVENT_CLUSTER = 13,
 } chat_event_kind;
 
 typedef enum chat_result {

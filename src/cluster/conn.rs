@@ -97,7 +97,13 @@ impl Redis {
     /// first node set).
     pub async fn join(&self, keys: &Keys, epoch: Option<String>) -> RedisResult<(u64, String)> {
         let mut conn = self.conn.clone();
-        let take = redis::cmd("EVAL").arg(JOIN_LUA).arg(1).arg(keys.nodes()).arg(keys.prefix()).arg(ALIVE_MS).to_owned();
+        let take = redis::cmd("EVAL")
+            .arg(JOIN_LUA)
+            .arg(1)
+            .arg(keys.nodes())
+            .arg(keys.prefix())
+            .arg(ALIVE_MS)
+            .to_owned();
         let node: u64 = within(self.timeout, take.query_async(&mut conn)).await?;
         let epoch = match epoch {
             Some(e) => e,

@@ -344,7 +344,9 @@ impl Link {
                 }
                 _ = check.tick() => {
                     if self.stopping() {
-                        return Lost(std::io::Error::other("the engine is stopping").into());
+                        // The engine leaves the cluster itself (`query::leave`); this task does
+                        // nothing more until the runtime ends it.
+                        std::future::pending::<()>().await;
                     }
                     let mut conn = redis.conn.clone();
                     let ping = within(t, redis::cmd("PING").query_async::<String>(&mut conn)).await;
