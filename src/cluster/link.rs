@@ -125,22 +125,8 @@ impl Link {
     /// holds local messages up.
     async fn connect_serving_alone(&mut self) -> RedisResult<Redis> {
         let url = self.s.url.clone();
-        let connect = Redis::connect(&url, self.s.timeout_ms);
-        tokio::pin!(connect);
-        loop {
-            tokio::select! {
-                r = &mut connect => return r,
-                Some(job) = self.s.jobs.recv() => {
-                    self.took(&job);
-                    self.here_alone(job);
-                }
-                Some(w) = self.s.watches.recv() => {
-                    if let Watch::Start(room, generation) = w {
-                        self.unloaded(&room, generation);
-                    }
-                }
-            }
-        }
+        let timeout_ms = self.s.timeout_ms;
+        self.alone_until(Redis::connect(&url, timeout_ms)).await
     }
 
     fn stopping(&self) -> bool {
@@ -170,11 +156,15 @@ impl Link {
     /// goings are announced here as an engine alone would, rooms that get their first member
     /// here are served without cluster history.
     async fn alone_for(&mut self, d: Duration) {
-        let sleep = tokio::time::sleep(d);
-        tokio::pin!(sleep);
+        self.alone_until(tokio::time::sleep(d)).await
+    }
+
+    /// Serves this node alone (see `alone_for`) until `until` is done.
+    async fn alone_until<F: std::future::Future>(&mut self, until: F) -> F::Output {
+        tokio::pin!(until);
         loop {
             tokio::select! {
-                _ = &mut sleep => return,
+                done = &mut until => return done,
                 Some(job) = self.s.jobs.recv() => {
                     self.took(&job);
                     self.here_alone(job);

@@ -65,6 +65,28 @@ struct Unnumbered<'a> {
 }
 
 impl Post {
+    /// A host message (connection 0, shown as from `from`), with the event to report.
+    pub fn from_host(
+        room: Arc<str>,
+        from: &str,
+        ts: u64,
+        text: &str,
+        event: Option<crate::events::Event>,
+    ) -> Post {
+        Post {
+            room,
+            from: 0,
+            name: from.into(),
+            bound: false,
+            ts,
+            text: text.to_string(),
+            key: 0,
+            event,
+            event_name: None,
+            except: None,
+        }
+    }
+
     /// The message as the cluster carries it: a JSON object without `id`. The cluster numbers it
     /// by putting `"id":N,` after the opening brace (so it never parses the message).
     pub fn payload(&self) -> String {

@@ -32,18 +32,7 @@ impl Hub {
                 ev.text = Some(text.to_string());
                 ev
             });
-            let post = Post {
-                room: "".into(),
-                from: 0,
-                name: from.into(),
-                bound: false,
-                ts,
-                text: text.to_string(),
-                key: 0,
-                event,
-                event_name: None,
-                except: None,
-            };
+            let post = Post::from_host("".into(), from, ts, text, event);
             self.broker.post_everywhere(post);
             return Ok(st.rooms.values().map(|r| r.members.len()).sum());
         }
@@ -184,18 +173,7 @@ impl Hub {
             // Into the cluster's history in Redis, where ids are checked as they are here (a
             // message at or below the last kept id is refused: several nodes restoring the same
             // history keep it once). Rooms already loaded on a node see it on their next load.
-            let post = Post {
-                room: room.into(),
-                from: 0,
-                name: from.into(),
-                bound: false,
-                ts,
-                text: text.to_string(),
-                key: 0,
-                event: None,
-                event_name: None,
-                except: None,
-            };
+            let post = Post::from_host(room.into(), from, ts, text, None);
             self.broker.restore(room, id, post.numbered_json(id));
             return Ok(());
         }
