@@ -17,6 +17,9 @@ use crate::context::Context;
 use crate::hub::{Loaded, NodeOp, Post, Posted, Presence};
 use crate::stats::Stats;
 
+mod alone;
+mod upkeep;
+
 /// Messages and presence changes sent in one pipeline at most.
 const BATCH: usize = 256;
 /// How often Redis is asked whether it is still there (and this node says it is alive).
@@ -150,101 +153,6 @@ impl Link {
     /// A line for the operator on standard error (the host gets the counters and `/healthz`).
     fn note(&self, what: &str) {
         eprintln!("embedchat: cluster: {what}");
-    }
-
-    /// Serves this node alone for `d`: messages go to local members at once (id 0), comings and
-    /// goings are announced here as an engine alone would, rooms that get their first member
-    /// here are served without cluster history.
-    async fn alone_for(&mut self, d: Duration) {
-        self.alone_until(tokio::time::sleep(d)).await
-    }
-
-    /// Serves this node alone (see `alone_for`) until `until` is done.
-    async fn alone_until<F: std::future::Future>(&mut self, until: F) -> F::Output {
-        tokio::pin!(until);
-        loop {
-            tokio::select! {
-                done = &mut until => return done,
-                Some(job) = self.s.jobs.recv() => {
-                    self.took(&job);
-                    self.here_alone(job);
-                }
-                Some(w) = self.s.watches.recv() => {
-                    if let Watch::Start(room, generation) = w {
-                        self.unloaded(&room, generation);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A room served without what the cluster has of it (Redis did not answer).
-    fn unloaded(&self, room: &str, generation: u64) {
-        if let Some(ctx) = self.ctx() {
-            let l = Loaded { seq: 0, messages: Vec::new(), presence: None, users: 0, seen: &self.here };
-            ctx.hub.loaded(room, generation, l);
-        }
-    }
-
-    /// What Redis should have done, done for this node alone.
-    fn here_alone(&mut self, job: Job) {
-        match job {
-            Job::Post(p) => self.deliver_here(p),
-            Job::PostAll(p) => {
-                let rooms = self.ctx().map(|ctx| ctx.hub.followed()).unwrap_or_default();
-                for (room, _) in rooms {
-                    let event = p.event.clone().map(|mut ev| {
-                        ev.room = Some(room.clone());
-                        ev
-                    });
-                    self.deliver_here(Post { room, event, ..p.clone() });
-                }
-            }
-            Job::Presence(c) => {
-                let Some(ctx) = self.ctx() else { return };
-                // A user's first tab here came or its last left: as an engine alone announces.
-                let came = c.tabs == 1 && c.came;
-                let p = if came {
-                    "came"
-                } else if c.tabs == 0 {
-                    "went"
-                } else {
-                    ""
-                };
-                let news = Presence {
-                    p: p.into(),
-                    node: self.s.node,
-                    user: c.user.to_string(),
-                    id: c.id,
-                    name: c.name.to_string(),
-                    bound: c.bound,
-                    tabs: c.tabs,
-                    users: None,
-                };
-                ctx.hub.presence_news(&c.room, news, true);
-            }
-            // For other nodes or for Redis only: lost while Redis is away (counted).
-            Job::Note(_) | Job::Restore(..) => Stats::inc(&self.s.stats.cluster_posts_dropped),
-            // Claims are made again when Redis is back (`sync_presence`); releases wait for it.
-            Job::Name { claim: false, .. } if self.later.len() < LATER_MAX => self.later.push(job),
-            Job::Name { .. } => {}
-        }
-    }
-
-    fn deliver_here(&mut self, p: Post) {
-        Stats::inc(&self.s.stats.cluster_local_only);
-        if p.key != 0 {
-            let here = Arc::make_mut(&mut self.here);
-            if here.len() >= HERE_MAX {
-                here.clear();
-            }
-            here.insert(p.key);
-        }
-        let Some(ctx) = self.ctx() else { return };
-        ctx.hub.deliver_here(&p.room, p.numbered(0));
-        if let Some(ev) = p.event {
-            ctx.events.push(ev);
-        }
     }
 
     /// Serves with Redis until a call fails or times out.
@@ -384,46 +292,6 @@ impl Link {
         }
     }
 
-    /// Writes this node's counters to Redis and reads every node's back: the live nodes' (those
-    /// that wrote within `ALIVE_MS`) added up become `cluster` in this node's stats; entries of
-    /// nodes gone for a minute are removed.
-    async fn exchange_stats(&self, redis: &mut Redis) -> RedisResult<()> {
-        let Some(ctx) = self.ctx() else { return Ok(()) };
-        let now = crate::clock::now_ms();
-        let mut mine = ctx.snapshot();
-        mine.cluster = None;
-        let json = serde_json::json!({"at": now, "s": mine}).to_string();
-        let key = self.s.keys.stats();
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSET").arg(&key).arg(self.s.node).arg(json).ignore();
-        pipe.cmd("HGETALL").arg(&key);
-        let (all,): (Vec<(String, String)>,) =
-            within(redis.timeout, pipe.query_async(&mut redis.conn)).await?;
-        let mut totals = std::collections::BTreeMap::new();
-        let mut stale = Vec::new();
-        for (node, entry) in all {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&entry) else { continue };
-            let at = v["at"].as_u64().unwrap_or(0);
-            if now.saturating_sub(at) > ALIVE_MS {
-                if now.saturating_sub(at) > 60_000 {
-                    stale.push(node);
-                }
-                continue;
-            }
-            *totals.entry("nodes".to_string()).or_insert(0) += 1;
-            for (name, x) in v["s"].as_object().into_iter().flatten() {
-                let n = x.as_u64().or_else(|| x.as_bool().map(u64::from)).unwrap_or(0);
-                *totals.entry(name.clone()).or_insert(0) += n;
-            }
-        }
-        *self.s.stats.cluster_totals.lock().unwrap_or_else(|p| p.into_inner()) = Some(totals);
-        if !stale.is_empty() {
-            let del = redis::cmd("HDEL").arg(&key).arg(stale).to_owned();
-            within(redis.timeout, del.query_async::<()>(&mut redis.conn)).await?;
-        }
-        Ok(())
-    }
-
     /// Turns each message for every room in `batch` into one message per room with users in
     /// the cluster (and per room followed here), in place.
     async fn everywhere(&self, redis: &mut Redis, batch: &mut Vec<Job>) -> RedisResult<()> {
@@ -450,76 +318,6 @@ impl Link {
             }
         }
         *batch = out;
-        Ok(())
-    }
-
-    /// Puts back what the cluster as a whole knows if Redis lost it: the epoch and the node
-    /// counter. An epoch that differs from this node's means another cluster's data under the
-    /// same prefix: reported, and this node keeps its own.
-    async fn reseed(&self, redis: &mut Redis) -> RedisResult<()> {
-        let keys = &self.s.keys;
-        let cmd = redis::cmd("EVALSHA")
-            .arg(&redis.reseed_sha)
-            .arg(2)
-            .arg(keys.epoch())
-            .arg(keys.nodes())
-            .arg(&self.s.epoch)
-            .arg(self.s.node)
-            .to_owned();
-        let epoch: String = within(redis.timeout, cmd.query_async(&mut redis.conn)).await?;
-        if epoch != self.s.epoch {
-            Stats::inc(&self.s.stats.cluster_errors);
-            self.note("Redis holds another epoch under this redis_prefix: are two clusters sharing it?");
-        }
-        Ok(())
-    }
-
-    /// Raises each room's sequence in Redis to this node's last id and renews its keys' time to
-    /// live, in pipelines.
-    async fn heal(&self, redis: &mut Redis, rooms: Vec<(Arc<str>, u64)>) -> RedisResult<()> {
-        for chunk in rooms.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            for (room, seq) in chunk {
-                pipe.cmd("EVALSHA")
-                    .arg(&redis.heal_sha)
-                    .arg(3)
-                    .arg(self.s.keys.seq(room))
-                    .arg(self.s.keys.history(room))
-                    .arg(self.s.keys.history_bytes(room))
-                    .arg(*seq)
-                    .arg(self.s.ttl_s)
-                    .ignore();
-            }
-            within(redis.timeout, pipe.query_async::<()>(&mut redis.conn)).await?;
-        }
-        Ok(())
-    }
-
-    /// Makes Redis hold exactly this node's users: those no longer here removed (announced
-    /// gone), the others told again (idempotent: no news unless Redis had lost them).
-    async fn sync_presence(&mut self, redis: &mut Redis) -> RedisResult<()> {
-        let Some(ctx) = self.ctx() else { return Ok(()) };
-        let now = ctx.hub.local_presence();
-        let mut forget = redis::cmd("EVALSHA");
-        forget.arg(&redis.forget_sha).arg(0).arg(self.s.keys.prefix()).arg(self.s.node).arg("sync");
-        for c in &now {
-            forget.arg(format!("{}\n{}:{}", c.room, self.s.node, c.user));
-        }
-        within(redis.timeout, forget.query_async::<u64>(&mut redis.conn)).await?;
-        let mut again: Vec<Job> = std::mem::take(&mut self.later);
-        again.extend(now.into_iter().map(Job::Presence));
-        // Claims are idempotent: this node's names, told again (Redis may have lost them).
-        again.extend(ctx.hub.local_names().into_iter().map(|(user, name, force)| Job::Name {
-            user,
-            name,
-            claim: true,
-            force,
-        }));
-        while !again.is_empty() {
-            let rest = again.split_off(again.len().min(BATCH));
-            self.send(redis, &mut again).await?;
-            again = rest;
-        }
         Ok(())
     }
 

@@ -96,7 +96,7 @@ pub trait Broker: Send + Sync {
     fn unwatch(&self, _room: &Arc<str>) {}
     /// A user's tabs in a room on this node changed (only when `orders`): the cluster keeps
     /// and announces it.
-    fn presence(&self, _change: super::cluster::PresenceChange) {}
+    fn presence(&self, _change: super::cluster_presence::PresenceChange) {}
     /// Something the host asked for a connection or user that is not (only) on this node.
     fn node_op(&self, _op: NodeOp) {}
     /// A message the host restores into a room's history (only when `orders`): `json` is the

@@ -9,6 +9,7 @@
 //! leave the hub; `tests.rs` the rules, without sockets.
 
 mod cluster;
+mod cluster_presence;
 mod commands;
 mod fanout;
 mod history;
@@ -31,7 +32,8 @@ use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, Codec, Member, Out, User, Wire};
 use crate::stats::Stats;
 
-pub use cluster::{Loaded, Posted, Presence, PresenceChange};
+pub use cluster::{Loaded, Posted};
+pub use cluster_presence::{Presence, PresenceChange};
 pub use fanout::{deflated, Broker, LocalOnly, NodeOp, Post};
 pub use moderation::Decision;
 pub use presence::Snapshot;

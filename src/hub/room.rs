@@ -42,7 +42,7 @@ pub struct Room {
     /// In a cluster: which `watch` of this room a `loaded` answers.
     pub generation: u64,
     /// In a cluster: the room's users on other nodes, as the cluster announced them.
-    pub elsewhere: HashMap<Arc<str>, super::cluster::Remote>,
+    pub elsewhere: HashMap<Arc<str>, super::cluster_presence::Remote>,
     /// In a cluster: how many users the room has on every node (from the last announcement).
     pub cluster_users: Option<usize>,
     /// In a cluster: the room's history came from the cluster at least once (a room served
@@ -56,7 +56,7 @@ pub struct Loading {
     /// Joiners owed their welcome (`true`) or presence, and their history.
     pub waiting: Vec<(ConnId, Resume, bool)>,
     pub early: Vec<super::cluster::Posted>,
-    pub early_presence: Vec<super::cluster::Presence>,
+    pub early_presence: Vec<super::cluster_presence::Presence>,
     /// Loaded again after the cluster was unreachable: what the members missed is delivered.
     pub reload: bool,
 }
