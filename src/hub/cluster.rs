@@ -185,6 +185,7 @@ impl Hub {
         let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
         let r = st.rooms.get_mut(&key).expect("the key was just found");
         if let Some(l) = r.loading.as_mut() {
+            // After the welcome and history its joiners wait for.
             if l.early.len() < EARLY_MAX {
                 l.early.push(p);
             } else {
@@ -198,19 +199,8 @@ impl Hub {
     /// A message the cluster could not number (it is unreachable): delivered to this node's
     /// members with id 0 and not kept, so it takes no place in the room's sequence.
     pub fn deliver_here(&self, room: &str, p: Posted) {
-        let mut st = self.lock();
-        let Some(key) = st.rooms.get_key_value(room).map(|(k, _)| k.clone()) else { return };
-        let p = Posted { id: 0, ..p };
-        if let Some(l) = st.rooms.get_mut(&key).and_then(|r| r.loading.as_mut()) {
-            // After the welcome and history its joiners wait for (within the same bound).
-            if l.early.len() < EARLY_MAX {
-                l.early.push(p);
-            } else {
-                Stats::inc(&self.delivery.stats.cluster_early_dropped);
-            }
-            return;
-        }
-        self.deliver_locked(&mut st, &key, &p);
+        // As a numbered one, behind a loading room's history too; id 0 is never kept.
+        self.deliver(room, Posted { id: 0, ..p });
     }
 
     /// Keeps (when numbered) and delivers one message; a number already seen is skipped.
