@@ -232,6 +232,8 @@ async fn history_and_resume_work_whichever_node_a_client_comes_back_to() {
         send(&mut cy, &format!("m{i}")).await;
     }
     assert_eq!(messages(&mut cy, 2).await.last().unwrap().0, 6);
+    // Node A has them too (it delivers them to ann), so its history has them when she comes back.
+    assert_eq!(messages(&mut ann, 2).await.last().unwrap().0, 6);
     drop(ann);
     let mut ann = ws(&a, &format!("name=ann&room=r&since=4&epoch={epoch}")).await;
     let (_, h) = joined(&mut ann).await;
