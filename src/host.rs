@@ -168,7 +168,7 @@ fn local_rooms(ctx: &Context) -> Vec<RoomInfo> {
 }
 
 /// In a cluster whose Redis answers (while it does not, the node answers for itself).
-fn cluster_up(ctx: &Context) -> bool {
+pub(crate) fn cluster_up(ctx: &Context) -> bool {
     ctx.cfg.cluster.url().is_some() && ctx.stats.cluster_up.load(std::sync::atomic::Ordering::Relaxed) == 1
 }
 
@@ -178,10 +178,10 @@ pub async fn rooms_async(ctx: &Context) -> Result<Vec<RoomInfo>, Error> {
     if !cluster_up(ctx) {
         return Ok(local_rooms(ctx));
     }
-    let mut rooms: Vec<RoomInfo> = crate::cluster::query::rooms(&ctx.cfg.cluster)
+    let mut rooms: Vec<RoomInfo> = crate::cluster::query::rooms(&ctx.cfg.cluster, "")
         .await?
         .into_iter()
-        .map(|(room, users, connections, last_id)| RoomInfo { room, users, connections, last_id })
+        .map(|r| RoomInfo { room: r.name, users: r.users, connections: r.conns, last_id: r.seq })
         .collect();
     rooms.sort_by(|a, b| a.room.cmp(&b.room));
     Ok(rooms)

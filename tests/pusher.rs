@@ -268,6 +268,14 @@ impl TestRedis {
     }
 }
 
+impl TestRedis {
+    /// SIGSTOP (hung: connections open, no answers) or SIGCONT.
+    fn signal(&self, sig: &str) {
+        let pid = self.0.id().to_string();
+        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+}
+
 impl Drop for TestRedis {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -322,6 +330,144 @@ async fn in_a_cluster_pusher_events_cross_nodes() {
             break;
         }
     }
+    a.stop().unwrap();
+    b.stop().unwrap();
+}
+
+/// Subscribes to a presence channel as `user`; returns `subscription_succeeded`'s presence.
+async fn join_presence(ws: &mut Client, socket_id: &str, channel: &str, user: &str) -> Value {
+    let data = json!({"user_id": user, "user_info": {"name": user}}).to_string();
+    let auth = format!("{KEY}:{}", hmac_hex(SECRET, &format!("{socket_id}:{channel}:{data}")));
+    let frame = json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": data}});
+    send(ws, &frame.to_string()).await;
+    loop {
+        let ok = event(ws).await;
+        if ok["event"] == "pusher_internal:subscription_succeeded" && ok["channel"] == channel {
+            return ok["data"]["presence"].clone();
+        }
+    }
+}
+
+/// A GET of the Pusher API on `port`, signed, as JSON.
+fn api_get(port: u16, path: &str, query: &str) -> Value {
+    use md5::{Digest, Md5};
+    let md5: String = Md5::digest(b"").iter().map(|b| format!("{b:02x}")).collect();
+    let mut params: Vec<String> = vec![
+        format!("auth_key={KEY}"),
+        format!("auth_timestamp={}", unix_now()),
+        "auth_version=1.0".into(),
+        format!("body_md5={md5}"),
+    ];
+    params.extend(query.split('&').filter(|q| !q.is_empty()).map(str::to_string));
+    params.sort();
+    let q = params.join("&");
+    let sig = hmac_hex(SECRET, &format!("GET\n{path}\n{q}"));
+    let (status, body) = http(port, "GET", &format!("{path}?{q}&auth_signature={sig}"), "", "");
+    assert_eq!(status, 200, "{path}?{query}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `f` until it holds (the cluster's news takes a Redis round trip).
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn in_a_cluster_presence_channels_and_channel_queries_span_every_node() {
+    let redis = TestRedis::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.1);
+    let a = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
+    let b = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
+    let ch = "presence-team";
+    let users_on = |port: u16| -> Vec<String> {
+        let v = api_get(port, &format!("/apps/7/channels/{ch}/users"), "");
+        let mut ids: Vec<String> =
+            v["users"].as_array().unwrap().iter().map(|u| u["id"].to_string()).collect();
+        ids.sort();
+        ids
+    };
+
+    let (mut ann, ann_id) = established(&a).await;
+    assert_eq!(join_presence(&mut ann, &ann_id, ch, "ann").await["count"], 1);
+    until("node B's API lists ann, on node A", || users_on(b.port()) == ["\"ann\""]).await;
+
+    // Bob on node B sees ann (on node A) in his member list; ann hears bob come.
+    let (mut bob, bob_id) = established(&b).await;
+    let list = join_presence(&mut bob, &bob_id, ch, "bob").await;
+    assert_eq!(list["count"], 2, "{list}");
+    assert_eq!(list["hash"]["ann"]["name"], "ann", "with her user_info: {list}");
+    let added = event(&mut ann).await;
+    assert_eq!(
+        (
+            added["event"].as_str(),
+            added["data"]["user_id"].as_str(),
+            added["data"]["user_info"]["name"].as_str()
+        ),
+        (Some("pusher_internal:member_added"), Some("bob"), Some("bob")),
+        "{added}"
+    );
+
+    // Redis hangs for a while and comes back: the nodes tell it their members again, and
+    // nobody is announced gone who did not go.
+    redis.signal("-STOP");
+    let healthz = |port: u16| http(port, "GET", "/healthz", "", "").1;
+    until("both nodes serve alone", || [a.port(), b.port()].iter().all(|&p| healthz(p).contains("degraded")))
+        .await;
+    redis.signal("-CONT");
+    until("both nodes back in the cluster", || {
+        [a.port(), b.port()].iter().all(|&p| healthz(p).starts_with("ok"))
+    })
+    .await;
+    until("node A's API lists both again", || users_on(a.port()) == ["\"ann\"", "\"bob\""]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), event(&mut ann)).await;
+    assert!(quiet.is_err(), "ann hears nothing of the outage: {quiet:?}");
+
+    // Bob's second tab, on node A: the same member, not news to ann.
+    let (mut bob2, bob2_id) = established(&a).await;
+    assert_eq!(join_presence(&mut bob2, &bob2_id, ch, "bob").await["count"], 2);
+    let info = format!("/apps/7/channels/{ch}");
+    until("three subscriptions on both nodes", || {
+        [a.port(), b.port()].iter().all(|&p| {
+            api_get(p, &info, "info=subscription_count,user_count")
+                == json!({"occupied": true, "subscription_count": 3, "user_count": 2})
+        })
+    })
+    .await;
+    assert_eq!(users_on(a.port()), ["\"ann\"", "\"bob\""]);
+    let listed = api_get(a.port(), "/apps/7/channels", "filter_by_prefix=presence-&info=user_count");
+    assert_eq!(listed, json!({"channels": {ch: {"user_count": 2}}}));
+
+    // Bob leaves node B: he is still on node A, so ann hears nothing yet.
+    send(&mut bob, &json!({"event": "pusher:unsubscribe", "data": {"channel": ch}}).to_string()).await;
+    until("bob's tab on node B gone", || {
+        api_get(b.port(), &info, "info=subscription_count")["subscription_count"] == 2
+    })
+    .await;
+
+    // terminate_connections through node B closes bob's tab on node A (4009); then ann hears bob
+    // go, once, and nothing else came before it.
+    let body = "{}";
+    let path = signed_path("POST", "/apps/7/users/bob/terminate_connections", body, SECRET);
+    assert_eq!(http(b.port(), "POST", &path, "", body).0, 200);
+    let err = event(&mut bob2).await;
+    assert_eq!(
+        (err["event"].as_str(), err["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4009)),
+        "{err}"
+    );
+    assert_eq!(close_code(&mut bob2).await, Some(CloseCode::from(4009)));
+    let removed = event(&mut ann).await;
+    assert_eq!(
+        (removed["event"].as_str(), removed["data"]["user_id"].as_str()),
+        (Some("pusher_internal:member_removed"), Some("bob")),
+        "bob's second tab and his leaving node B were not news: {removed}"
+    );
+    until("only ann left", || users_on(b.port()) == ["\"ann\""]).await;
     a.stop().unwrap();
     b.stop().unwrap();
 }

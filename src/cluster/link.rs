@@ -487,6 +487,9 @@ impl Link {
                 ctx.hub.kick_user_here(&sub, &reason);
             }
             Some(NodeOp::Rename { user, name }) => ctx.hub.name_taken(&user, &name),
+            Some(NodeOp::PusherTerminate { user_id }) => {
+                ctx.hub.pusher_terminate_here(&user_id);
+            }
             _ => {}
         }
     }

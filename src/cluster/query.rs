@@ -14,25 +14,45 @@ use crate::config::ClusterConfig;
 use crate::error::{Error, ErrorKind};
 use crate::hub::Presence;
 
-/// Every room with users, with its users, connections and last id: `{room, users, conns, seq}…`.
-/// ARGV: the prefix.
+/// Every room with users whose name starts with ARGV[2] ('' for all), with its users,
+/// connections, last id and Pusher presence members: `{room, users, conns, seq, members}…`.
+/// ARGV: the prefix, the start of the names.
 const ROOMS_LUA: &str = r#"
-local prefix, out = ARGV[1], {}
+local prefix, start, out = ARGV[1], ARGV[2], {}
 for _, room in ipairs(redis.call('SMEMBERS', prefix .. ':rooms')) do
-  local conns = 0
-  for _, v in ipairs(redis.call('HVALS', prefix .. ':presence:' .. room)) do
-    conns = conns + (tonumber(string.match(v, '"tabs":(%d+)}$')) or 0)
+  if string.sub(room, 1, #start) == start then
+    local conns, members = 0, 0
+    for _, v in ipairs(redis.call('HVALS', prefix .. ':presence:' .. room)) do
+      conns = conns + (tonumber(string.match(v, '"tabs":(%d+)}$')) or 0)
+    end
+    if string.sub(room, 1, 9) == 'presence-' then
+      for _, u in ipairs(redis.call('HKEYS', prefix .. ':users:' .. room)) do
+        if string.sub(u, 1, 7) == 'pusher:' then members = members + 1 end
+      end
+    end
+    out[#out + 1] = room
+    out[#out + 1] = tostring(redis.call('HLEN', prefix .. ':users:' .. room))
+    out[#out + 1] = tostring(conns)
+    out[#out + 1] = redis.call('GET', prefix .. ':seq:' .. room) or '0'
+    out[#out + 1] = tostring(members)
   end
-  out[#out + 1] = room
-  out[#out + 1] = tostring(redis.call('HLEN', prefix .. ':users:' .. room))
-  out[#out + 1] = tostring(conns)
-  out[#out + 1] = redis.call('GET', prefix .. ':seq:' .. room) or '0'
 end
 return out
 "#;
 
-/// A room of the cluster: its name, users, connections (tabs on every node) and last id.
-pub type ClusterRoom = (String, usize, usize, u64);
+/// A room of the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterRoom {
+    pub name: String,
+    /// Users on every node (each once).
+    pub users: usize,
+    /// Connections (tabs) on every node.
+    pub conns: usize,
+    /// Its last message id.
+    pub seq: u64,
+    /// A Pusher presence channel's members (user ids) on every node.
+    pub members: usize,
+}
 
 async fn connection(cfg: &ClusterConfig) -> RedisResult<(redis::aio::MultiplexedConnection, Duration)> {
     let t = Duration::from_millis(cfg.redis_timeout_ms);
@@ -45,21 +65,25 @@ fn unreachable(e: redis::RedisError) -> Error {
     Error::other(ErrorKind::Internal, format!("the cluster's Redis did not answer: {e}"))
 }
 
-/// Every room with users on some node.
-pub async fn rooms(cfg: &ClusterConfig) -> Result<Vec<ClusterRoom>, Error> {
+/// Every room with users on some node whose name starts with `start`.
+pub async fn rooms(cfg: &ClusterConfig, start: &str) -> Result<Vec<ClusterRoom>, Error> {
     let keys = Keys::new(&cfg.redis_prefix);
     let run = async {
         let (mut conn, t) = connection(cfg).await?;
-        let cmd = redis::cmd("EVAL").arg(ROOMS_LUA).arg(0).arg(keys.prefix()).to_owned();
+        let cmd = redis::cmd("EVAL").arg(ROOMS_LUA).arg(0).arg(keys.prefix()).arg(start).to_owned();
         within(t, cmd.query_async::<Vec<String>>(&mut conn)).await
     };
     let flat = run.await.map_err(unreachable)?;
     Ok(flat
-        .chunks(4)
+        .chunks(5)
         .filter_map(|c| match c {
-            [room, users, conns, seq] => {
-                Some((room.clone(), users.parse().ok()?, conns.parse().ok()?, seq.parse().unwrap_or(0)))
-            }
+            [name, users, conns, seq, members] => Some(ClusterRoom {
+                name: name.clone(),
+                users: users.parse().ok()?,
+                conns: conns.parse().ok()?,
+                seq: seq.parse().unwrap_or(0),
+                members: members.parse().unwrap_or(0),
+            }),
             _ => None,
         })
         .collect())

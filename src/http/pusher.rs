@@ -11,8 +11,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{reply, Reply};
+use crate::cluster::query;
 use crate::config::PusherConfig;
 use crate::context::Context;
+use crate::error::Error;
+use crate::host::cluster_up;
+use crate::hub::ChannelInfo;
 use crate::protocol::pusher::{validate_channel, Kind};
 use crate::pusher::{self, sign};
 use crate::stats::Stats;
@@ -94,11 +98,17 @@ pub(super) async fn api(req: Request<Body>, ctx: &Context) -> Reply {
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let segments: Vec<&str> = rest.split('/').collect();
     let done = match (&method, segments.as_slice()) {
-        (&Method::POST, ["events"]) => parse::<EventBody>(&body).and_then(|e| trigger(ctx, cfg, e)),
-        (&Method::POST, ["batch_events"]) => parse::<BatchBody>(&body).and_then(|b| batch(ctx, cfg, b)),
-        (&Method::GET, ["channels"]) => channels(ctx, param("filter_by_prefix"), param("info")),
-        (&Method::GET, ["channels", name]) => Ok(channel(ctx, name, param("info"))),
-        (&Method::GET, ["channels", name, "users"]) => users(ctx, name),
+        (&Method::POST, ["events"]) => match parse::<EventBody>(&body) {
+            Ok(e) => trigger(ctx, cfg, e).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["batch_events"]) => match parse::<BatchBody>(&body) {
+            Ok(b) => batch(ctx, cfg, b).await,
+            Err(e) => Err(e),
+        },
+        (&Method::GET, ["channels"]) => channels(ctx, param("filter_by_prefix"), param("info")).await,
+        (&Method::GET, ["channels", name]) => channel(ctx, name, param("info")).await,
+        (&Method::GET, ["channels", name, "users"]) => users(ctx, name).await,
         (&Method::POST, ["users", user, "events"]) => {
             parse::<UserEvent>(&body).and_then(|e| to_user(ctx, cfg, user, e))
         }
@@ -134,7 +144,7 @@ fn bad(msg: impl Into<String>) -> Refusal {
 }
 
 /// An event's checks, then its delivery; returns the `channels` info asked for.
-fn trigger(ctx: &Context, cfg: &PusherConfig, e: EventBody) -> Result<Value, Refusal> {
+async fn trigger(ctx: &Context, cfg: &PusherConfig, e: EventBody) -> Result<Value, Refusal> {
     let channels: Vec<String> = match (e.channel, e.channels) {
         (Some(c), None) => vec![c],
         (None, Some(cs)) if !cs.is_empty() => cs,
@@ -160,7 +170,7 @@ fn trigger(ctx: &Context, cfg: &PusherConfig, e: EventBody) -> Result<Value, Ref
     let Some(info) = e.info else { return Ok(json!({})) };
     let mut out = Map::new();
     for c in &channels {
-        out.insert(c.clone(), attributes(&ctx.hub.pusher_channel(c), &info));
+        out.insert(c.clone(), attributes(&channel_info(ctx, c).await?, &info));
     }
     Ok(json!({ "channels": out }))
 }
@@ -181,7 +191,7 @@ fn to_user(ctx: &Context, cfg: &PusherConfig, user: &str, e: UserEvent) -> Resul
     Ok(json!({}))
 }
 
-fn batch(ctx: &Context, cfg: &PusherConfig, b: BatchBody) -> Result<Value, Refusal> {
+async fn batch(ctx: &Context, cfg: &PusherConfig, b: BatchBody) -> Result<Value, Refusal> {
     if b.batch.len() > MAX_BATCH {
         return Err(bad(format!("at most {MAX_BATCH} events per batch")));
     }
@@ -192,7 +202,7 @@ fn batch(ctx: &Context, cfg: &PusherConfig, b: BatchBody) -> Result<Value, Refus
     for e in b.batch {
         let info = e.info.is_some();
         let channel = e.channel.clone();
-        let v = trigger(ctx, cfg, e)?;
+        let v = trigger(ctx, cfg, e).await?;
         if info {
             infos.push(channel.and_then(|c| v["channels"].get(&c).cloned()).unwrap_or(json!({})));
         } else {
@@ -203,7 +213,7 @@ fn batch(ctx: &Context, cfg: &PusherConfig, b: BatchBody) -> Result<Value, Refus
 }
 
 /// The attributes `info` asks for (comma-separated), those that apply to the channel.
-fn attributes(c: &crate::hub::ChannelInfo, info: &str) -> Value {
+fn attributes(c: &ChannelInfo, info: &str) -> Value {
     let mut m = Map::new();
     for attr in info.split(',').map(str::trim) {
         match attr {
@@ -221,31 +231,63 @@ fn attributes(c: &crate::hub::ChannelInfo, info: &str) -> Value {
     Value::Object(m)
 }
 
-fn channels(ctx: &Context, prefix: Option<&str>, info: Option<&str>) -> Result<Value, Refusal> {
+/// Why a cluster's question to Redis failed, as the API answers it.
+fn unanswered(e: Error) -> Refusal {
+    let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, e.to_string())
+}
+
+/// One channel: in a cluster whose Redis answers, on every node (while it does not, this node
+/// answers for itself, as for the engine's own API).
+async fn channel_info(ctx: &Context, name: &str) -> Result<ChannelInfo, Refusal> {
+    if !cluster_up(ctx) {
+        return Ok(ctx.hub.pusher_channel(name));
+    }
+    let (entries, _) = query::room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
+    Ok(ChannelInfo::of_entries(name, &entries))
+}
+
+async fn channels(ctx: &Context, prefix: Option<&str>, info: Option<&str>) -> Result<Value, Refusal> {
     let info = info.unwrap_or("");
     if info.split(',').any(|a| a.trim() == "user_count")
         && !prefix.is_some_and(|p| p.starts_with("presence-"))
     {
         return Err(bad("info=user_count needs filter_by_prefix=presence-"));
     }
+    let list = if cluster_up(ctx) {
+        let rooms = query::rooms(&ctx.cfg.cluster, prefix.unwrap_or("")).await.map_err(unanswered)?;
+        rooms
+            .iter()
+            .map(|r| ChannelInfo::of_cluster(&r.name, r.conns, r.members))
+            .filter(|c| c.occupied)
+            .collect()
+    } else {
+        ctx.hub.pusher_channels(prefix)
+    };
     let mut out = Map::new();
-    for c in ctx.hub.pusher_channels(prefix) {
+    for c in list {
         out.insert(c.name.clone(), attributes(&c, info));
     }
     Ok(json!({ "channels": out }))
 }
 
-fn channel(ctx: &Context, name: &str, info: Option<&str>) -> Value {
-    let c = ctx.hub.pusher_channel(name);
+async fn channel(ctx: &Context, name: &str, info: Option<&str>) -> Result<Value, Refusal> {
+    let c = channel_info(ctx, name).await?;
     let mut v = attributes(&c, info.unwrap_or(""));
     v["occupied"] = c.occupied.into();
-    v
+    Ok(v)
 }
 
-fn users(ctx: &Context, name: &str) -> Result<Value, Refusal> {
+async fn users(ctx: &Context, name: &str) -> Result<Value, Refusal> {
     if Kind::of(name) != Kind::Presence {
         return Err(bad("users are listed for presence- channels only"));
     }
-    let users: Vec<Value> = ctx.hub.pusher_users(name).into_iter().map(|id| json!({ "id": id })).collect();
+    let ids = if cluster_up(ctx) {
+        let (entries, _) = query::room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
+        crate::hub::pusher_cluster_users(&entries)
+    } else {
+        ctx.hub.pusher_users(name)
+    };
+    let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(json!({ "users": users }))
 }

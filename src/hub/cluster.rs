@@ -265,28 +265,27 @@ impl Hub {
                 let here = |u: &Arc<str>| r.tabs.contains_key(u);
                 for (u, m) in &r.elsewhere {
                     if !before.contains_key(u) && !here(u) {
-                        came_went.0.push((m.id, m.name.clone(), m.bound));
+                        came_went.0.push((u.clone(), m.clone()));
                     }
                 }
-                for (u, m) in &before {
-                    if !r.elsewhere.contains_key(u) && !here(u) {
-                        came_went.1.push((m.id, m.name.clone(), m.bound));
+                for (u, m) in before {
+                    if !r.elsewhere.contains_key(&u) && !here(&u) {
+                        came_went.1.push((u, m));
                     }
                 }
             }
             r.cluster_users = Some(l.users);
             r.synced = true;
         }
-        for (id, name, bound) in came_went.0 {
-            if self.crowd_came(st, &key, &name) {
-                let user = User { id, name: &name, bound };
-                self.to_room(st, &key, Out::Join { room: &key, user }, None);
-            }
-        }
-        for (id, name, bound) in came_went.1 {
-            if self.crowd_went(st, &key, &name) {
-                let user = User { id, name: &name, bound };
-                self.to_room(st, &key, Out::Leave { room: &key, user }, None);
+        for (came, list) in [(true, came_went.0), (false, came_went.1)] {
+            for (u, m) in list {
+                self.pusher_member_news(st, &key, &u, m.info.as_deref(), came);
+                let user = User { id: m.id, name: &m.name, bound: m.bound };
+                if came && self.crowd_came(st, &key, &m.name) {
+                    self.to_room(st, &key, Out::Join { room: &key, user }, None);
+                } else if !came && self.crowd_went(st, &key, &m.name) {
+                    self.to_room(st, &key, Out::Leave { room: &key, user }, None);
+                }
             }
         }
         for p in &l.messages {

@@ -21,6 +21,8 @@ pub struct PresenceChange {
     pub id: ConnId,
     pub name: Arc<str>,
     pub bound: bool,
+    /// A Pusher presence member's `user_info` (JSON), for the other nodes' member lists.
+    pub info: Option<Arc<str>>,
     /// Its tabs in the room on this node now (0: gone from this node).
     pub tabs: u32,
     /// A tab came (rather than left).
@@ -34,6 +36,9 @@ struct PresenceValue<'a> {
     id: ConnId,
     name: &'a str,
     bound: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a str>,
+    // Last: the scripts find it at the end of the value (`"tabs":N}`).
     tabs: u32,
 }
 
@@ -46,6 +51,7 @@ impl PresenceChange {
             id: self.id,
             name: &self.name,
             bound: self.bound,
+            info: self.info.as_deref(),
             tabs: self.tabs,
         };
         serde_json::to_string(&v).unwrap_or_default()
@@ -65,6 +71,9 @@ pub struct Presence {
     pub name: String,
     #[serde(default)]
     pub bound: bool,
+    /// A Pusher presence member's `user_info`.
+    #[serde(default)]
+    pub info: Option<String>,
     pub tabs: u32,
     #[serde(default)]
     pub users: Option<usize>,
@@ -76,6 +85,8 @@ pub struct Remote {
     pub id: ConnId,
     pub name: Arc<str>,
     pub bound: bool,
+    /// A Pusher presence member's `user_info`.
+    pub info: Option<Arc<str>>,
     /// Tabs per node.
     nodes: Vec<(u64, u32)>,
 }
@@ -102,11 +113,15 @@ pub(super) fn apply(r: &mut Room, p: &Presence) {
         id: p.id,
         name: p.name.as_str().into(),
         bound: p.bound,
+        info: None,
         nodes: Vec::new(),
     });
     rem.name = p.name.as_str().into();
     rem.id = p.id;
     rem.bound = p.bound;
+    if let Some(info) = &p.info {
+        rem.info = Some(info.as_str().into());
+    }
     match rem.nodes.iter_mut().find(|(n, _)| *n == p.node) {
         Some(e) => e.1 = p.tabs,
         None => rem.nodes.push((p.node, p.tabs)),
@@ -151,11 +166,17 @@ impl Hub {
             self.to_room(st, &key, Out::Nick { room: &key, user, old: &old }, None);
         }
         match p.p.as_str() {
-            "came" if self.crowd_came(st, &key, &name) => {
-                self.to_room(st, &key, Out::Join { room: &key, user }, Some(p.id));
+            "came" => {
+                self.pusher_member_news(st, &key, &p.user, p.info.as_deref(), true);
+                if self.crowd_came(st, &key, &name) {
+                    self.to_room(st, &key, Out::Join { room: &key, user }, Some(p.id));
+                }
             }
-            "went" if self.crowd_went(st, &key, &name) => {
-                self.to_room(st, &key, Out::Leave { room: &key, user }, None);
+            "went" => {
+                self.pusher_member_news(st, &key, &p.user, None, false);
+                if self.crowd_went(st, &key, &name) {
+                    self.to_room(st, &key, Out::Leave { room: &key, user }, None);
+                }
             }
             _ => {}
         }
@@ -167,13 +188,14 @@ impl Hub {
         let st = self.lock();
         let mut out = Vec::new();
         for (key, r) in st.rooms.iter().filter(|(_, r)| !r.is_empty()) {
-            for m in presence::members_of_here(&st, r) {
+            for m in presence::members_of_here(&st, key, r) {
                 out.push(PresenceChange {
                     room: key.clone(),
                     user: m.user,
                     id: m.id,
                     name: m.name,
                     bound: m.bound,
+                    info: m.info,
                     tabs: m.tabs,
                     came: true,
                 });
@@ -183,7 +205,8 @@ impl Hub {
     }
 
     /// Tells the cluster how many tabs `user` (`id`: one of its connections) now has in `room`
-    /// on this node (0: none left).
+    /// on this node (0: none left); `info`: a Pusher presence member's `user_info`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn tell_cluster(
         &self,
         st: &State,
@@ -192,16 +215,23 @@ impl Hub {
         id: ConnId,
         name: &Arc<str>,
         bound: bool,
+        info: Option<Arc<str>>,
     ) {
         let r = st.rooms.get(room);
         let tabs = r.and_then(|r| r.tabs.get(user)).copied().unwrap_or(0);
         let came = r.is_some_and(|r| r.contains(id));
         // The connection named for the user: the one that came, or, when one of several tabs
         // left, another that is still there.
-        let id = match (r, st.users.get(user)) {
-            (Some(r), Some(u)) if !r.contains(id) => {
-                u.conns.iter().copied().find(|c| r.contains(*c)).unwrap_or(id)
-            }
+        let id = match r {
+            Some(r) if !r.contains(id) && tabs > 0 => match st.users.get(user) {
+                Some(u) => u.conns.iter().copied().find(|c| r.contains(*c)).unwrap_or(id),
+                // A Pusher presence member (its tabs are counted under its user_id).
+                None => r
+                    .members
+                    .iter()
+                    .find(|m| st.conns.get(&m.id).is_some_and(|c| c.tab_in(room) == user))
+                    .map_or(id, |m| m.id),
+            },
             _ => id,
         };
         let change = PresenceChange {
@@ -210,6 +240,7 @@ impl Hub {
             id,
             name: name.clone(),
             bound,
+            info,
             tabs,
             came,
         };

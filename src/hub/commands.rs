@@ -278,7 +278,7 @@ impl Hub {
             }
             if self.clustered {
                 // The other nodes announce the new name to their members (`presence_news`).
-                self.tell_cluster(st, room, user, id, &new, bound);
+                self.tell_cluster(st, room, user, id, &new, bound, None);
             }
         }
         let mut ev = Event::new(EventKind::Nick, id);

@@ -118,6 +118,9 @@ pub enum NodeOp {
     KickUser { sub: String, reason: String },
     /// A host message to one connection.
     Send { conn: ConnId, text: String },
+    /// Close every Pusher connection signed in as `user_id` or in a presence channel as it
+    /// (the Pusher HTTP API's `terminate_connections`).
+    PusherTerminate { user_id: String },
     /// A logged-in user took `name` from this guest (`user`, a user key): the guest's node
     /// renames it.
     Rename { user: String, name: String },
@@ -170,9 +173,20 @@ impl Delivery {
         policy: SlowConsumer,
         except: Option<ConnId>,
     ) -> usize {
+        self.to_members_where(members, frames, policy, |id| Some(id) != except)
+    }
+
+    /// `to_members`, to the members `to` keeps.
+    pub fn to_members_where(
+        &self,
+        members: &[Slot],
+        frames: &mut Frames<'_>,
+        policy: SlowConsumer,
+        to: impl Fn(ConnId) -> bool,
+    ) -> usize {
         let mut sent = 0;
         for m in members {
-            if Some(m.id) == except {
+            if !to(m.id) {
                 continue;
             }
             if let Some(frame) = frames.get(m.wire) {

@@ -37,7 +37,7 @@ pub use cluster_presence::{Presence, PresenceChange};
 pub use fanout::{deflated, Broker, LocalOnly, NodeOp, Post};
 pub use moderation::Decision;
 pub use presence::Snapshot;
-pub use pusher::{ChannelInfo, GUARDED as PUSHER_GUARDED};
+pub use pusher::{cluster_users as pusher_cluster_users, ChannelInfo, GUARDED as PUSHER_GUARDED};
 
 use fanout::{Delivery, Frames};
 use moderation::Held;
@@ -425,7 +425,7 @@ impl Hub {
             let first_tab = r.add_tab(user.clone());
             if self.clustered {
                 // Announced by the cluster, to every node (this one included), once per user.
-                self.tell_cluster(st, &key, &user, id, &name, bound);
+                self.tell_cluster(st, &key, &user, id, &name, bound, None);
             } else if first_tab && self.crowd_came(st, &key, &name) {
                 let user = User { id, name: &name, bound };
                 self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
@@ -447,9 +447,12 @@ impl Hub {
         let (Some(conn), Some(r)) = (st.conns.get(&id), st.rooms.get(room)) else {
             return;
         };
+        if conn.wire.wire == Wire::Pusher {
+            return self.pusher_greet(st, id, room);
+        }
         // A crowd's newcomer gets the count, not the list (which would cost O(n) per join).
         let listed =
-            (r.crowd.is_none() && r.users() <= r.presence_limit).then(|| presence::members_of(st, r));
+            (r.crowd.is_none() && r.users() <= r.presence_limit).then(|| presence::members_of(st, room, r));
         let members: Option<Vec<Member<'_>>> = listed.as_ref().map(|l| {
             l.iter().map(|m| Member { id: m.id, name: &m.name, tabs: m.tabs, bound: m.bound }).collect()
         });
@@ -485,11 +488,12 @@ impl Hub {
             r.remove(id);
             let last_tab = r.remove_tab(&user);
             let empty = r.is_empty();
-            if let Some(p) = presence.as_ref().filter(|_| last_tab && !empty) {
-                self.pusher_left(st, &key, p);
-            }
             if self.clustered {
-                self.tell_cluster(st, &key, &user, id, &name, bound);
+                // Announced by the cluster: `member_removed` once the user left every node.
+                let info = presence.as_ref().map(|p| p.user_info.clone());
+                self.tell_cluster(st, &key, &user, id, &name, bound, info);
+            } else if let Some(p) = presence.as_ref().filter(|_| last_tab && !empty) {
+                self.pusher_member_news(st, &key, &p.tab, None, false);
             }
             if empty {
                 if let Some(r) = st.rooms.get_mut(&key) {

@@ -59,6 +59,8 @@ pub struct RoomMember {
     pub tabs: u32,
     pub user: Arc<str>,
     pub bound: bool,
+    /// A Pusher presence member's `user_info`.
+    pub info: Option<Arc<str>>,
 }
 
 /// Who is where, for the host: `chat_presence_json`, the HTTP API and the control socket.
@@ -90,19 +92,22 @@ pub struct MemberSnapshot {
     pub user: Option<String>,
 }
 
-/// A room's users on this node once each, in the order they came.
-pub(super) fn members_of_here(st: &State, room: &Room) -> Vec<RoomMember> {
+/// A room's users on this node once each, in the order they came. A user is what the room
+/// counts tabs under: a Pusher presence member's `user_id`, else the connection's user.
+pub(super) fn members_of_here(st: &State, key: &str, room: &Room) -> Vec<RoomMember> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<RoomMember> = Vec::new();
     for m in &room.members {
         let Some(c) = st.conns.get(&m.id) else { continue };
-        match seen.get(&*c.user) {
+        let user = c.tab_in(key);
+        match seen.get(&**user) {
             Some(&i) => out[i].id = out[i].id.min(m.id),
             None => {
-                seen.insert(&c.user, out.len());
-                let tabs = room.tabs.get(&c.user).copied().unwrap_or(1);
-                let (name, user, bound) = (c.name.clone(), c.user.clone(), c.bound);
-                out.push(RoomMember { id: m.id, name, tabs, user, bound });
+                seen.insert(user, out.len());
+                let tabs = room.tabs.get(user).copied().unwrap_or(1);
+                let info = c.presence_in(key).map(|p| p.user_info.clone());
+                let (name, user, bound) = (c.name.clone(), user.clone(), c.bound);
+                out.push(RoomMember { id: m.id, name, tabs, user, bound, info });
             }
         }
     }
@@ -111,8 +116,8 @@ pub(super) fn members_of_here(st: &State, room: &Room) -> Vec<RoomMember> {
 
 /// A room's users once each, in the order they came (in a cluster, those on other nodes after
 /// this node's).
-pub(super) fn members_of(st: &State, room: &Room) -> Vec<RoomMember> {
-    let mut out = members_of_here(st, room);
+pub(super) fn members_of(st: &State, key: &str, room: &Room) -> Vec<RoomMember> {
+    let mut out = members_of_here(st, key, room);
     if room.elsewhere.is_empty() {
         return out;
     }
@@ -128,6 +133,7 @@ pub(super) fn members_of(st: &State, room: &Room) -> Vec<RoomMember> {
                 tabs: r.tabs(),
                 user: user.clone(),
                 bound: r.bound,
+                info: r.info.clone(),
             }),
         }
     }
@@ -200,7 +206,7 @@ impl Hub {
     ) {
         let Some(r) = st.rooms.get(room) else { return };
         let prefix = prefix.map(str::to_lowercase);
-        let all = members_of(st, r);
+        let all = members_of(st, room, r);
         let matching: Vec<&RoomMember> = all
             .iter()
             .filter(|m| prefix.as_deref().is_none_or(|p| m.name.to_lowercase().starts_with(p)))
@@ -223,15 +229,15 @@ impl Hub {
     pub fn presence(&self, room: Option<&str>) -> Snapshot {
         let st = self.lock();
         let seq = self.delivery.events.last_seq();
-        let snapshot = |r: &Room| {
+        let snapshot = |key: &str, r: &Room| {
             // One pass over the room for every user's connections (not one per user).
             let mut conns_of: HashMap<&str, Vec<ConnId>> = HashMap::new();
             for m in &r.members {
                 if let Some(c) = st.conns.get(&m.id) {
-                    conns_of.entry(&*c.user).or_default().push(m.id);
+                    conns_of.entry(&**c.tab_in(key)).or_default().push(m.id);
                 }
             }
-            let members = members_of(&st, r)
+            let members = members_of(&st, key, r)
                 .into_iter()
                 .map(|m| MemberSnapshot {
                     id: m.id,
@@ -245,14 +251,17 @@ impl Hub {
             RoomSnapshot { last_id: r.seq, connections: r.members.len(), members }
         };
         let rooms = match room {
-            Some(name) => {
-                st.rooms.get_key_value(name).map(|(k, r)| (k.to_string(), snapshot(r))).into_iter().collect()
-            }
+            Some(name) => st
+                .rooms
+                .get_key_value(name)
+                .map(|(k, r)| (k.to_string(), snapshot(k, r)))
+                .into_iter()
+                .collect(),
             None => st
                 .rooms
                 .iter()
                 .filter(|(_, r)| !r.is_empty())
-                .map(|(k, r)| (k.to_string(), snapshot(r)))
+                .map(|(k, r)| (k.to_string(), snapshot(k, r)))
                 .collect(),
         };
         Snapshot { seq, epoch: self.epoch.clone(), rooms }
@@ -263,7 +272,7 @@ impl Hub {
     pub fn members(&self, room: &str) -> Vec<(ConnId, Arc<str>, u32)> {
         let st = self.lock();
         let Some(r) = st.rooms.get(room) else { return Vec::new() };
-        members_of(&st, r).into_iter().map(|m| (m.id, m.name, m.tabs)).collect()
+        members_of(&st, room, r).into_iter().map(|m| (m.id, m.name, m.tabs)).collect()
     }
 
     /// Rooms with someone in them: (name, users, connections, last message id), by name.

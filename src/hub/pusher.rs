@@ -38,6 +38,50 @@ pub struct ChannelInfo {
     pub user_count: Option<usize>,
 }
 
+impl ChannelInfo {
+    /// A channel as the cluster has it: `conns` subscriptions and `members` presence members
+    /// on every node.
+    pub fn of_cluster(name: &str, conns: usize, members: usize) -> ChannelInfo {
+        ChannelInfo {
+            name: name.to_string(),
+            occupied: conns > 0,
+            subscription_count: conns,
+            user_count: (Kind::of(name) == Kind::Presence).then_some(members),
+        }
+    }
+
+    /// One channel from the cluster's entries for it (one per node and user).
+    pub fn of_entries(name: &str, entries: &[super::cluster_presence::Presence]) -> ChannelInfo {
+        let conns = entries.iter().map(|e| e.tabs as usize).sum();
+        Self::of_cluster(name, conns, cluster_users(entries).len())
+    }
+}
+
+/// A presence channel's user ids, each once, from the cluster's entries for it (one per node
+/// and user).
+pub fn cluster_users(entries: &[super::cluster_presence::Presence]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for e in entries {
+        if let Some(id) = e.user.strip_prefix(MEMBER).filter(|_| e.tabs > 0) {
+            if !ids.iter().any(|i| i == id) {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    ids
+}
+
+/// The start of a presence member's tab key in a room (`pusher:{user_id}`): every connection of
+/// one user shares it, on every node.
+const MEMBER: &str = "pusher:";
+
+/// A presence channel's members on every node, as far as this node knows.
+fn members_count(r: &super::room::Room) -> usize {
+    let here = r.tabs.keys().filter(|t| t.starts_with(MEMBER)).count();
+    let elsewhere = r.elsewhere.keys().filter(|t| t.starts_with(MEMBER) && !r.tabs.contains_key(*t)).count();
+    here + elsewhere
+}
+
 /// Why a JSON-protocol client may not join a `private-` or `presence-` room.
 pub const GUARDED: &str =
     "`private-` and `presence-` rooms are Pusher channels: they need the channel's auth (or a login token that lists the room)";
@@ -51,6 +95,12 @@ impl Conn {
     /// This connection's presence in `room`, if it subscribed to it as a presence user.
     pub(super) fn presence_in(&self, room: &str) -> Option<&Arc<Presence>> {
         self.more.as_ref()?.presence.iter().find(|(r, _)| **r == *room).map(|(_, p)| p)
+    }
+
+    /// The key this connection counts under in `room`'s tabs: its presence member's
+    /// (`pusher:{user_id}`, shared by the user's tabs), else its user's.
+    pub(super) fn tab_in(&self, room: &str) -> &Arc<str> {
+        self.presence_in(room).map_or(&self.user, |p| &p.tab)
     }
 
     /// Forgets (and returns) this connection's presence in `room`.
@@ -131,12 +181,12 @@ impl Hub {
                 self.create_room(st, id, &key)?;
             }
             let presence = presence.map(|p| {
-                let tab: Arc<str> = format!("pusher:{}", p.user_id).into();
+                let tab: Arc<str> = format!("{MEMBER}{}", p.user_id).into();
                 Arc::new(Presence { user_id: p.user_id.into(), user_info: p.user_info.into(), tab })
             });
             if let (Some(p), Some(r)) = (&presence, st.rooms.get(&key)) {
-                let users = r.tabs.keys().filter(|t| t.starts_with("pusher:")).count();
-                if !r.tabs.contains_key(&p.tab) && users >= r.presence_limit {
+                let known = r.tabs.contains_key(&p.tab) || r.elsewhere.contains_key(&p.tab);
+                if !known && members_count(r) >= r.presence_limit {
                     let (limit, empty) = (r.presence_limit, r.is_empty());
                     if empty {
                         self.room_emptied(st, key.clone());
@@ -156,27 +206,44 @@ impl Hub {
             let r = self.room_entry(st, &key);
             r.add(id, outbox, codec);
             let first_tab = r.add_tab(tab.clone());
-            if first_tab {
-                // Pusher presence is this node's: a cluster does not carry it (docs/pusher.md).
-                if let Some(p) = &presence {
-                    let added = Out::MemberAdded { room: &key, user_id: &p.user_id, user_info: &p.user_info };
-                    self.to_room(st, &key, added, Some(id));
-                }
-            }
             if self.clustered {
-                // The JSON protocol's `join`, announced by the cluster on every node, as for a join.
-                self.tell_cluster(st, &key, &tab, id, &name, bound);
-            } else if first_tab && self.crowd_came(st, &key, &name) {
-                let user = User { id, name: &name, bound };
-                self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
+                // Announced by the cluster on every node (this one included), once per user: the
+                // JSON protocol's `join`, a presence channel's `member_added`.
+                let info = presence.as_ref().map(|p| p.user_info.clone());
+                self.tell_cluster(st, &key, &tab, id, &name, bound, info);
+            } else if first_tab {
+                if let Some(p) = &presence {
+                    self.pusher_member_news(st, &key, &p.tab, Some(&p.user_info), true);
+                }
+                if self.crowd_came(st, &key, &name) {
+                    let user = User { id, name: &name, bound };
+                    self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
+                }
             }
             self.emit(st, EventKind::Join, id, Some(&key), &name);
         }
+        let Some(key) = st.rooms.get_key_value(channel).map(|(k, _)| k.clone()) else { return Ok(()) };
+        if let Some(l) = st.rooms.get_mut(&key).and_then(|r| r.loading.as_mut()) {
+            // A cluster room whose members and history are on their way: answered by `loaded`.
+            l.waiting.retain(|(w, ..)| *w != id);
+            l.waiting.push((id, crate::identity::Resume::default(), false));
+            return Ok(());
+        }
+        self.pusher_greet(st, id, &key);
+        Ok(())
+    }
+
+    /// A subscriber's `subscription_succeeded` (a presence channel's: with its members on every
+    /// node), then a cache channel's last event.
+    pub(super) fn pusher_greet(&self, st: &State, id: ConnId, channel: &Arc<str>) {
         let data = match Kind::of(channel) {
             Kind::Presence => {
-                let Some(r) = st.rooms.get(channel) else { return Ok(()) };
-                let users = r.members.iter().filter_map(|m| st.conns.get(&m.id)?.presence_in(channel));
-                wire::presence_data(users.map(|p| (&*p.user_id, &*p.user_info)))
+                let Some(r) = st.rooms.get(channel) else { return };
+                let members = super::presence::members_of(st, channel, r);
+                let users = members.iter().filter_map(|m| {
+                    Some((m.user.strip_prefix(MEMBER)?, m.info.as_deref().unwrap_or("null")))
+                });
+                wire::presence_data(users)
             }
             _ => "{}".to_string(),
         };
@@ -184,7 +251,30 @@ impl Hub {
         if wire::is_cache(channel) {
             self.cache_replay(st, id, channel);
         }
-        Ok(())
+    }
+
+    /// A presence channel's members hear that a user came (its first connection on any node:
+    /// `member_added`, not to the user's own connections) or went (its last:
+    /// `member_removed`). `user`: the room's tab key for it (`pusher:{user_id}`); other users
+    /// are not Pusher members and nothing is said.
+    pub(super) fn pusher_member_news(
+        &self,
+        st: &State,
+        room: &str,
+        user: &str,
+        info: Option<&str>,
+        came: bool,
+    ) {
+        let Some(user_id) = user.strip_prefix(MEMBER) else { return };
+        let Some(r) = st.rooms.get(room) else { return };
+        if came {
+            let user_info = info.unwrap_or("null");
+            let mut frames = Frames::new(Out::MemberAdded { room, user_id, user_info });
+            let others = |m: ConnId| st.conns.get(&m).is_none_or(|c| **c.tab_in(room) != *user);
+            self.delivery.to_members_where(&r.members, &mut frames, r.policy, others);
+        } else {
+            self.to_room(st, room, Out::MemberRemoved { room, user_id }, None);
+        }
     }
 
     /// A cache channel's newcomer gets its last event (from the room's history), or
@@ -200,12 +290,6 @@ impl Hub {
     /// Unsubscribes `id` from `channel`; false if it was not subscribed.
     pub fn pusher_unsubscribe(&self, id: ConnId, channel: &str) -> bool {
         self.leave_locked(&mut self.lock(), id, channel)
-    }
-
-    /// The presence channel's members hear that a user's last connection left (called from
-    /// `leave_locked`).
-    pub(super) fn pusher_left(&self, st: &State, room: &str, presence: &Presence) {
-        self.to_room(st, room, Out::MemberRemoved { room, user_id: &presence.user_id }, None);
     }
 
     /// A client event from `id` to the other subscribers of `channel` (the caller checked the
@@ -351,8 +435,7 @@ impl Hub {
             name: name.to_string(),
             occupied: room.is_some(),
             subscription_count: room.map_or(0, |r| r.members.len()),
-            user_count: presence
-                .then(|| room.map_or(0, |r| r.tabs.keys().filter(|t| t.starts_with("pusher:")).count())),
+            user_count: presence.then(|| room.map_or(0, members_count)),
         }
     }
 
@@ -373,8 +456,16 @@ impl Hub {
 
     /// Closes every connection signed in as `user_id`, or subscribed to a presence channel as
     /// that user (Pusher's `terminate_connections`), with a `pusher:error` 4009 first; returns
-    /// how many.
+    /// how many (in a cluster: on this node; the other nodes close theirs).
     pub fn pusher_terminate(&self, user_id: &str) -> usize {
+        if self.clustered {
+            self.broker.node_op(super::NodeOp::PusherTerminate { user_id: user_id.to_string() });
+        }
+        self.pusher_terminate_here(user_id)
+    }
+
+    /// `pusher_terminate` for this node's connections only.
+    pub fn pusher_terminate_here(&self, user_id: &str) -> usize {
         let st = self.lock();
         let mut n = 0;
         for c in st.conns.values() {

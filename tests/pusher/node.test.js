@@ -1,7 +1,7 @@
 // pusher-js 8 (npm, the Node build) against the engine's Pusher protocol: connect, public,
 // private and presence channels, events from the signed HTTP API, members coming and going
 // (once per user across tabs), client events both ways, refusals with Pusher's codes.
-//   cargo build --example chat_server && npm ci --prefix tests/pusher && node --test tests/pusher/
+//   cargo build --example chat_server && npm ci --prefix tests/pusher && node --test --test-force-exit tests/pusher/
 "use strict";
 const { test, before, after } = require("node:test");
 const assert = require("node:assert");

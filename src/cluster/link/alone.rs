@@ -75,6 +75,7 @@ impl Link {
                     id: c.id,
                     name: c.name.to_string(),
                     bound: c.bound,
+                    info: c.info.as_deref().map(str::to_string),
                     tabs: c.tabs,
                     users: None,
                 };
