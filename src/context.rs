@@ -43,6 +43,8 @@ pub struct Context {
     pub runtime: Option<tokio::runtime::Handle>,
     /// This node's number in a cluster (0: an engine alone).
     pub node: u64,
+    /// In a cluster: the Redis connection the host's questions about the cluster share.
+    pub queries: crate::cluster::query::Queries,
 }
 
 impl Context {
@@ -86,6 +88,7 @@ impl Context {
             tls: None,
             runtime: None,
             node,
+            queries: Default::default(),
         }
     }
 }

@@ -178,7 +178,9 @@ pub async fn rooms_async(ctx: &Context) -> Result<Vec<RoomInfo>, Error> {
     if !cluster_up(ctx) {
         return Ok(local_rooms(ctx));
     }
-    let mut rooms: Vec<RoomInfo> = crate::cluster::query::rooms(&ctx.cfg.cluster, "")
+    let mut rooms: Vec<RoomInfo> = ctx
+        .queries
+        .rooms(&ctx.cfg.cluster, "")
         .await?
         .into_iter()
         .map(|r| RoomInfo { room: r.name, users: r.users, connections: r.conns, last_id: r.seq })
@@ -205,7 +207,7 @@ pub async fn presence_async(ctx: &Context, room: Option<&str>) -> Result<Snapsho
     running(ctx)?;
     match room {
         Some(r) if cluster_up(ctx) && !ctx.hub.follows(r) => {
-            let (entries, last_id) = crate::cluster::query::room(&ctx.cfg.cluster, r).await?;
+            let (entries, last_id) = ctx.queries.room(&ctx.cfg.cluster, r).await?;
             Ok(ctx.hub.presence_of_cluster_room(r, entries, last_id))
         }
         _ => Ok(ctx.hub.presence(room)),

@@ -340,6 +340,14 @@ async fn after_redis_restarts_the_nodes_reconnect_and_resubscribe() {
         send(&mut ann, text).await;
     }
     assert_eq!(messages(&mut bob, 2).await.last().unwrap().0, 2);
+    // A question about the cluster (on the connection questions share, kept from now on).
+    let auth = format!("Authorization: Bearer {API_KEY}\r\n");
+    let rooms = |port: u16| {
+        let (status, body) = http(port, "GET", "/api/rooms", &auth, "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["rooms"][0]["users"].clone()
+    };
+    assert_eq!(rooms(a.port), 2);
 
     // Redis comes back empty (no persistence): the nodes put back what they know.
     redis.kill();
@@ -366,6 +374,8 @@ async fn after_redis_restarts_the_nodes_reconnect_and_resubscribe() {
         (Some("hello again"), Some(3)),
         "ids go on, not back to 1"
     );
+    // The first question after the restart is answered too (on a new connection).
+    assert_eq!(rooms(a.port), 2);
     // Presence was told again: a newcomer on a third node sees both, and the epoch is the same.
     let c = node(&redis, json!({}));
     let mut cy = ws(&c, "name=cy&room=r").await;

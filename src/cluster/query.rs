@@ -1,10 +1,12 @@
 //! What the host asks about the whole cluster (its rooms, a room's users), read from Redis on a
-//! connection of the request's own: these are occasional questions (the HTTP API, the control
+//! connection the questions share (`Queries`, made on the first question and again after an
+//! error): these are occasional questions (the HTTP API, the Pusher HTTP API, the control
 //! socket, `chat_presence_json`), not worth a cache kept up to date on every node. And a node's
-//! leaving at stop, on a connection of its own too (the link is being shut down).
+//! leaving at stop, on a connection of its own (the link is being shut down).
 
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisResult};
 
 use super::conn::within;
@@ -54,7 +56,7 @@ pub struct ClusterRoom {
     pub members: usize,
 }
 
-async fn connection(cfg: &ClusterConfig) -> RedisResult<(redis::aio::MultiplexedConnection, Duration)> {
+async fn connection(cfg: &ClusterConfig) -> RedisResult<(MultiplexedConnection, Duration)> {
     let t = Duration::from_millis(cfg.redis_timeout_ms);
     let client = redis::Client::open(cfg.url().unwrap_or_default())?;
     let c = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
@@ -65,43 +67,90 @@ fn unreachable(e: redis::RedisError) -> Error {
     Error::other(ErrorKind::Internal, format!("the cluster's Redis did not answer: {e}"))
 }
 
-/// Every room with users on some node whose name starts with `start`.
-pub async fn rooms(cfg: &ClusterConfig, start: &str) -> Result<Vec<ClusterRoom>, Error> {
-    let keys = Keys::new(&cfg.redis_prefix);
-    let run = async {
-        let (mut conn, t) = connection(cfg).await?;
-        let cmd = redis::cmd("EVAL").arg(ROOMS_LUA).arg(0).arg(keys.prefix()).arg(start).to_owned();
-        within(t, cmd.query_async::<Vec<String>>(&mut conn)).await
-    };
-    let flat = run.await.map_err(unreachable)?;
-    Ok(flat
-        .chunks(5)
-        .filter_map(|c| match c {
-            [name, users, conns, seq, members] => Some(ClusterRoom {
-                name: name.clone(),
-                users: users.parse().ok()?,
-                conns: conns.parse().ok()?,
-                seq: seq.parse().unwrap_or(0),
-                members: members.parse().unwrap_or(0),
-            }),
-            _ => None,
-        })
-        .collect())
+/// The connection a node's questions about the cluster share: one multiplexed connection
+/// carries concurrent questions; made on the first question, kept while it answers, made again
+/// after an error (a connection whose socket died would fail every question after).
+#[derive(Default)]
+pub struct Queries {
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
-/// A room's users on every node (one entry per node and user) and its last id.
-pub async fn room(cfg: &ClusterConfig, room: &str) -> Result<(Vec<Presence>, u64), Error> {
-    let keys = Keys::new(&cfg.redis_prefix);
-    let run = async {
-        let (mut conn, t) = connection(cfg).await?;
+impl Queries {
+    /// Asks `ask` on the shared connection. A connection kept from before that fails (Redis
+    /// restarted since) is dropped and the question asked once more on a new one.
+    async fn ask<T, F, Fut>(&self, cfg: &ClusterConfig, ask: F) -> Result<T, Error>
+    where
+        F: Fn(MultiplexedConnection, Duration) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let t = Duration::from_millis(cfg.redis_timeout_ms);
+        loop {
+            let mut slot = self.conn.lock().await;
+            let (conn, fresh) = match &*slot {
+                Some(c) => (c.clone(), false),
+                None => {
+                    let (c, _) = connection(cfg).await.map_err(unreachable)?;
+                    *slot = Some(c.clone());
+                    (c, true)
+                }
+            };
+            drop(slot);
+            match ask(conn, t).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    *self.conn.lock().await = None;
+                    if fresh {
+                        return Err(unreachable(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every room with users on some node whose name starts with `start`.
+    pub async fn rooms(&self, cfg: &ClusterConfig, start: &str) -> Result<Vec<ClusterRoom>, Error> {
+        let cmd = redis::cmd("EVAL")
+            .arg(ROOMS_LUA)
+            .arg(0)
+            .arg(Keys::new(&cfg.redis_prefix).prefix())
+            .arg(start)
+            .to_owned();
+        let flat = self
+            .ask(cfg, |mut conn, t| {
+                let cmd = cmd.clone();
+                async move { within(t, cmd.query_async::<Vec<String>>(&mut conn)).await }
+            })
+            .await?;
+        Ok(flat
+            .chunks(5)
+            .filter_map(|c| match c {
+                [name, users, conns, seq, members] => Some(ClusterRoom {
+                    name: name.clone(),
+                    users: users.parse().ok()?,
+                    conns: conns.parse().ok()?,
+                    seq: seq.parse().unwrap_or(0),
+                    members: members.parse().unwrap_or(0),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// A room's users on every node (one entry per node and user) and its last id.
+    pub async fn room(&self, cfg: &ClusterConfig, room: &str) -> Result<(Vec<Presence>, u64), Error> {
+        let keys = Keys::new(&cfg.redis_prefix);
         let mut pipe = redis::pipe();
         pipe.cmd("HVALS").arg(keys.presence(room));
         pipe.cmd("GET").arg(keys.seq(room));
-        within(t, pipe.query_async::<(Vec<String>, Option<u64>)>(&mut conn)).await
-    };
-    let (values, seq) = run.await.map_err(unreachable)?;
-    let users = values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect();
-    Ok((users, seq.unwrap_or(0)))
+        let (values, seq) = self
+            .ask(cfg, |mut conn, t| {
+                let pipe = pipe.clone();
+                async move { within(t, pipe.query_async::<(Vec<String>, Option<u64>)>(&mut conn)).await }
+            })
+            .await?;
+        let users = values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect();
+        Ok((users, seq.unwrap_or(0)))
+    }
 }
 
 /// A node that stops leaves the cluster at once: its users are announced gone (as the others'

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{reply, Reply};
-use crate::cluster::query;
 use crate::config::PusherConfig;
 use crate::context::Context;
 use crate::error::Error;
@@ -243,7 +242,7 @@ async fn channel_info(ctx: &Context, name: &str) -> Result<ChannelInfo, Refusal>
     if !cluster_up(ctx) {
         return Ok(ctx.hub.pusher_channel(name));
     }
-    let (entries, _) = query::room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
+    let (entries, _) = ctx.queries.room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
     Ok(ChannelInfo::of_entries(name, &entries))
 }
 
@@ -255,7 +254,7 @@ async fn channels(ctx: &Context, prefix: Option<&str>, info: Option<&str>) -> Re
         return Err(bad("info=user_count needs filter_by_prefix=presence-"));
     }
     let list = if cluster_up(ctx) {
-        let rooms = query::rooms(&ctx.cfg.cluster, prefix.unwrap_or("")).await.map_err(unanswered)?;
+        let rooms = ctx.queries.rooms(&ctx.cfg.cluster, prefix.unwrap_or("")).await.map_err(unanswered)?;
         rooms
             .iter()
             .map(|r| ChannelInfo::of_cluster(&r.name, r.conns, r.members))
@@ -283,7 +282,7 @@ async fn users(ctx: &Context, name: &str) -> Result<Value, Refusal> {
         return Err(bad("users are listed for presence- channels only"));
     }
     let ids = if cluster_up(ctx) {
-        let (entries, _) = query::room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
+        let (entries, _) = ctx.queries.room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
         crate::hub::pusher_cluster_users(&entries)
     } else {
         ctx.hub.pusher_users(name)
