@@ -471,3 +471,97 @@ async fn in_a_cluster_presence_channels_and_channel_queries_span_every_node() {
     a.stop().unwrap();
     b.stop().unwrap();
 }
+
+/// A presence channel's member list as a client keeps it: `subscription_succeeded`'s ids, then
+/// each `member_added` / `member_removed`, each checked against the list (no user added twice,
+/// none removed that was not there).
+struct Members(std::collections::BTreeSet<String>);
+
+impl Members {
+    fn from(presence: &Value) -> Members {
+        Members(presence["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect())
+    }
+
+    /// Reads events until `member_added` of `until`, applying every member event on the way;
+    /// returns those events' (added, user id).
+    async fn read_until_added(&mut self, ws: &mut Client, until: &str) -> Vec<(bool, String)> {
+        let mut seen = Vec::new();
+        loop {
+            let v = event(ws).await;
+            let added = match v["event"].as_str() {
+                Some("pusher_internal:member_added") => true,
+                Some("pusher_internal:member_removed") => false,
+                _ => continue,
+            };
+            let id = v["data"]["user_id"].as_str().unwrap().to_string();
+            if added {
+                assert!(self.0.insert(id.clone()), "{id} added while listed already: {:?} {seen:?}", self.0);
+            } else {
+                assert!(self.0.remove(&id), "{id} removed while not listed: {:?} {seen:?}", self.0);
+            }
+            seen.push((added, id.clone()));
+            if added && id == until {
+                return seen;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn in_a_cluster_each_node_announces_members_as_its_lists_show_them_through_races_and_outages() {
+    let redis = TestRedis::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.1);
+    let a = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
+    let b = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
+    let ch = "presence-lobby";
+    let unsubscribe = json!({"event": "pusher:unsubscribe", "data": {"channel": ch}}).to_string();
+
+    // ann, then cy at once on the same node (ann's news still on its way through Redis): cy's
+    // list has ann, and nobody hears of ann twice.
+    let (mut ann, ann_id) = established(&a).await;
+    let (mut cy, cy_id) = established(&a).await;
+    let mut anns = Members::from(&join_presence(&mut ann, &ann_id, ch, "ann").await);
+    let mut cys = Members::from(&join_presence(&mut cy, &cy_id, ch, "cy").await);
+    assert!(cys.0.contains("ann"), "{:?}", cys.0);
+    let (mut bob, bob_id) = established(&b).await;
+    join_presence(&mut bob, &bob_id, ch, "bob").await;
+    assert_eq!(anns.read_until_added(&mut ann, "bob").await, [(true, "cy".into()), (true, "bob".into())]);
+    assert_eq!(cys.read_until_added(&mut cy, "bob").await, [(true, "bob".into())]);
+
+    // Redis hangs; meanwhile bob (still on node B) comes to node A and leaves it: node A knows
+    // he is on node B, so that is no news, then or after Redis is back.
+    redis.signal("-STOP");
+    let healthz = |port: u16| http(port, "GET", "/healthz", "", "").1;
+    until("both nodes serve alone", || [a.port(), b.port()].iter().all(|&p| healthz(p).contains("degraded")))
+        .await;
+    let (mut visit, visit_id) = established(&a).await;
+    join_presence(&mut visit, &visit_id, ch, "bob").await;
+    send(&mut visit, &unsubscribe).await;
+    send(&mut visit, r#"{"event":"pusher:ping","data":{}}"#).await;
+    while event(&mut visit).await["event"] != "pusher:pong" {}
+    redis.signal("-CONT");
+    until("both nodes back", || [a.port(), b.port()].iter().all(|&p| healthz(p).starts_with("ok"))).await;
+    let (mut dan, dan_id) = established(&b).await;
+    join_presence(&mut dan, &dan_id, ch, "dan").await;
+    assert_eq!(
+        anns.read_until_added(&mut ann, "dan").await,
+        [(true, "dan".into())],
+        "bob's visit was no news"
+    );
+
+    // bob moves from node B to node A: whatever order node A hears of it in, its members end
+    // with bob listed, each news consistent with their list.
+    send(&mut bob, &unsubscribe).await;
+    let (mut bob2, bob2_id) = established(&a).await;
+    join_presence(&mut bob2, &bob2_id, ch, "bob").await;
+    let (mut eve, eve_id) = established(&b).await;
+    join_presence(&mut eve, &eve_id, ch, "eve").await;
+    for (who, list, ws) in [("ann", &mut anns, &mut ann), ("cy", &mut cys, &mut cy)] {
+        list.read_until_added(ws, "eve").await;
+        let want: std::collections::BTreeSet<String> =
+            ["ann", "bob", "cy", "dan", "eve"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(list.0, want, "{who}'s list");
+    }
+    a.stop().unwrap();
+    b.stop().unwrap();
+}

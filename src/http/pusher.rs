@@ -106,7 +106,7 @@ pub(super) async fn api(req: Request<Body>, ctx: &Context) -> Reply {
             Err(e) => Err(e),
         },
         (&Method::GET, ["channels"]) => channels(ctx, param("filter_by_prefix"), param("info")).await,
-        (&Method::GET, ["channels", name]) => channel(ctx, name, param("info")).await,
+        (&Method::GET, ["channels", name]) => Ok(channel(ctx, name, param("info")).await),
         (&Method::GET, ["channels", name, "users"]) => users(ctx, name).await,
         (&Method::POST, ["users", user, "events"]) => {
             parse::<UserEvent>(&body).and_then(|e| to_user(ctx, cfg, user, e))
@@ -169,7 +169,7 @@ async fn trigger(ctx: &Context, cfg: &PusherConfig, e: EventBody) -> Result<Valu
     let Some(info) = e.info else { return Ok(json!({})) };
     let mut out = Map::new();
     for c in &channels {
-        out.insert(c.clone(), attributes(&channel_info(ctx, c).await?, &info));
+        out.insert(c.clone(), attributes(&channel_info(ctx, c).await, &info));
     }
     Ok(json!({ "channels": out }))
 }
@@ -230,20 +230,27 @@ fn attributes(c: &ChannelInfo, info: &str) -> Value {
     Value::Object(m)
 }
 
-/// Why a cluster's question to Redis failed, as the API answers it.
-fn unanswered(e: Error) -> Refusal {
-    let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, e.to_string())
+/// The cluster's answer, or None (counted in `cluster_errors`) when Redis did not give one:
+/// the node answers for itself then, as while it knows Redis is away. (An event was delivered
+/// before its `info` is asked for: an error would make a library send it again.)
+fn or_local<T>(ctx: &Context, answer: Result<T, Error>) -> Option<T> {
+    match answer {
+        Ok(v) => Some(v),
+        Err(_) => {
+            Stats::inc(&ctx.stats.cluster_errors);
+            None
+        }
+    }
 }
 
-/// One channel: in a cluster whose Redis answers, on every node (while it does not, this node
-/// answers for itself, as for the engine's own API).
-async fn channel_info(ctx: &Context, name: &str) -> Result<ChannelInfo, Refusal> {
-    if !cluster_up(ctx) {
-        return Ok(ctx.hub.pusher_channel(name));
+/// One channel: in a cluster whose Redis answers, on every node.
+async fn channel_info(ctx: &Context, name: &str) -> ChannelInfo {
+    if cluster_up(ctx) {
+        if let Some((entries, _)) = or_local(ctx, ctx.queries.room(&ctx.cfg.cluster, name).await) {
+            return ChannelInfo::of_entries(name, &entries);
+        }
     }
-    let (entries, _) = ctx.queries.room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
-    Ok(ChannelInfo::of_entries(name, &entries))
+    ctx.hub.pusher_channel(name)
 }
 
 async fn channels(ctx: &Context, prefix: Option<&str>, info: Option<&str>) -> Result<Value, Refusal> {
@@ -253,15 +260,17 @@ async fn channels(ctx: &Context, prefix: Option<&str>, info: Option<&str>) -> Re
     {
         return Err(bad("info=user_count needs filter_by_prefix=presence-"));
     }
-    let list = if cluster_up(ctx) {
-        let rooms = ctx.queries.rooms(&ctx.cfg.cluster, prefix.unwrap_or("")).await.map_err(unanswered)?;
-        rooms
+    let cluster = match cluster_up(ctx) {
+        true => or_local(ctx, ctx.queries.rooms(&ctx.cfg.cluster, prefix.unwrap_or("")).await),
+        false => None,
+    };
+    let list = match cluster {
+        Some(rooms) => rooms
             .iter()
             .map(|r| ChannelInfo::of_cluster(&r.name, r.conns, r.members))
             .filter(|c| c.occupied)
-            .collect()
-    } else {
-        ctx.hub.pusher_channels(prefix)
+            .collect(),
+        None => ctx.hub.pusher_channels(prefix),
     };
     let mut out = Map::new();
     for c in list {
@@ -270,22 +279,24 @@ async fn channels(ctx: &Context, prefix: Option<&str>, info: Option<&str>) -> Re
     Ok(json!({ "channels": out }))
 }
 
-async fn channel(ctx: &Context, name: &str, info: Option<&str>) -> Result<Value, Refusal> {
-    let c = channel_info(ctx, name).await?;
+async fn channel(ctx: &Context, name: &str, info: Option<&str>) -> Value {
+    let c = channel_info(ctx, name).await;
     let mut v = attributes(&c, info.unwrap_or(""));
     v["occupied"] = c.occupied.into();
-    Ok(v)
+    v
 }
 
 async fn users(ctx: &Context, name: &str) -> Result<Value, Refusal> {
     if Kind::of(name) != Kind::Presence {
         return Err(bad("users are listed for presence- channels only"));
     }
-    let ids = if cluster_up(ctx) {
-        let (entries, _) = ctx.queries.room(&ctx.cfg.cluster, name).await.map_err(unanswered)?;
-        crate::hub::pusher_cluster_users(&entries)
-    } else {
-        ctx.hub.pusher_users(name)
+    let cluster = match cluster_up(ctx) {
+        true => or_local(ctx, ctx.queries.room(&ctx.cfg.cluster, name).await),
+        false => None,
+    };
+    let ids = match cluster {
+        Some((entries, _)) => crate::hub::pusher_cluster_users(&entries),
+        None => ctx.hub.pusher_users(name),
     };
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(json!({ "users": users }))

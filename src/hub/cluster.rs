@@ -253,38 +253,47 @@ impl Hub {
         // Messages are news only on a reload of a room that had its history before; a first
         // load (or the first after being served alone) is history.
         let news = loading.reload && r.synced;
-        let mut came_went = (Vec::new(), Vec::new());
+        // What this node's members were told of the other nodes' users, to tell them what changed.
+        let before = news.then(|| r.elsewhere.clone());
         if let Some(presence) = l.presence {
-            let before = std::mem::take(&mut r.elsewhere);
+            r.elsewhere.clear();
             for p in &presence {
                 apply(r, p);
-            }
-            if news {
-                // Who came and went elsewhere while this node could not hear it (users with tabs
-                // here were announced here).
-                let here = |u: &Arc<str>| r.tabs.contains_key(u);
-                for (u, m) in &r.elsewhere {
-                    if !before.contains_key(u) && !here(u) {
-                        came_went.0.push((u.clone(), m.clone()));
-                    }
-                }
-                for (u, m) in before {
-                    if !r.elsewhere.contains_key(&u) && !here(&u) {
-                        came_went.1.push((u, m));
-                    }
-                }
             }
             r.cluster_users = Some(l.users);
             r.synced = true;
         }
+        // News that came while loading: each sets one node's tabs of a user, in order, so those
+        // the snapshot has already change nothing and the newer ones bring it up to date.
+        for p in &loading.early_presence {
+            apply(r, p);
+        }
+        let mut came_went = (Vec::new(), Vec::new());
+        if let Some(before) = before {
+            // Who came and went elsewhere while this node could not hear it (users with tabs
+            // here were announced here).
+            let here = |u: &Arc<str>| r.tabs.contains_key(u);
+            for (u, m) in &r.elsewhere {
+                if !before.contains_key(u) && !here(u) {
+                    came_went.0.push((u.clone(), m.clone()));
+                }
+            }
+            for (u, m) in before {
+                if !r.elsewhere.contains_key(&u) && !here(&u) {
+                    came_went.1.push((u, m));
+                }
+            }
+        }
+        // Not to the joiners waiting for their list, which has it.
+        let waiting: Vec<ConnId> = loading.waiting.iter().map(|(id, ..)| *id).collect();
         for (came, list) in [(true, came_went.0), (false, came_went.1)] {
             for (u, m) in list {
-                self.pusher_member_news(st, &key, &u, m.info.as_deref(), came);
+                self.pusher_member_news(st, &key, &u, m.info.as_deref(), came, &waiting);
                 let user = User { id: m.id, name: &m.name, bound: m.bound };
                 if came && self.crowd_came(st, &key, &m.name) {
-                    self.to_room(st, &key, Out::Join { room: &key, user }, None);
+                    self.to_room_but(st, &key, Out::Join { room: &key, user }, &waiting);
                 } else if !came && self.crowd_went(st, &key, &m.name) {
-                    self.to_room(st, &key, Out::Leave { room: &key, user }, None);
+                    self.to_room_but(st, &key, Out::Leave { room: &key, user }, &waiting);
                 }
             }
         }
@@ -297,11 +306,6 @@ impl Hub {
         }
         if let Some(r) = st.rooms.get_mut(&key) {
             r.seq = r.seq.max(l.seq);
-        }
-        if let Some(r) = st.rooms.get_mut(&key) {
-            for p in &loading.early_presence {
-                apply(r, p); // reflected in the list the joiners get: not announced
-            }
         }
         for (id, resume, first) in loading.waiting {
             if st.rooms.get(&key).is_some_and(|r| r.contains(id)) {

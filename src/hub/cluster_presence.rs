@@ -154,11 +154,18 @@ impl Hub {
             Some(rem) if !mine && p.tabs > 0 && *rem.name != *p.name => Some(rem.name.clone()),
             _ => None,
         };
+        let seen = Self::in_view(r, &p.user);
         if !mine {
             apply(r, &p);
         }
+        let changed = seen != Self::in_view(r, &p.user);
         if let Some(n) = p.users {
             r.cluster_users = Some(n);
+        }
+        // A Pusher presence member entered or left this node's view (its own changes here
+        // were announced when they were made).
+        if changed {
+            self.pusher_member_news(st, &key, &p.user, p.info.as_deref(), !seen, &[]);
         }
         let name: Arc<str> = p.name.into();
         let user = User { id: p.id, name: &name, bound: p.bound };
@@ -166,17 +173,11 @@ impl Hub {
             self.to_room(st, &key, Out::Nick { room: &key, user, old: &old }, None);
         }
         match p.p.as_str() {
-            "came" => {
-                self.pusher_member_news(st, &key, &p.user, p.info.as_deref(), true);
-                if self.crowd_came(st, &key, &name) {
-                    self.to_room(st, &key, Out::Join { room: &key, user }, Some(p.id));
-                }
+            "came" if self.crowd_came(st, &key, &name) => {
+                self.to_room(st, &key, Out::Join { room: &key, user }, Some(p.id));
             }
-            "went" => {
-                self.pusher_member_news(st, &key, &p.user, None, false);
-                if self.crowd_went(st, &key, &name) {
-                    self.to_room(st, &key, Out::Leave { room: &key, user }, None);
-                }
+            "went" if self.crowd_went(st, &key, &name) => {
+                self.to_room(st, &key, Out::Leave { room: &key, user }, None);
             }
             _ => {}
         }

@@ -270,6 +270,15 @@ impl Hub {
         self.room_frames(st, room, &mut Frames::new(out), except)
     }
 
+    /// `to_room`, but not to the connections in `skip`.
+    fn to_room_but(&self, st: &State, room: &str, out: Out<'_>, skip: &[ConnId]) -> usize {
+        let Some(r) = st.rooms.get(room) else { return 0 };
+        let mut frames = Frames::new(out);
+        let sent = self.delivery.to_members_where(&r.members, &mut frames, r.policy, |m| !skip.contains(&m));
+        self.broker.room(room, &frames.out);
+        sent
+    }
+
     fn room_frames(&self, st: &State, room: &str, frames: &mut Frames<'_>, except: Option<ConnId>) -> usize {
         let Some(r) = st.rooms.get(room) else { return 0 };
         let sent = self.delivery.to_members(&r.members, frames, r.policy, except);
@@ -487,13 +496,13 @@ impl Hub {
         if let Some(r) = st.rooms.get_mut(&key) {
             r.remove(id);
             let last_tab = r.remove_tab(&user);
-            let empty = r.is_empty();
+            let (empty, elsewhere) = (r.is_empty(), r.elsewhere.contains_key(&user));
+            if let Some(p) = presence.as_ref().filter(|_| last_tab && !elsewhere && !empty) {
+                self.pusher_member_news(st, &key, &p.tab, None, false, &[]);
+            }
             if self.clustered {
-                // Announced by the cluster: `member_removed` once the user left every node.
                 let info = presence.as_ref().map(|p| p.user_info.clone());
                 self.tell_cluster(st, &key, &user, id, &name, bound, info);
-            } else if let Some(p) = presence.as_ref().filter(|_| last_tab && !empty) {
-                self.pusher_member_news(st, &key, &p.tab, None, false);
             }
             if empty {
                 if let Some(r) = st.rooms.get_mut(&key) {

@@ -206,19 +206,18 @@ impl Hub {
             let r = self.room_entry(st, &key);
             r.add(id, outbox, codec);
             let first_tab = r.add_tab(tab.clone());
+            let elsewhere = r.elsewhere.contains_key(&tab);
+            if let Some(p) = presence.as_ref().filter(|_| first_tab && !elsewhere) {
+                self.pusher_member_news(st, &key, &p.tab, Some(&p.user_info), true, &[]);
+            }
             if self.clustered {
-                // Announced by the cluster on every node (this one included), once per user: the
-                // JSON protocol's `join`, a presence channel's `member_added`.
+                // The JSON protocol's `join`, announced by the cluster on every node (this one
+                // included), once per user.
                 let info = presence.as_ref().map(|p| p.user_info.clone());
                 self.tell_cluster(st, &key, &tab, id, &name, bound, info);
-            } else if first_tab {
-                if let Some(p) = &presence {
-                    self.pusher_member_news(st, &key, &p.tab, Some(&p.user_info), true);
-                }
-                if self.crowd_came(st, &key, &name) {
-                    let user = User { id, name: &name, bound };
-                    self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
-                }
+            } else if first_tab && self.crowd_came(st, &key, &name) {
+                let user = User { id, name: &name, bound };
+                self.to_room(st, &key, Out::Join { room: &key, user }, Some(id));
             }
             self.emit(st, EventKind::Join, id, Some(&key), &name);
         }
@@ -253,10 +252,18 @@ impl Hub {
         }
     }
 
-    /// A presence channel's members hear that a user came (its first connection on any node:
-    /// `member_added`, not to the user's own connections) or went (its last:
-    /// `member_removed`). `user`: the room's tab key for it (`pusher:{user_id}`); other users
-    /// are not Pusher members and nothing is said.
+    /// A presence channel's members hear that a user came into this node's view of the channel
+    /// (`member_added`, not to the user's own connections) or left it (`member_removed`).
+    ///
+    /// The view is what the member lists in `subscription_succeeded` are made from: the users
+    /// with connections here, and (in a cluster) those the cluster announced on other nodes. A
+    /// user enters it with its first connection here while no other node has it, or when the
+    /// cluster announces it on another node while it has none here; it leaves it likewise.
+    /// Announcing the view's changes, as they are made under the hub's lock, keeps a list and
+    /// the news after it in agreement on every node, whatever order the cluster's news come in
+    /// (and while the cluster cannot be reached). `user`: the room's tab key for it
+    /// (`pusher:{user_id}`); other users are not Pusher members and nothing is said. `skip`:
+    /// connections not to tell (they wait for their list).
     pub(super) fn pusher_member_news(
         &self,
         st: &State,
@@ -264,17 +271,22 @@ impl Hub {
         user: &str,
         info: Option<&str>,
         came: bool,
+        skip: &[ConnId],
     ) {
         let Some(user_id) = user.strip_prefix(MEMBER) else { return };
         let Some(r) = st.rooms.get(room) else { return };
-        if came {
-            let user_info = info.unwrap_or("null");
-            let mut frames = Frames::new(Out::MemberAdded { room, user_id, user_info });
-            let others = |m: ConnId| st.conns.get(&m).is_none_or(|c| **c.tab_in(room) != *user);
-            self.delivery.to_members_where(&r.members, &mut frames, r.policy, others);
-        } else {
-            self.to_room(st, room, Out::MemberRemoved { room, user_id }, None);
-        }
+        let out = match came {
+            true => Out::MemberAdded { room, user_id, user_info: info.unwrap_or("null") },
+            false => Out::MemberRemoved { room, user_id },
+        };
+        let to = |m: ConnId| !skip.contains(&m) && st.conns.get(&m).is_none_or(|c| **c.tab_in(room) != *user);
+        self.delivery.to_members_where(&r.members, &mut Frames::new(out), r.policy, to);
+    }
+
+    /// Whether `user` (a room's tab key) is in this node's view of `room` (see
+    /// `pusher_member_news`).
+    pub(super) fn in_view(r: &super::room::Room, user: &str) -> bool {
+        r.tabs.contains_key(user) || r.elsewhere.contains_key(user)
     }
 
     /// A cache channel's newcomer gets its last event (from the room's history), or

@@ -119,9 +119,14 @@ test("presence across nodes: members once per user, either node's API answers fo
   // Bob's second tab is on node A; then his first (node B) goes: still one bob, no news.
   const bob2 = client(0, "bob");
   assert.strictEqual((await subscribed(bob2, "presence-hall")).members.count, 2);
-  const one = await api(nodes.urls[1], "GET", "/channels/presence-hall", undefined, {
-    params: { info: "subscription_count,user_count" },
-  });
+  // Node A tells Redis of bob's second tab a moment after greeting it.
+  let one;
+  await eventually(async () => {
+    one = await api(nodes.urls[1], "GET", "/channels/presence-hall", undefined, {
+      params: { info: "subscription_count,user_count" },
+    });
+    return one.json.subscription_count === 3;
+  }, "node B to count bob's tab on node A");
   assert.deepStrictEqual(one.json, { occupied: true, subscription_count: 3, user_count: 2 });
   const listed = await api(nodes.urls[0], "GET", "/channels", undefined, {
     params: { filter_by_prefix: "presence-", info: "user_count" },
