@@ -222,8 +222,10 @@ async fn handle(req: Request<Body>, ctx: Arc<Context>, peer: SocketAddr) -> Resu
         (&Method::GET, "/favicon.svg") => favicon(),
         (&Method::GET, "/healthz") => text(StatusCode::OK, health(&ctx)),
         (&Method::GET, "/metrics") if site.metrics => metrics(&req, &ctx),
-        (_, p) if p.starts_with("/api/") => rest::api(req, &ctx).await,
-        (_, p) if p.starts_with("/apps/") => pusher::api(req, &ctx).await,
+        // Boxed: their futures (a cluster's questions to Redis among them) are kilobytes, and
+        // every request's future, each WebSocket upgrade's included, would be as big.
+        (_, p) if p.starts_with("/api/") => Box::pin(rest::api(req, &ctx)).await,
+        (_, p) if p.starts_with("/apps/") => Box::pin(pusher::api(req, &ctx)).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
 }
