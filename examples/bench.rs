@@ -36,7 +36,10 @@
 //! Options: `--targets embedchat,uws,ws` (which servers, `embedchat,ws` if not given; the ratio
 //! lines at the end compare every other target with embedchat; `clusterN` is N embedchat nodes
 //! sharing a `redis-server` of the run's own, all on the server's CPU, with the clients spread
-//! evenly over the nodes: `cluster1` is one node that sends everything through Redis), `--tls` (embedchat serves
+//! evenly over the nodes: `cluster1` is one node that sends everything through Redis; `pusher`
+//! and `soketi` are embedchat and Soketi with Pusher-protocol clients: each subscribes to its
+//! room's private channel, signed, and the publisher sends client events, which every
+//! subscriber but the sender gets), `--tls` (embedchat serves
 //! https/wss with a certificate this tool makes, ECDSA P-256, and every client speaks TLS through
 //! tokio-rustls with full handshakes, no session resumption; the uws and ws peers stay plain), `--server-cpu 0 --client-cpu 1` (the server is pinned with taskset, the
 //! clients pin themselves), `--deadline SECS` (bigroom, storm, churn: the most each phase may
@@ -91,7 +94,7 @@ struct Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench fanout|idle|bigroom|storm|churn|hook [--targets embedchat,uws,ws] [--runs N]\n\
+        "usage: bench fanout|idle|bigroom|storm|churn|hook [--targets embedchat,pusher,soketi,uws,ws,clusterN] [--runs N]\n\
          \x20 [--server-cpu N] [--client-cpu N] [--tls]\n\
          \x20 fanout:  [--subs N] [--msgs N] [--size BYTES] [--rate N] [--window N] [--batch N] [--deflate 1]\n\
          \x20 idle:    [--conns N] [--room-size N]\n\
@@ -256,7 +259,7 @@ impl Server {
             cmd.arg("node").arg(root.join("bench").join(script));
         };
         match target {
-            "embedchat" => {
+            "embedchat" | "pusher" => {
                 let cfg = std::env::temp_dir().join(format!("embedchat-bench-{}.json", std::process::id()));
                 let mut json = serde_json::json!({"worker_threads": 1, "max_connections": 100000,
                     "max_connections_per_ip": 0, "max_messages_per_second": 0, "event_queue": 1048576});
@@ -265,6 +268,10 @@ impl Server {
                 }
                 if let Some(p) = redis_port {
                     json["redis_url"] = format!("redis://127.0.0.1:{p}/0").into();
+                }
+                if target == "pusher" {
+                    json["pusher"] = serde_json::json!({"app_id": "bench", "key": PUSHER_KEY,
+                        "secret": PUSHER_SECRET, "client_events": true});
                 }
                 std::fs::write(&cfg, json.to_string()).unwrap();
                 cmd.arg(exe_dir.join("chat_server"))
@@ -277,8 +284,9 @@ impl Server {
                 cmd.arg(target.trim_start_matches("php-")).arg(HOOK_MESSAGES.to_string());
             }
             "uws" => node_peer("uwebsockets", "uws_server.js", &mut cmd),
+            "soketi" => node_peer("@soketi/soketi", "soketi_server.js", &mut cmd),
             "ws" => node_peer("ws", "ws_server.js", &mut cmd),
-            other => panic!("unknown target {other} (embedchat, clusterN, uws, ws)"),
+            other => panic!("unknown target {other} (embedchat, pusher, clusterN, uws, ws, soketi)"),
         }
         // The node peers compress only when asked (embedchat's `compression` is on by default).
         cmd.env("BENCH_DEFLATE", if DEFLATE.load(Ordering::Relaxed) { "1" } else { "0" });
@@ -354,6 +362,55 @@ fn pin_self(cpu: usize) {
 
 /// `--deflate 1`: every client offers permessage-deflate (set once in `main`, read by every connect).
 static DEFLATE: AtomicBool = AtomicBool::new(false);
+/// Targets `pusher` (embedchat) and `soketi`: every client speaks the Pusher protocol
+/// (`/app/{key}`), subscribes to the room's private channel (`private-<room>`, signed as a
+/// site's auth endpoint signs it) and the publisher sends client events there, which every
+/// subscriber but the sender gets.
+static PUSHER: AtomicBool = AtomicBool::new(false);
+const PUSHER_KEY: &str = "bench-key";
+const PUSHER_SECRET: &str = "bench-secret-0123456789";
+
+fn pusher_on() -> bool {
+    PUSHER.load(Ordering::Relaxed)
+}
+
+/// The client event a Pusher publisher sends into `room`'s channel, timed like `timed_text`.
+fn timed_event(sh: &Shared, pad: &str, room: &str) -> Vec<u8> {
+    let ev = format!(r#"{{"event":"client-m","channel":"private-{room}","data":"T{}|{pad}"}}"#, sh.now_ns());
+    client_frame(ev.as_bytes())
+}
+
+/// The message a publisher sends into `room`: a text for the engine's own protocol, a client
+/// event for a Pusher one.
+fn publish_frame(sh: &Shared, pad: &str, room: &str) -> Vec<u8> {
+    if pusher_on() {
+        timed_event(sh, pad, room)
+    } else {
+        timed_text(sh, pad)
+    }
+}
+
+/// `pusher:subscribe` to `private-<room>` for the socket `connection_established` named.
+fn pusher_subscribe(established: &[u8], room: &str) -> Vec<u8> {
+    let key = br#"socket_id\":\""#;
+    let at = established.windows(key.len()).position(|w| w == key).map_or(0, |i| i + key.len());
+    let id: String = established[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .map(|b| *b as char)
+        .collect();
+    let channel = format!("private-{room}");
+    let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, PUSHER_SECRET.as_bytes());
+    let sig: String = ring::hmac::sign(&mac, format!("{id}:{channel}").as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let sub = format!(
+        r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","auth":"{PUSHER_KEY}:{sig}"}}}}"#
+    );
+    client_frame(sub.as_bytes())
+}
 
 /// `--tls`: the certificate this run made and a client config that trusts it.
 struct TlsSetup {
@@ -472,8 +529,12 @@ async fn ws_connect(port: u16, local_ip: Ipv4Addr, query: &str) -> std::io::Resu
 
 /// The HTTP upgrade on `s`; returns the bytes read past the 101's headers.
 async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, query: &str) -> std::io::Result<Vec<u8>> {
+    let path = match pusher_on() {
+        true => format!("/app/{PUSHER_KEY}?protocol=7&client=bench&version=8.4.0&{query}"),
+        false => format!("/ws?{query}"),
+    };
     let req = format!(
-        "GET /ws?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
         if DEFLATE.load(Ordering::Relaxed) {
             // What a browser offers, plus server_no_context_takeover so every server resets its
@@ -591,10 +652,14 @@ fn client_frame(payload: &[u8]) -> Vec<u8> {
 }
 
 const MESSAGE_PREFIX: &[u8] = br#"{"type":"message""#;
+/// A client event as a Pusher subscriber gets it.
+const PUSHER_MESSAGE_PREFIX: &[u8] = br#"{"event":"client-m""#;
 
-/// The publish time (ns since `t0`) carried in a message's text `T<ns>|…`.
+/// The publish time (ns since `t0`) carried in a message's text `T<ns>|…` (a client event's
+/// data).
 fn sent_ns(payload: &[u8]) -> Option<u64> {
-    let key = br#""text":"T"#;
+    let key: &[u8] =
+        if payload.starts_with(PUSHER_MESSAGE_PREFIX) { br#""data":"T"# } else { br#""text":"T"# };
     let at = payload.windows(key.len()).position(|w| w == key)? + key.len();
     let digits = payload[at..].iter().take_while(|b| b.is_ascii_digit());
     Some(digits.fold(0u64, |acc, d| acc * 10 + (d - b'0') as u64))
@@ -713,6 +778,7 @@ async fn read_some(rd: &mut Rd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
 /// Reads frames until `expect` messages came or the connection ends: counts the welcome (the
 /// first text frame; `permit` is released then), times every `message`, answers pings, ignores
 /// everything else.
+#[allow(clippy::too_many_arguments)] // one reader's whole state, handed over at spawn
 async fn subscribe(
     mut rd: Rd,
     mut buf: Vec<u8>,
@@ -721,13 +787,21 @@ async fn subscribe(
     wr: Writer,
     started_ns: u64,
     mut permit: Option<OwnedSemaphorePermit>,
+    pusher_channel: Option<String>,
 ) {
     let mut got = 0;
     let mut welcomed = false;
+    // A Pusher client subscribes on `connection_established` and is ready once subscribed.
+    let mut established = pusher_channel.is_none();
     let mut lat = Vec::new();
     let mut pongs = Vec::new();
     loop {
         let used = frames(&buf, |op, p| match op {
+            1 if !established => {
+                established = true;
+                pongs.extend_from_slice(&pusher_subscribe(p, pusher_channel.as_deref().unwrap_or_default()));
+            }
+            1 if !welcomed && pusher_channel.is_some() && !contains(p, b"subscription_succeeded") => {}
             1 => {
                 let now = sh.now_ns();
                 if !welcomed {
@@ -737,7 +811,7 @@ async fn subscribe(
                     sh.welcome_us.lock().unwrap().push((now.saturating_sub(started_ns) / 1000) as u32);
                     permit = None;
                 }
-                if p.starts_with(MESSAGE_PREFIX) {
+                if p.starts_with(MESSAGE_PREFIX) || p.starts_with(PUSHER_MESSAGE_PREFIX) {
                     if let Some(sent) = sent_ns(p) {
                         lat.push((now.saturating_sub(sent) / 1000) as u32);
                     }
@@ -774,6 +848,10 @@ async fn subscribe(
     sh.ended.fetch_add(1, Ordering::SeqCst);
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Connects, then reads in a task of its own (see `subscribe`); a failure is counted in `sh`.
 async fn open(
     port: u16,
@@ -785,11 +863,17 @@ async fn open(
 ) -> Option<Client> {
     let started_ns = sh.now_ns();
     sh.last_start_ns.fetch_max(started_ns, Ordering::SeqCst);
+    let pusher_channel = pusher_on().then(|| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "room")
+            .map_or("bench".into(), |(_, v)| v.into_owned())
+    });
     match ws_connect(port, ip, &query).await {
         Ok((s, rest)) => {
             let (rd, wr) = s.split();
             let wr = Arc::new(tokio::sync::Mutex::new(wr));
-            let reader = tokio::spawn(subscribe(rd, rest, sh, expect, wr.clone(), started_ns, permit));
+            let reader =
+                tokio::spawn(subscribe(rd, rest, sh, expect, wr.clone(), started_ns, permit, pusher_channel));
             Some(Client { wr, reader })
         }
         Err(e) => {
@@ -862,6 +946,8 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
         clients.push(c.unwrap_or_else(|| panic!("connect: {:?}", sh.first_error.lock().unwrap())));
     }
     let publisher = clients[0].wr.clone();
+    // A Pusher publisher does not get its own client events: the others do.
+    let (skip, receivers) = if pusher_on() { (1, o.subs - 1) } else { (0, o.subs) };
     let ready_by = Instant::now() + Duration::from_secs(60);
     wait_for(ready_by, || sh.ready() >= o.subs).await;
     // Let the join announcements settle before timing.
@@ -880,8 +966,8 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
             Some(iv) => tokio::time::sleep_until((started + iv * k as u32).into()).await,
             None => {
                 // Flat out, but at most `window` messages ahead of the average subscriber.
-                while (k as u64) * o.subs as u64
-                    > sh.delivered.load(Ordering::Relaxed) + (o.window * o.subs) as u64
+                while (k as u64) * receivers as u64
+                    > sh.delivered.load(Ordering::Relaxed) + (o.window * receivers) as u64
                 {
                     tokio::task::yield_now().await;
                 }
@@ -892,13 +978,13 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
         let n = if interval.is_some() { 1 } else { o.batch.min(o.msgs - k) };
         let mut buf = Vec::new();
         for _ in 0..n {
-            buf.extend_from_slice(&timed_text(&sh, &pad));
+            buf.extend_from_slice(&publish_frame(&sh, &pad, "bench"));
         }
         publisher.lock().await.write_all(&buf).await.expect("publish");
         k += n;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for c in &mut clients {
+    for c in clients.iter_mut().skip(skip) {
         let _ = tokio::time::timeout_at(deadline, &mut c.reader).await;
     }
     // Before the connections close: closing costs the server CPU too.
@@ -913,7 +999,7 @@ async fn fanout_once(o: &Opts, server: &Server) -> FanoutResult {
         per_sec: delivered as f64 / secs.max(1e-9),
         p50_ms: pct_ms(&lat, lat.len(), 0.50),
         p99_ms: pct_ms(&lat, lat.len(), 0.99),
-        lost: (o.subs * o.msgs) as u64 - delivered,
+        lost: (receivers * o.msgs) as u64 - delivered,
         cpu_ns_per_delivery: cpu1.saturating_sub(cpu0) as f64 / delivered.max(1) as f64,
         wire_b_per_delivery: wire as f64 / delivered.max(1) as f64,
     }
@@ -1078,7 +1164,8 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
     let after = server.rss_kib();
     let rss_per_conn_b = after.saturating_sub(before) as f64 * 1024.0 / opened.held.max(1) as f64;
 
-    let receivers = opened.clients.len();
+    // A Pusher publisher does not get its own client events.
+    let receivers = opened.clients.len().saturating_sub(usize::from(pusher_on()));
     let pad = chat_text(o.size.saturating_sub(24));
     let iv = Duration::from_nanos(1_000_000_000 / o.rate);
     let (start, own0) = (Instant::now(), cpu_ns("self"));
@@ -1086,7 +1173,7 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
     if let Some(publisher) = opened.clients.first().map(|c| c.wr.clone()) {
         for k in 0..msgs {
             tokio::time::sleep_until((start + iv * k as u32).into()).await;
-            let frame = timed_text(&sh, &pad);
+            let frame = publish_frame(&sh, &pad, "big");
             let sent = tokio::time::timeout_at(send_by.into(), async {
                 publisher.lock().await.write_all(&frame).await
             });
@@ -1111,7 +1198,7 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
         connect_cpu_us,
         connect_busy_pct,
         rss_per_conn_b,
-        delivered_pct: delivered as f64 * 100.0 / (o.conns * msgs).max(1) as f64,
+        delivered_pct: delivered as f64 * 100.0 / (receivers * msgs).max(1) as f64,
         p50_ms: pct_ms(&lat, lat.len(), 0.50),
         p99_ms: pct_ms(&lat, lat.len(), 0.99),
         client_busy_pct: own1.saturating_sub(own0) as f64 * 100.0 / wall_ns,
@@ -1274,6 +1361,7 @@ fn join(v: &[f64], digits: usize) -> String {
 /// Runs one target `o.runs` times, prints its row and returns the figures the ratios compare.
 fn bench_target(o: &Opts, rt: &tokio::runtime::Runtime, target: &str) -> Vec<(&'static str, f64)> {
     TLS_ON.store(o.tls && target == "embedchat", Ordering::SeqCst);
+    PUSHER.store(target == "pusher" || target == "soketi", Ordering::SeqCst);
     let start = || Server::start(target, o.server_cpu);
     match o.mode.as_str() {
         "fanout" => {
