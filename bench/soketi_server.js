@@ -15,7 +15,7 @@ const freePort = () => new Promise((resolve) => {
 });
 
 (async () => {
-  const [port, metricsPort] = [await freePort(), await freePort()];
+  const [port, metricsPort, discoveryPort] = [await freePort(), await freePort(), await freePort()];
   // Soketi's banners go to stdout; the bench reads the port from the first line.
   const log = console.log;
   console.log = () => {};
@@ -23,6 +23,11 @@ const freePort = () => new Promise((resolve) => {
     host: "127.0.0.1",
     port,
     "metrics.port": metricsPort,
+    // Soketi looks for other nodes by UDP broadcast (node-discover): kept on loopback, on a port
+    // of its own, so a machine without a broadcast route (or another run) does not disturb it.
+    "cluster.hostname": "127.0.0.1",
+    "cluster.broadcast": "127.255.255.255",
+    "cluster.port": discoveryPort,
     "appManager.array.apps": [{
       id: "bench",
       key: "bench-key",

@@ -390,6 +390,16 @@ fn publish_frame(sh: &Shared, pad: &str, room: &str) -> Vec<u8> {
     }
 }
 
+/// The `activity_timeout` (seconds) a `connection_established` gives; 120 if none.
+fn activity_timeout(established: &[u8]) -> u64 {
+    let key = br#"activity_timeout\":"#;
+    let Some(at) = established.windows(key.len()).position(|w| w == key).map(|i| i + key.len()) else {
+        return 120;
+    };
+    let digits = established[at..].iter().take_while(|b| b.is_ascii_digit());
+    digits.fold(0u64, |acc, d| acc * 10 + (d - b'0') as u64).max(1)
+}
+
 /// `pusher:subscribe` to `private-<room>` for the socket `connection_established` named.
 fn pusher_subscribe(established: &[u8], room: &str) -> Vec<u8> {
     let key = br#"socket_id\":\""#;
@@ -791,15 +801,23 @@ async fn subscribe(
 ) {
     let mut got = 0;
     let mut welcomed = false;
-    // A Pusher client subscribes on `connection_established` and is ready once subscribed.
+    // A Pusher client subscribes on `connection_established` and is ready once subscribed; as
+    // pusher-js does, it sends `pusher:ping` after `activity_timeout` seconds without a frame
+    // (Soketi closes a connection it has sent nothing to for that long) and answers the
+    // server's `pusher:ping`.
     let mut established = pusher_channel.is_none();
+    let mut activity: Option<Duration> = None;
     let mut lat = Vec::new();
     let mut pongs = Vec::new();
     loop {
         let used = frames(&buf, |op, p| match op {
             1 if !established => {
                 established = true;
+                activity = Some(Duration::from_secs(activity_timeout(p)));
                 pongs.extend_from_slice(&pusher_subscribe(p, pusher_channel.as_deref().unwrap_or_default()));
+            }
+            1 if activity.is_some() && p.starts_with(br#"{"event":"pusher:ping""#) => {
+                pongs.extend_from_slice(&client_frame(br#"{"event":"pusher:pong","data":{}}"#));
             }
             1 if !welcomed && pusher_channel.is_some() && !contains(p, b"subscription_succeeded") => {}
             1 => {
@@ -837,7 +855,17 @@ async fn subscribe(
         if got >= expect {
             break;
         }
-        match read_some(&mut rd, &mut buf).await {
+        let read = match activity {
+            Some(quiet) => match tokio::time::timeout(quiet, read_some(&mut rd, &mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    pongs.extend_from_slice(&client_frame(br#"{"event":"pusher:ping","data":{}}"#));
+                    continue;
+                }
+            },
+            None => read_some(&mut rd, &mut buf).await,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 sh.wire_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -1198,7 +1226,9 @@ async fn bigroom_once(o: &Opts, server: &Server, target: &str) -> BigRoomResult 
         connect_cpu_us,
         connect_busy_pct,
         rss_per_conn_b,
-        delivered_pct: delivered as f64 * 100.0 / (receivers * msgs).max(1) as f64,
+        // Of every connection asked for (one fewer with Pusher clients: the publisher's own
+        // client events do not come back), so connections that did not get in count as lost.
+        delivered_pct: delivered as f64 * 100.0 / ((o.conns - usize::from(pusher_on())) * msgs).max(1) as f64,
         p50_ms: pct_ms(&lat, lat.len(), 0.50),
         p99_ms: pct_ms(&lat, lat.len(), 0.99),
         client_busy_pct: own1.saturating_sub(own0) as f64 * 100.0 / wall_ns,

@@ -253,8 +253,10 @@ impl Hub {
         // Messages are news only on a reload of a room that had its history before; a first
         // load (or the first after being served alone) is history.
         let news = loading.reload && r.synced;
-        // What this node's members were told of the other nodes' users, to tell them what changed.
-        let before = news.then(|| r.elsewhere.clone());
+        // What this node's members were told of the other nodes' users, to tell them what
+        // changed: on any reload (a room first served while the cluster was away was told of
+        // nobody elsewhere; it learns of them now).
+        let before = loading.reload.then(|| r.elsewhere.clone());
         if let Some(presence) = l.presence {
             r.elsewhere.clear();
             for p in &presence {
@@ -285,7 +287,7 @@ impl Hub {
             }
         }
         // Not to the joiners waiting for their list, which has it.
-        let waiting: Vec<ConnId> = loading.waiting.iter().map(|(id, ..)| *id).collect();
+        let waiting: HashSet<ConnId> = loading.waiting.iter().map(|(id, ..)| *id).collect();
         for (came, list) in [(true, came_went.0), (false, came_went.1)] {
             for (u, m) in list {
                 self.pusher_member_news(st, &key, &u, m.info.as_deref(), came, &waiting);

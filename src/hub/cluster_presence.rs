@@ -165,7 +165,7 @@ impl Hub {
         // A Pusher presence member entered or left this node's view (its own changes here
         // were announced when they were made).
         if changed {
-            self.pusher_member_news(st, &key, &p.user, p.info.as_deref(), !seen, &[]);
+            self.pusher_member_news(st, &key, &p.user, p.info.as_deref(), !seen, &Default::default());
         }
         let name: Arc<str> = p.name.into();
         let user = User { id: p.id, name: &name, bound: p.bound };

@@ -21,7 +21,7 @@ mod pusher;
 mod room;
 mod users;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -271,7 +271,7 @@ impl Hub {
     }
 
     /// `to_room`, but not to the connections in `skip`.
-    fn to_room_but(&self, st: &State, room: &str, out: Out<'_>, skip: &[ConnId]) -> usize {
+    fn to_room_but(&self, st: &State, room: &str, out: Out<'_>, skip: &HashSet<ConnId>) -> usize {
         let Some(r) = st.rooms.get(room) else { return 0 };
         let mut frames = Frames::new(out);
         let sent = self.delivery.to_members_where(&r.members, &mut frames, r.policy, |m| !skip.contains(&m));
@@ -498,7 +498,7 @@ impl Hub {
             let last_tab = r.remove_tab(&user);
             let (empty, elsewhere) = (r.is_empty(), r.elsewhere.contains_key(&user));
             if let Some(p) = presence.as_ref().filter(|_| last_tab && !elsewhere && !empty) {
-                self.pusher_member_news(st, &key, &p.tab, None, false, &[]);
+                self.pusher_member_news(st, &key, &p.tab, None, false, &HashSet::new());
             }
             if self.clustered {
                 let info = presence.as_ref().map(|p| p.user_info.clone());

@@ -5,6 +5,7 @@
 //! caps, fan-out encoded once per wire, slow consumers, the broker, the host's events) is the
 //! hub's own, so messages cross between the two kinds of client in a room both ways.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::fanout::{Frames, Post};
@@ -208,7 +209,7 @@ impl Hub {
             let first_tab = r.add_tab(tab.clone());
             let elsewhere = r.elsewhere.contains_key(&tab);
             if let Some(p) = presence.as_ref().filter(|_| first_tab && !elsewhere) {
-                self.pusher_member_news(st, &key, &p.tab, Some(&p.user_info), true, &[]);
+                self.pusher_member_news(st, &key, &p.tab, Some(&p.user_info), true, &HashSet::new());
             }
             if self.clustered {
                 // The JSON protocol's `join`, announced by the cluster on every node (this one
@@ -261,9 +262,10 @@ impl Hub {
     /// cluster announces it on another node while it has none here; it leaves it likewise.
     /// Announcing the view's changes, as they are made under the hub's lock, keeps a list and
     /// the news after it in agreement on every node, whatever order the cluster's news come in
-    /// (and while the cluster cannot be reached). `user`: the room's tab key for it
-    /// (`pusher:{user_id}`); other users are not Pusher members and nothing is said. `skip`:
-    /// connections not to tell (they wait for their list).
+    /// (and while the cluster cannot be reached). Subscribers that wait for their list (a room
+    /// loading from the cluster: on its first load, all of them) are not told: their list will
+    /// say it. `user`: the room's tab key for it (`pusher:{user_id}`); other users are not
+    /// Pusher members and nothing is said. `skip`: other connections not to tell.
     pub(super) fn pusher_member_news(
         &self,
         st: &State,
@@ -271,10 +273,19 @@ impl Hub {
         user: &str,
         info: Option<&str>,
         came: bool,
-        skip: &[ConnId],
+        skip: &HashSet<ConnId>,
     ) {
         let Some(user_id) = user.strip_prefix(MEMBER) else { return };
         let Some(r) = st.rooms.get(room) else { return };
+        let waiting: HashSet<ConnId>;
+        let skip = match r.loading.as_deref() {
+            Some(l) if !l.reload => return,
+            Some(l) => {
+                waiting = l.waiting.iter().map(|(id, ..)| *id).chain(skip.iter().copied()).collect();
+                &waiting
+            }
+            None => skip,
+        };
         let out = match came {
             true => Out::MemberAdded { room, user_id, user_info: info.unwrap_or("null") },
             false => Out::MemberRemoved { room, user_id },
