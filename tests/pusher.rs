@@ -334,6 +334,22 @@ async fn in_a_cluster_pusher_events_cross_nodes() {
     b.stop().unwrap();
 }
 
+/// Two engines sharing a Redis of the test's own, quick to notice when it hangs.
+fn two_nodes() -> (TestRedis, embedchat::Engine, embedchat::Engine) {
+    let redis = TestRedis::start();
+    let cfg = json!({"redis_url": format!("redis://127.0.0.1:{}/0", redis.1), "redis_timeout_ms": 300});
+    let (a, b) = (pusher_engine(cfg.clone()), pusher_engine(cfg));
+    (redis, a, b)
+}
+
+/// Waits until both engines' `/healthz` starts with `state` (`ok`, or `degraded` while they
+/// serve alone).
+async fn until_health(engines: [&embedchat::Engine; 2], state: &str) {
+    let healthz = |port: u16| http(port, "GET", "/healthz", "", "").1;
+    until(&format!("both nodes {state}"), || engines.iter().all(|e| healthz(e.port()).starts_with(state)))
+        .await;
+}
+
 /// Asks to subscribe to a presence channel as `user`.
 async fn ask_presence(ws: &mut Client, socket_id: &str, channel: &str, user: &str) {
     let data = json!({"user_id": user, "user_info": {"name": user}}).to_string();
@@ -383,10 +399,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn in_a_cluster_presence_channels_and_channel_queries_span_every_node() {
-    let redis = TestRedis::start();
-    let url = format!("redis://127.0.0.1:{}/0", redis.1);
-    let a = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
-    let b = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
+    let (redis, a, b) = two_nodes();
     let ch = "presence-team";
     let users_on = |port: u16| -> Vec<String> {
         let v = api_get(port, &format!("/apps/7/channels/{ch}/users"), "");
@@ -419,14 +432,9 @@ async fn in_a_cluster_presence_channels_and_channel_queries_span_every_node() {
     // Redis hangs for a while and comes back: the nodes tell it their members again, and
     // nobody is announced gone who did not go.
     redis.signal("-STOP");
-    let healthz = |port: u16| http(port, "GET", "/healthz", "", "").1;
-    until("both nodes serve alone", || [a.port(), b.port()].iter().all(|&p| healthz(p).contains("degraded")))
-        .await;
+    until_health([&a, &b], "degraded").await;
     redis.signal("-CONT");
-    until("both nodes back in the cluster", || {
-        [a.port(), b.port()].iter().all(|&p| healthz(p).starts_with("ok"))
-    })
-    .await;
+    until_health([&a, &b], "ok").await;
     until("node A's API lists both again", || users_on(a.port()) == ["\"ann\"", "\"bob\""]).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), event(&mut ann)).await;
@@ -514,10 +522,7 @@ impl Members {
 
 #[tokio::test]
 async fn in_a_cluster_each_node_announces_members_as_its_lists_show_them_through_races_and_outages() {
-    let redis = TestRedis::start();
-    let url = format!("redis://127.0.0.1:{}/0", redis.1);
-    let a = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
-    let b = pusher_engine(json!({"redis_url": url, "redis_timeout_ms": 300}));
+    let (redis, a, b) = two_nodes();
     let ch = "presence-lobby";
     let unsubscribe = json!({"event": "pusher:unsubscribe", "data": {"channel": ch}}).to_string();
 
@@ -547,16 +552,14 @@ async fn in_a_cluster_each_node_announces_members_as_its_lists_show_them_through
     // Redis hangs; meanwhile bob (still on node B) comes to node A and leaves it: node A knows
     // he is on node B, so that is no news, then or after Redis is back.
     redis.signal("-STOP");
-    let healthz = |port: u16| http(port, "GET", "/healthz", "", "").1;
-    until("both nodes serve alone", || [a.port(), b.port()].iter().all(|&p| healthz(p).contains("degraded")))
-        .await;
+    until_health([&a, &b], "degraded").await;
     let (mut visit, visit_id) = established(&a).await;
     join_presence(&mut visit, &visit_id, ch, "bob").await;
     send(&mut visit, &unsubscribe).await;
     send(&mut visit, r#"{"event":"pusher:ping","data":{}}"#).await;
     while event(&mut visit).await["event"] != "pusher:pong" {}
     redis.signal("-CONT");
-    until("both nodes back", || [a.port(), b.port()].iter().all(|&p| healthz(p).starts_with("ok"))).await;
+    until_health([&a, &b], "ok").await;
     let (mut dan, dan_id) = established(&b).await;
     join_presence(&mut dan, &dan_id, ch, "dan").await;
     assert_eq!(

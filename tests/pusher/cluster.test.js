@@ -9,7 +9,7 @@ const assert = require("node:assert");
 const { spawn } = require("node:child_process");
 const net = require("node:net");
 const Pusher = require("pusher-js");
-const { APP, startServer, startAuthEndpoint, api, until } = require("./harness");
+const { APP, startServer, startAuthEndpoint, api, until, subscribed, collect } = require("./harness");
 
 let redis;
 let nodes;
@@ -71,20 +71,6 @@ function client(node, user) {
   });
   clients.push(c);
   return c;
-}
-
-function subscribed(c, name) {
-  const channel = c.subscribe(name);
-  return new Promise((resolve, reject) => {
-    channel.bind("pusher:subscription_succeeded", () => resolve(channel));
-    channel.bind("pusher:subscription_error", (e) => reject(new Error(`subscription refused: ${JSON.stringify(e)}`)));
-  });
-}
-
-function collect(channel, event) {
-  const got = [];
-  channel.bind(event, (data) => got.push(data));
-  return got;
 }
 
 // Polls an async check until it holds.

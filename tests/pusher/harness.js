@@ -112,4 +112,20 @@ function until(fn, ms = 5000, what = "condition") {
   });
 }
 
-module.exports = { root, APP, startServer, startAuthEndpoint, api, until, hmac };
+// Subscribes pusher-js client `c` to channel `name`; resolves with the channel once subscribed.
+function subscribed(c, name) {
+  const channel = c.subscribe(name);
+  return new Promise((resolve, reject) => {
+    channel.bind("pusher:subscription_succeeded", () => resolve(channel));
+    channel.bind("pusher:subscription_error", (e) => reject(new Error(`subscription refused: ${JSON.stringify(e)}`)));
+  });
+}
+
+// Everything a channel receives under `event`, in order.
+function collect(channel, event) {
+  const got = [];
+  channel.bind(event, (data) => got.push(data));
+  return got;
+}
+
+module.exports = { root, APP, startServer, startAuthEndpoint, api, until, hmac, subscribed, collect };

@@ -6,7 +6,7 @@
 const { test, before, after } = require("node:test");
 const assert = require("node:assert");
 const Pusher = require("pusher-js");
-const { APP, startServer, startAuthEndpoint, api, until } = require("./harness");
+const { APP, startServer, startAuthEndpoint, api, until, subscribed, collect } = require("./harness");
 
 let server;
 let auth;
@@ -46,21 +46,6 @@ const connected = (c) => new Promise((resolve) => {
   if (c.connection.state === "connected") return resolve();
   c.connection.bind("connected", resolve);
 });
-
-function subscribed(c, name) {
-  const channel = c.subscribe(name);
-  return new Promise((resolve, reject) => {
-    channel.bind("pusher:subscription_succeeded", () => resolve(channel));
-    channel.bind("pusher:subscription_error", (e) => reject(new Error(`subscription refused: ${JSON.stringify(e)}`)));
-  });
-}
-
-// Everything a channel receives under `event`, in order.
-function collect(channel, event) {
-  const got = [];
-  channel.bind(event, (data) => got.push(data));
-  return got;
-}
 
 test("pusher-js connects and gets a socket id of Pusher's form", { timeout: 15000 }, async () => {
   const c = client();
